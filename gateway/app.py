@@ -1,0 +1,246 @@
+"""The composition root: RTMP server, one segmenter task per stream and hypercorn in one trio run.
+
+Task tree (every task has an owner):
+    run_gateway
+    +-- signal watcher (SIGINT/SIGTERM -> graceful shutdown)
+    +-- RTMP server (own cancel scope: stopped first on shutdown)
+    |     +-- one task per connection
+    +-- segmenters (own nursery: one task per stream, fed by a bounded hub queue)
+    +-- hypercorn (Quart app; drained last)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from gateway.config import Settings
+from gateway.hub import Gap, Hub, HubItem, SessionEnd, SessionStart, Stream, Subscriber
+from gateway.metrics import Metrics
+from gateway.server import serve_rtmp
+from segmenter.flv import FlvTag
+from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo
+from segmenter.store import DiskStore, MemoryStore, Store
+from web.app import WebConfig, create_app
+
+log = logging.getLogger("gateway")
+
+POLL_INTERVAL = 0.5  # seconds between segmenter housekeeping runs (ENDLIST grace, expiry)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where the listeners ended up (port 0 in settings picks a free port)."""
+
+    rtmp: list[tuple[str, int]]
+    http: list[str]
+
+    @property
+    def rtmp_port(self) -> int:
+        return self.rtmp[0][1]
+
+    @property
+    def http_url(self) -> str:
+        return self.http[0]
+
+
+def segmenter_config(settings: Settings) -> SegmenterConfig:
+    return SegmenterConfig(
+        target_duration=settings.hls_target_duration,
+        max_segment_duration=settings.hls_max_segment_duration,
+        window_segments=settings.hls_window,
+        end_grace=settings.hls_end_grace,
+    )
+
+
+def make_store(settings: Settings) -> Store:
+    return DiskStore(Path(settings.hls_dir)) if settings.hls_dir else MemoryStore()
+
+
+@dataclass(eq=False)
+class Gateway:
+    """Holds what the tasks share; :func:`run_gateway` drives it."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics = field(default_factory=Metrics)
+    hub: Hub = field(init=False)
+    lives: dict[str, LiveStream] = field(default_factory=dict)
+    bound: Bound | None = None
+    _segmenters: trio.Nursery | None = None
+
+    def __post_init__(self) -> None:
+        self.hub = Hub(on_stream_started=self._start_segmenter)
+
+    # --- StatusSource for the web app -----------------------------------------------------
+    def streams(self) -> list[dict[str, Any]]:
+        return [self._describe(s) for s in self.hub.streams.values()]
+
+    def stream(self, app: str, key: str) -> dict[str, Any] | None:
+        s = self.hub.get(app, key)
+        return None if s is None else self._describe(s)
+
+    def _describe(self, s: Stream) -> dict[str, Any]:
+        live = self.lives.get(s.path)
+        info: dict[str, Any] = dict(live.stats()) if live is not None else {}
+        pub = s.publisher
+        info.update(
+            app=s.app,
+            key=s.key,
+            publisher=pub.peer if pub else None,
+            started_at=(
+                datetime.fromtimestamp(pub.started_at, UTC).isoformat(timespec="seconds")
+                if pub
+                else None
+            ),
+            uptime=(trio.current_time() - pub.monotonic_start) if pub else None,
+            sessions=s.sessions,
+            bytes_in=s.bytes_in,
+            subscribers=len(s.subscribers),
+            dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
+        )
+        if pub is None and info.get("state") == "live":
+            info["state"] = "waiting"
+        return info
+
+    # --- segmenters -------------------------------------------------------------------------
+    def _start_segmenter(self, stream: Stream) -> None:
+        assert self._segmenters is not None, "segmenter nursery not running"
+        # Attach now, synchronously, so the session's first tags are not missed.
+        sub, receive = self.hub.attach(stream, "segmenter", self.settings.segmenter_queue)
+        live = LiveStream(
+            stream.path,
+            self.store,
+            segmenter_config(self.settings),
+            on_segment=self._on_segment,
+            log=logging.getLogger(f"segmenter.{stream.path}"),
+        )
+        self.lives[stream.path] = live
+        self._segmenters.start_soon(self._run_segmenter, stream, sub, receive, live)
+
+    def _on_segment(self, info: SegmentInfo) -> None:
+        self.metrics.segments.inc()
+        self.metrics.segment_duration.observe(info.duration)
+
+    async def _run_segmenter(
+        self,
+        stream: Stream,
+        sub: Subscriber,
+        receive: trio.MemoryReceiveChannel[HubItem],
+        live: LiveStream,
+    ) -> None:
+        next_poll = trio.current_time() + POLL_INTERVAL
+        try:
+            while True:
+                with trio.move_on_at(next_poll):
+                    item = await receive.receive()
+                    self._feed(live, item)
+                    continue
+                now = trio.current_time()
+                live.poll(now)
+                next_poll = now + POLL_INTERVAL
+        finally:
+            # Shutdown: take what is already queued, then end the playlist (EXT-X-ENDLIST).
+            self.hub.detach(stream, sub)
+            while True:
+                try:
+                    self._feed(live, receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            live.close(trio.current_time())
+            receive.close()
+
+    def _feed(self, live: LiveStream, item: HubItem) -> None:
+        now = trio.current_time()
+        try:
+            if isinstance(item, FlvTag):
+                live.feed(item, now)
+            elif isinstance(item, SessionStart):
+                live.begin_session(now)
+            elif isinstance(item, SessionEnd):
+                live.end_session(now)
+            elif isinstance(item, Gap):
+                # Lost tags break the timeline: close what we have, resume as a new session.
+                self.metrics.segmenter_gaps.inc(item.dropped)
+                log.warning("%s: segmenter queue overflowed, %d tags lost", live.path, item.dropped)
+                live.end_session(now)
+                live.begin_session(now)
+        except Exception:
+            # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
+            log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def run_gateway(
+    settings: Settings,
+    *,
+    stop: trio.Event | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully."""
+    stop = stop if stop is not None else trio.Event()
+    gw = Gateway(settings, make_store(settings))
+    web_app = create_app(
+        gw.store,
+        gw,
+        config=WebConfig(
+            cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())
+        ),
+        registry=gw.metrics.registry,
+    )
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"{_bracket(settings.host)}:{settings.http_port}"]
+    hconfig.graceful_timeout = settings.shutdown_timeout
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    http_stop = trio.Event()
+
+    async with trio.open_nursery() as root:
+        if handle_signals:
+            root.start_soon(_watch_signals, stop)
+        async with trio.open_nursery() as http:
+            http_bound = await http.start(
+                partial(hypercorn_serve, web_app, hconfig, shutdown_trigger=http_stop.wait)
+            )
+            async with trio.open_nursery() as segmenters:
+                gw._segmenters = segmenters
+                async with trio.open_nursery() as ingest:
+                    rtmp_bound = await ingest.start(serve_rtmp, settings, gw.hub, gw.metrics)
+                    gw.bound = Bound(rtmp_bound, http_bound)
+                    log.info(
+                        "gateway listening: rtmp %s, http %s, store %s",
+                        ", ".join(f"{h}:{p}" for h, p in rtmp_bound),
+                        ", ".join(http_bound),
+                        settings.hls_dir or "memory",
+                    )
+                    task_status.started(gw)
+                    await stop.wait()
+                    # Graceful order: stop ingest (publish slots are released), then end the
+                    # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.
+                    ingest.cancel_scope.cancel()
+                segmenters.cancel_scope.cancel()
+            http_stop.set()
+            http.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout + 1
+        root.cancel_scope.cancel()
+    log.info("gateway stopped")
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

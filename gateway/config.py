@@ -1,0 +1,223 @@
+"""Gateway settings: every limit is a named, documented field with a safe default.
+
+Sources, lowest to highest precedence: the defaults below, a TOML file (``--config FILE``), environment
+variables ``GATEWAY_<FIELD>`` (upper case), command-line flags ``--field-name``. Values are validated
+at start; an error names the key and the source it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting is unknown or invalid; the message names the key and where it came from."""
+
+
+def _doc(text: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    return {"doc": text, "min": minimum, "max": maximum}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- listeners -----------------------------------------------------------------------------
+    host: str = field(default="0.0.0.0", metadata=_doc("Address both listeners bind to."))
+    rtmp_port: int = field(
+        default=1935, metadata=_doc("RTMP ingest port (0 = any free port).", minimum=0, maximum=65535)
+    )
+    http_port: int = field(
+        default=8080, metadata=_doc("HTTP port for HLS, API and player.", minimum=0, maximum=65535)
+    )
+    # --- logging -------------------------------------------------------------------------------
+    log_format: str = field(default="text", metadata=_doc("'text' for people, 'json' for collectors."))
+    log_level: str = field(default="info", metadata=_doc("debug, info, warning or error."))
+    # --- RTMP connection limits ----------------------------------------------------------------
+    max_connections: int = field(
+        default=1000,
+        metadata=_doc("RTMP connections at once; more are closed at accept.", minimum=1),
+    )
+    setup_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds a connection has for handshake + connect + publish/play; idle sockets "
+            "that never publish would otherwise hold a slot forever.",
+            minimum=0.1,
+        ),
+    )
+    idle_timeout: float = field(
+        default=30.0,
+        metadata=_doc("Seconds without any byte from the peer before it is dropped.", minimum=0.1),
+    )
+    send_timeout: float = field(
+        default=10.0,
+        metadata=_doc("Seconds a write to a peer may take before the peer is dropped.", minimum=0.1),
+    )
+    max_message_size: int = field(
+        default=16 * 1024 * 1024,
+        metadata=_doc(
+            "Largest RTMP message accepted, bytes (a 4K intra frame at high bitrate fits).",
+            minimum=1024,
+            maximum=0xFFFFFF,
+        ),
+    )
+    # --- HLS -----------------------------------------------------------------------------------
+    hls_dir: str = field(
+        default="",
+        metadata=_doc("Directory for segments and playlists; empty = in memory (the default)."),
+    )
+    hls_target_duration: float = field(
+        default=2.0,
+        metadata=_doc("Segment length aimed at, seconds; cuts happen at keyframes.", minimum=0.5),
+    )
+    hls_max_segment_duration: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Longest segment allowed, seconds: fixes EXT-X-TARGETDURATION for the stream's life.",
+            minimum=1.0,
+        ),
+    )
+    hls_window: int = field(
+        default=6,
+        metadata=_doc("Segments listed in the live playlist (at least 3 x target).", minimum=3),
+    )
+    hls_end_grace: float = field(
+        default=20.0,
+        metadata=_doc(
+            "Seconds without a publisher before the playlist gets EXT-X-ENDLIST; a publisher "
+            "reconnecting within it continues the same playlist with a discontinuity.",
+            minimum=0.0,
+        ),
+    )
+    segmenter_queue: int = field(
+        default=8192,
+        metadata=_doc(
+            "Tags buffered between a publisher and its segmenter; overflow becomes a counted "
+            "discontinuity, never back-pressure on the publisher.",
+            minimum=64,
+        ),
+    )
+    # --- HTTP ----------------------------------------------------------------------------------
+    cors_origins: str = field(
+        default="*", metadata=_doc("Comma-separated origins allowed by CORS; '*' for any.")
+    )
+    shutdown_timeout: float = field(
+        default=10.0,
+        metadata=_doc("Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0),
+    )
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field[Any], ...]:
+        return dataclasses.fields(cls)
+
+
+_TYPES: dict[str, type] = {}
+
+
+def _field_type(f: dataclasses.Field[Any]) -> type:
+    if not _TYPES:
+        hints = typing.get_type_hints(Settings)
+        for name, hint in hints.items():
+            _TYPES[name] = hint if not isinstance(hint, types.UnionType) else str
+    return _TYPES[f.name]
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    kind = _field_type(f)
+    where = f"{f.name} (from {source})"
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                value = value.lower() in ("1", "true", "yes", "on")
+            result: Any = bool(value)
+        elif kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            result = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            result = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if lo is not None and result < lo:
+        raise ConfigError(f"{where}: {result!r} is below the minimum {lo}")
+    if hi is not None and result > hi:
+        raise ConfigError(f"{where}: {result!r} is above the maximum {hi}")
+    return result
+
+
+def _check(settings: Settings) -> Settings:
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format: must be 'text' or 'json', got {settings.log_format!r}")
+    if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level: unknown level {settings.log_level!r}")
+    if settings.hls_max_segment_duration < settings.hls_target_duration:
+        raise ConfigError(
+            "hls_max_segment_duration: must be >= hls_target_duration "
+            f"({settings.hls_max_segment_duration} < {settings.hls_target_duration})"
+        )
+    return settings
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge defaults, TOML file, ``GATEWAY_*`` environment and explicit overrides (flags)."""
+    by_name = {f.name: f for f in Settings.fields()}
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+        for key, value in _flatten(data).items():
+            f = by_name.get(key)
+            if f is None:
+                raise ConfigError(f"{key} (from {path}): unknown setting")
+            values[key] = _coerce(f, value, str(path))
+    for name, raw in (os.environ if env is None else env).items():
+        if not name.startswith("GATEWAY_"):
+            continue
+        key = name[len("GATEWAY_") :].lower()
+        f = by_name.get(key)
+        if f is None:
+            raise ConfigError(f"{key} (from environment {name}): unknown setting")
+        values[key] = _coerce(f, raw, f"environment {name}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        values[key] = _coerce(by_name[key], value, f"--{key.replace('_', '-')}")
+    return _check(Settings(**values))
+
+
+def _flatten(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept flat keys or one level of tables: ``[hls] window = 6`` means ``hls_window``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                flat[f"{key}_{sub}"] = inner
+        else:
+            flat[key] = value
+    return flat

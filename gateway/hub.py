@@ -1,0 +1,224 @@
+"""Streams keyed by app and stream name: one publisher each, many subscribers.
+
+The publisher's reader calls :meth:`Stream.publish` for every tag; it never waits: each subscriber has
+a bounded channel fed with ``send_nowait``, and what a full subscriber does is its own policy
+(the segmenter marks a gap, a player skips to the next keyframe). The latest metadata and sequence
+headers are kept so a late subscriber can start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import trio
+
+from segmenter.flv import FlvTag, TagType
+
+log = logging.getLogger("gateway.hub")
+
+# App and stream names end up in URLs and store paths: keep them to a safe, bounded alphabet.
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class StreamBusy(Exception):
+    """A publisher is already live on this name (answered with NetStream.Publish.BadName)."""
+
+
+def valid_name(name: str) -> bool:
+    return NAME_RE.fullmatch(name) is not None
+
+
+def split_query(name: str) -> tuple[str, dict[str, list[str]]]:
+    """``key?token=x`` -> (``key``, {"token": ["x"]}); the query is kept for authorisation."""
+    base, _, query = name.partition("?")
+    return base, parse_qs(query, keep_blank_values=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    """Marks the start of a publish session (first publish or a reconnect) in a subscriber's queue."""
+
+    monotonic: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """The publisher left; what follows (if anything) belongs to a new session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The subscriber's queue overflowed and ``dropped`` tags were lost before the next item."""
+
+    dropped: int
+
+
+HubItem = FlvTag | SessionStart | SessionEnd | Gap
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One consumer of a stream. Items that do not fit in its queue are counted, never waited for."""
+
+    name: str
+    send_channel: trio.MemorySendChannel[HubItem]
+    dropped: int = 0
+    _pending_gap: int = 0
+
+    def offer(self, item: HubItem) -> None:
+        # A lost run of items is reported as one Gap before the next item that fits.
+        try:
+            if self._pending_gap:
+                self.send_channel.send_nowait(Gap(self._pending_gap))
+                self._pending_gap = 0
+            self.send_channel.send_nowait(item)
+        except trio.WouldBlock:
+            self._pending_gap += 1
+            self.dropped += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the consumer went away; it unsubscribes on its own exit path
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherInfo:
+    peer: str
+    started_at: float  # wall clock, seconds since the epoch
+    monotonic_start: float  # trio clock, for uptime
+    query: dict[str, list[str]]
+    connection_id: int
+
+
+def is_sequence_header(tag: FlvTag) -> bool:
+    """AVC/AAC sequence headers (FLV spec E.4.2.2 / E.4.3.1) and Enhanced RTMP SequenceStart."""
+    body = tag.body
+    if len(body) < 2:
+        return False
+    if tag.type is TagType.VIDEO:
+        if body[0] & 0x80:  # Enhanced RTMP ExHeader: PacketType 0 = SequenceStart
+            return body[0] & 0x0F == 0
+        return body[0] & 0x0F in (7, 12) and body[1] == 0
+    if tag.type is TagType.AUDIO:
+        fmt = body[0] >> 4
+        if fmt == 9:  # Enhanced RTMP audio ExHeader: PacketType 0 = SequenceStart
+            return body[0] & 0x0F == 0
+        return fmt == 10 and body[1] == 0
+    return False
+
+
+@dataclass(eq=False)
+class Stream:
+    app: str
+    key: str
+    publisher: PublisherInfo | None = None
+    metadata: FlvTag | None = None
+    video_header: FlvTag | None = None
+    audio_header: FlvTag | None = None
+    subscribers: set[Subscriber] = field(default_factory=set)
+    sessions: int = 0
+    tags_in: int = 0
+    bytes_in: int = 0
+
+    @property
+    def path(self) -> str:
+        return f"{self.app}/{self.key}"
+
+    def publish(self, tag: FlvTag) -> None:
+        """Hand one tag of the live session to every subscriber; never blocks."""
+        self.tags_in += 1
+        self.bytes_in += len(tag.body)
+        if tag.type is TagType.SCRIPT:
+            self.metadata = tag
+        elif is_sequence_header(tag):
+            if tag.type is TagType.VIDEO:
+                self.video_header = tag
+            else:
+                self.audio_header = tag
+        for sub in self.subscribers:
+            sub.offer(tag)
+
+    def _broadcast(self, item: HubItem) -> None:
+        for sub in self.subscribers:
+            sub.offer(item)
+
+
+class Hub:
+    """All streams of this process. Synchronous: called from trio tasks, never blocks."""
+
+    def __init__(
+        self,
+        *,
+        on_stream_started: Callable[[Stream], None] | None = None,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.streams: dict[tuple[str, str], Stream] = {}
+        self._on_stream_started = on_stream_started
+        self._wallclock = wallclock
+
+    def get(self, app: str, key: str) -> Stream | None:
+        return self.streams.get((app, key))
+
+    def _stream(self, app: str, key: str) -> Stream:
+        stream = self.streams.get((app, key))
+        if stream is None:
+            stream = self.streams[(app, key)] = Stream(app, key)
+        return stream
+
+    def start_publish(
+        self, app: str, key: str, *, peer: str, connection_id: int, query: dict[str, list[str]]
+    ) -> Stream:
+        """Claim the publisher slot; raises StreamBusy if someone is live on this name."""
+        stream = self._stream(app, key)
+        if stream.publisher is not None:
+            raise StreamBusy(f"{app}/{key} is already being published by {stream.publisher.peer}")
+        stream.publisher = PublisherInfo(
+            peer, self._wallclock(), trio.current_time(), query, connection_id
+        )
+        stream.sessions += 1
+        # A new session's headers replace the old ones; stale ones must not reach new subscribers.
+        stream.metadata = stream.video_header = stream.audio_header = None
+        if stream.sessions == 1 and self._on_stream_started is not None:
+            self._on_stream_started(stream)
+        stream._broadcast(SessionStart(trio.current_time()))
+        return stream
+
+    def end_publish(self, stream: Stream, connection_id: int) -> None:
+        """Release the slot; only its holder can (idempotent, safe on every exit path)."""
+        if stream.publisher is None or stream.publisher.connection_id != connection_id:
+            return
+        stream.publisher = None
+        stream._broadcast(SessionEnd())
+
+    def attach(
+        self, stream: Stream, name: str, queue_size: int
+    ) -> tuple[Subscriber, trio.MemoryReceiveChannel[HubItem]]:
+        """Attach a bounded queue to ``stream`` now (synchronously, so nothing published after
+        this call is missed). The caller must :meth:`detach` on every exit path."""
+        send, receive = trio.open_memory_channel[HubItem](queue_size)
+        sub = Subscriber(name, send)
+        stream.subscribers.add(sub)
+        return sub, receive
+
+    def detach(self, stream: Stream, sub: Subscriber) -> None:
+        stream.subscribers.discard(sub)
+        sub.send_channel.close()
+
+    @contextmanager
+    def subscribe(
+        self, stream: Stream, name: str, queue_size: int
+    ) -> Iterator[tuple[Subscriber, trio.MemoryReceiveChannel[HubItem]]]:
+        """:meth:`attach` for the duration of a ``with`` block."""
+        sub, receive = self.attach(stream, name, queue_size)
+        try:
+            yield sub, receive
+        finally:
+            self.detach(stream, sub)
+            receive.close()
+
+    def publishers(self) -> int:
+        return sum(1 for s in self.streams.values() if s.publisher is not None)

@@ -1,0 +1,40 @@
+"""Prometheus metrics of the RTMP side and the segmenter (the HTTP side adds its own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.connections_total = Counter(
+            "rtmp_connections", "RTMP connections accepted", registry=r
+        )
+        self.connections_active = Gauge(
+            "rtmp_connections_active", "RTMP connections open now", registry=r
+        )
+        self.connections_refused = Counter(
+            "rtmp_connections_refused", "RTMP connections closed at accept (limit)", registry=r
+        )
+        self.publishers = Gauge("rtmp_publishers", "Streams with a live publisher", registry=r)
+        self.bytes_in = Counter("rtmp_bytes_received", "Bytes received from RTMP peers", registry=r)
+        self.protocol_errors = Counter(
+            "rtmp_protocol_errors", "Connections closed for a protocol error", ["cause"], registry=r
+        )
+        self.publish_rejected = Counter(
+            "rtmp_publish_rejected", "Publish requests refused", ["code"], registry=r
+        )
+        self.segments = Counter("hls_segments", "HLS segments produced", registry=r)
+        self.segment_duration = Histogram(
+            "hls_segment_duration_seconds",
+            "Duration of produced HLS segments",
+            buckets=(0.5, 1, 1.5, 2, 2.5, 3, 4, 6, 8, 10, 15),
+            registry=r,
+        )
+        self.segmenter_gaps = Counter(
+            "hls_segmenter_dropped_tags",
+            "Tags dropped because a segmenter queue was full (each run is a discontinuity)",
+            registry=r,
+        )

@@ -1,0 +1,220 @@
+"""RTMP listener and per-connection sessions: the only place RTMP bytes meet sockets.
+
+Each connection is one task owning one sans-IO :class:`gateway.rtmp.connection.Connection`. Every
+wait has a deadline (setup, idle read, write); every failure is contained to its connection and
+logged with its cause; the publish slot is released on every exit path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from gateway.config import Settings
+from gateway.hub import Hub, Stream, StreamBusy, split_query, valid_name
+from gateway.metrics import Metrics
+from gateway.rtmp import events as ev
+from gateway.rtmp.connection import NEED_DATA, Connection
+from gateway.rtmp.errors import ProtocolError
+from gateway.rtmp.limits import Limits
+from segmenter.flv import FlvTag, TagType
+
+log = logging.getLogger("gateway.rtmp")
+
+RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
+_MEDIA_TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
+_ids = itertools.count(1)
+
+
+def rtmp_limits(settings: Settings) -> Limits:
+    return Limits(max_message_size=settings.max_message_size)
+
+
+@dataclass(eq=False)
+class Session:
+    sock: trio.abc.Stream
+    peer: str
+    settings: Settings
+    hub: Hub
+    metrics: Metrics
+    id: int = field(default_factory=lambda: next(_ids))
+    app: str | None = None
+    published: dict[int, Stream] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        conn = Connection(limits=rtmp_limits(self.settings))
+        setup_deadline = trio.current_time() + self.settings.setup_timeout
+        cause = "closed by peer"
+        try:
+            while True:
+                deadline = trio.current_time() + self.settings.idle_timeout
+                if not self.published:
+                    deadline = min(deadline, setup_deadline)
+                try:
+                    with trio.fail_at(deadline):
+                        data = await self.sock.receive_some(RECEIVE_SIZE)
+                except trio.TooSlowError:
+                    cause = "setup timeout" if not self.published else "idle timeout"
+                    self.metrics.protocol_errors.labels(cause.replace(" ", "-")).inc()
+                    return
+                self.metrics.bytes_in.inc(len(data))
+                conn.receive_data(data)
+                self._handle_events(conn)
+                await self._flush(conn)
+                if not data:
+                    return
+        except ProtocolError as exc:
+            cause = f"protocol error: {exc.reason}: {exc}"
+            self.metrics.protocol_errors.labels(exc.reason).inc()
+        except trio.TooSlowError:
+            cause = "write timeout"
+            self.metrics.protocol_errors.labels("write-timeout").inc()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            cause = f"connection lost: {exc!r}"
+        finally:
+            for stream in self.published.values():
+                self._end_publish(stream, "connection closed")
+            self.published.clear()
+            with trio.move_on_after(1, shield=True):
+                await self.sock.aclose()
+            log.info(
+                "rtmp connection #%d from %s closed (%s); %d bytes in, %d out",
+                self.id,
+                self.peer,
+                cause,
+                conn.bytes_received,
+                conn.bytes_sent,
+            )
+
+    async def _flush(self, conn: Connection) -> None:
+        out = conn.data_to_send()
+        if out:
+            with trio.fail_after(self.settings.send_timeout):
+                await self.sock.send_all(out)
+
+    def _handle_events(self, conn: Connection) -> None:
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, ev.Media):
+                stream = self.published.get(event.stream_id)
+                kind = _MEDIA_TYPES.get(event.type)
+                if stream is not None and kind is not None:
+                    stream.publish(FlvTag(kind, event.timestamp, event.body))
+            elif isinstance(event, ev.ConnectRequest):
+                self._on_connect(conn, event)
+            elif isinstance(event, ev.PublishRequest):
+                self._on_publish(conn, event)
+            elif isinstance(event, ev.PlayRequest):
+                conn.reject_play(
+                    event.stream_id,
+                    "NetStream.Play.Failed",
+                    "RTMP playback is not offered by this server; play the HLS stream over HTTP",
+                )
+            elif isinstance(event, ev.Unpublish | ev.StreamDeleted):
+                stream = self.published.pop(event.stream_id, None)
+                if stream is not None:
+                    self._end_publish(stream, "publisher ended the stream")
+            elif isinstance(event, ev.ConnectionClosed):
+                return
+
+    def _on_connect(self, conn: Connection, event: ev.ConnectRequest) -> None:
+        app = event.app.partition("?")[0].strip("/")
+        if not valid_name(app):
+            log.warning("rtmp #%d %s: connect refused: invalid app name %r", self.id, self.peer, app)
+            conn.reject_connect(f"invalid application name {app!r}")
+            return
+        self.app = app
+        conn.accept_connect()
+
+    def _on_publish(self, conn: Connection, event: ev.PublishRequest) -> None:
+        app = self.app
+        key, query = split_query(event.name)
+        if event.query:
+            query = {**split_query("?" + event.query)[1], **query}
+        if app is None:
+            self._reject(conn, event.stream_id, "NetStream.Publish.Denied", "publish before connect")
+            return
+        if not valid_name(key):
+            self._reject(
+                conn,
+                event.stream_id,
+                "NetStream.Publish.BadName",
+                f"invalid stream name {key!r}: use 1-128 of A-Z a-z 0-9 _ -",
+            )
+            return
+        try:
+            stream = self.hub.start_publish(
+                app, key, peer=self.peer, connection_id=self.id, query=query
+            )
+        except StreamBusy as exc:
+            self._reject(conn, event.stream_id, "NetStream.Publish.BadName", str(exc))
+            return
+        self.published[event.stream_id] = stream
+        self.metrics.publishers.set(self.hub.publishers())
+        conn.accept_publish(event.stream_id)
+        log.info("publish start %s/%s from %s (connection #%d)", app, key, self.peer, self.id)
+
+    def _reject(self, conn: Connection, stream_id: int, code: str, description: str) -> None:
+        log.warning("rtmp #%d %s: publish refused: %s (%s)", self.id, self.peer, code, description)
+        self.metrics.publish_rejected.labels(code).inc()
+        conn.reject_publish(stream_id, code, description)
+
+    def _end_publish(self, stream: Stream, why: str) -> None:
+        self.hub.end_publish(stream, self.id)
+        self.metrics.publishers.set(self.hub.publishers())
+        log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
+
+
+async def serve_rtmp(
+    settings: Settings,
+    hub: Hub,
+    metrics: Metrics,
+    *,
+    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept RTMP connections until cancelled; reports the bound (host, port) pairs."""
+    listeners = await trio.open_tcp_listeners(settings.rtmp_port, host=settings.host or None)
+    addresses = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
+    active = 0
+
+    async def handle(sock: trio.SocketStream) -> None:
+        nonlocal active
+        try:
+            host, port = sock.socket.getpeername()[:2]
+            peer = f"{host}:{port}"
+        except OSError:
+            peer = "unknown"
+        if active >= settings.max_connections:
+            metrics.connections_refused.inc()
+            log.warning(
+                "rtmp connection from %s refused: max_connections (%d) reached",
+                peer,
+                settings.max_connections,
+            )
+            with trio.move_on_after(1, shield=True):
+                await sock.aclose()
+            return
+        active += 1
+        metrics.connections_total.inc()
+        metrics.connections_active.inc()
+        session = Session(sock, peer, settings, hub, metrics)
+        log.info("rtmp connection #%d from %s", session.id, peer)
+        try:
+            await session.run()
+        except Exception:
+            # A bug must cost one connection, never the listener and the other streams.
+            log.exception("rtmp connection #%d from %s: internal error", session.id, peer)
+            metrics.protocol_errors.labels("internal-error").inc()
+        finally:
+            active -= 1
+            metrics.connections_active.dec()
+
+    async with trio.open_nursery() as nursery:
+        for lst in listeners:
+            nursery.start_soon(trio.serve_listeners, handle, [lst])
+        task_status.started([(str(a[0]), int(a[1])) for a in addresses])

@@ -1,0 +1,102 @@
+"""Hub: one publisher per name, bounded non-blocking fan-out, gap accounting, header caching."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from gateway.hub import Gap, Hub, SessionEnd, SessionStart, StreamBusy, is_sequence_header, split_query
+from segmenter.flv import FlvTag, TagType
+
+AVC_HEADER = FlvTag(TagType.VIDEO, 0, bytes([0x17, 0x00, 0, 0, 0, 1, 0x64, 0, 0x1F]))
+AVC_FRAME = FlvTag(TagType.VIDEO, 33, bytes([0x27, 0x01, 0, 0, 0, 0, 0, 0, 1, 0x41]))
+AAC_HEADER = FlvTag(TagType.AUDIO, 0, bytes([0xAF, 0x00, 0x12, 0x10]))
+AAC_FRAME = FlvTag(TagType.AUDIO, 23, bytes([0xAF, 0x01, 0x21]))
+
+
+def test_sequence_header_detection() -> None:
+    assert is_sequence_header(AVC_HEADER)
+    assert is_sequence_header(AAC_HEADER)
+    assert not is_sequence_header(AVC_FRAME)
+    assert not is_sequence_header(AAC_FRAME)
+    # Enhanced RTMP: IsExHeader | FrameType key | PacketType SequenceStart, FourCC hvc1.
+    assert is_sequence_header(FlvTag(TagType.VIDEO, 0, bytes([0x90]) + b"hvc1\x01"))
+    assert not is_sequence_header(FlvTag(TagType.VIDEO, 0, bytes([0x91]) + b"hvc1\x00\x00\x00"))
+    assert not is_sequence_header(FlvTag(TagType.VIDEO, 0, b"\x17"))
+
+
+def test_split_query_keeps_parameters() -> None:
+    assert split_query("key?token=abc&x=") == ("key", {"token": ["abc"], "x": [""]})
+    assert split_query("plain") == ("plain", {})
+
+
+async def test_second_publisher_is_refused_and_first_untouched() -> None:
+    hub = Hub()
+    stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={})
+    with pytest.raises(StreamBusy, match="already being published by a:1"):
+        hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
+    assert stream.publisher is not None and stream.publisher.peer == "a:1"
+    # Only the holder can release the slot.
+    hub.end_publish(stream, connection_id=2)
+    assert stream.publisher is not None
+    hub.end_publish(stream, connection_id=1)
+    assert stream.publisher is None
+    assert hub.start_publish("live", "k", peer="b:2", connection_id=2, query={}) is stream
+
+
+async def test_fanout_is_ordered_and_never_blocks() -> None:
+    started: list[str] = []
+    hub = Hub(on_stream_started=lambda s: started.append(s.path))
+    stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={})
+    assert started == ["live/k"]
+    with hub.subscribe(stream, "slow", queue_size=2) as (slow, slow_rx), hub.subscribe(
+        stream, "fast", queue_size=100
+    ) as (_, fast_rx):
+        for tag in (AVC_HEADER, AAC_HEADER, AVC_FRAME, AAC_FRAME, AVC_FRAME):
+            stream.publish(tag)  # synchronous: would deadlock if it waited on "slow"
+        assert [fast_rx.receive_nowait() for _ in range(5)] == [
+            AVC_HEADER, AAC_HEADER, AVC_FRAME, AAC_FRAME, AVC_FRAME
+        ]
+        assert slow.dropped == 3
+        assert [slow_rx.receive_nowait() for _ in range(2)] == [AVC_HEADER, AAC_HEADER]
+        # The lost run is reported once, before the next item that fits.
+        stream.publish(AAC_FRAME)
+        assert slow_rx.receive_nowait() == Gap(3)
+        assert slow_rx.receive_nowait() == AAC_FRAME
+        with pytest.raises(trio.WouldBlock):
+            slow_rx.receive_nowait()
+    assert stream.subscribers == set()
+
+
+async def test_headers_kept_for_late_subscribers_and_reset_per_session() -> None:
+    hub = Hub()
+    stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={})
+    meta = FlvTag(TagType.SCRIPT, 0, b"\x02\x00\x0aonMetaData\x05")
+    for tag in (meta, AVC_HEADER, AAC_HEADER, AVC_FRAME):
+        stream.publish(tag)
+    assert (stream.metadata, stream.video_header, stream.audio_header) == (
+        meta, AVC_HEADER, AAC_HEADER
+    )
+    assert stream.tags_in == 4 and stream.bytes_in == sum(
+        len(t.body) for t in (meta, AVC_HEADER, AAC_HEADER, AVC_FRAME)
+    )
+    hub.end_publish(stream, 1)
+    hub.start_publish("live", "k", peer="a:1", connection_id=3, query={})
+    assert stream.video_header is None and stream.audio_header is None and stream.metadata is None
+    assert stream.sessions == 2
+
+
+async def test_session_markers_reach_attached_subscribers() -> None:
+    hub = Hub()
+    stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={})
+    sub, rx = hub.attach(stream, "seg", 10)
+    stream.publish(AVC_HEADER)
+    hub.end_publish(stream, 1)
+    hub.start_publish("live", "k", peer="a:1", connection_id=2, query={})
+    items = [rx.receive_nowait() for _ in range(3)]
+    assert items[0] == AVC_HEADER
+    assert items[1] == SessionEnd()
+    assert isinstance(items[2], SessionStart)
+    hub.detach(stream, sub)
+    stream.publish(AVC_FRAME)  # detached: nothing delivered, nothing raised
+    assert sub not in stream.subscribers
