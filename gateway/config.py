@@ -61,9 +61,9 @@ class Settings:
         metadata=_doc("Seconds a write to a peer may take before the peer is dropped.", minimum=0.1),
     )
     max_message_size: int = field(
-        default=16 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         metadata=_doc(
-            "Largest RTMP message accepted, bytes (a 4K intra frame at high bitrate fits).",
+            "Largest RTMP message accepted, bytes (the u24 length field allows 16 MiB; 8 MiB holds a 4K intra frame at high bitrate).",
             minimum=1024,
             maximum=0xFFFFFF,
         ),

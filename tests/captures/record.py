@@ -1,0 +1,62 @@
+"""Record the raw client->server bytes of a real publish session, for golden replay tests.
+
+    .venv/bin/python -m tests.captures.record imageio tests/captures/ffmpeg9-publish.rtmp
+    .venv/bin/python -m tests.captures.record apt tests/captures/ffmpeg51-publish.rtmp
+
+A recording TCP proxy sits between a real FFmpeg and the gateway; only what the client sent is kept.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from gateway.app import run_gateway
+from gateway.config import Settings
+from tests.clients import apt_ffmpeg_exe, imageio_ffmpeg_exe, publish_args, run_client
+
+
+async def record(client: str, out: Path) -> None:
+    exe = imageio_ffmpeg_exe() if client == "imageio" else apt_ffmpeg_exe()
+    settings = Settings(host="127.0.0.1", rtmp_port=0, http_port=0)
+    captured = bytearray()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        gw = await nursery.start(partial(run_gateway, settings, stop=stop, handle_signals=False))
+        upstream_port = gw.bound.rtmp_port
+
+        async def proxy(client_sock: trio.SocketStream) -> None:
+            server = await trio.open_tcp_stream("127.0.0.1", upstream_port)
+
+            async def pump(src: trio.SocketStream, dst: trio.SocketStream, keep: bool) -> None:
+                try:
+                    while data := await src.receive_some(65536):
+                        if keep:
+                            captured.extend(data)
+                        await dst.send_all(data)
+                except trio.BrokenResourceError:
+                    pass
+                await dst.send_eof()
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(pump, client_sock, server, True)
+                inner.start_soon(pump, server, client_sock, False)
+
+        listeners = await nursery.start(trio.serve_tcp, proxy, 0)
+        port = listeners[0].socket.getsockname()[1]
+        url = f"rtmp://127.0.0.1:{port}/live/golden"
+        args = publish_args(exe, url, seconds=1.5, size="160x120", rate=15, gop=15)
+        result = await run_client(args, timeout=30)
+        assert result.returncode == 0, result.stderr.decode()
+        await trio.sleep(0.5)
+        stop.set()
+        nursery.cancel_scope.cancel()
+    out.write_bytes(bytes(captured))
+    print(f"{out}: {len(captured)} bytes")
+
+
+if __name__ == "__main__":
+    trio.run(record, sys.argv[1], Path(sys.argv[2]))
