@@ -1,0 +1,249 @@
+"""Stores: shared behaviour of MemoryStore and DiskStore, then DiskStore's disk-specific rules."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from segmenter.playlist import LivePlaylist, SegmentEntry, parse_resume_state
+from segmenter.store import DiskStore, MemoryStore, Store, validate_name
+
+
+@pytest.fixture(params=["memory", "disk"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "memory":
+        return MemoryStore()
+    return DiskStore(tmp_path / "store")
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+# -- shared contract ------------------------------------------------------------------------------
+
+
+def test_put_get_replace_delete(store: Store) -> None:
+    assert store.get("live/key/a.ts") is None
+    store.put("live/key/a.ts", b"one")
+    assert store.get("live/key/a.ts") == b"one"
+    store.put("live/key/a.ts", b"two!")
+    assert store.get("live/key/a.ts") == b"two!"
+    store.delete("live/key/a.ts")
+    assert store.get("live/key/a.ts") is None
+    store.delete("live/key/a.ts")  # deleting a missing name is fine
+
+
+def test_names_with_prefix(store: Store) -> None:
+    for name in ["live/k1/index.m3u8", "live/k1/s0.ts", "live/k2/s0.ts", "other/x/y.ts"]:
+        store.put(name, name.encode())
+    assert sorted(store.names()) == [
+        "live/k1/index.m3u8",
+        "live/k1/s0.ts",
+        "live/k2/s0.ts",
+        "other/x/y.ts",
+    ]
+    assert sorted(store.names("live/k1/")) == ["live/k1/index.m3u8", "live/k1/s0.ts"]
+    assert sorted(store.names("live/k")) == ["live/k1/index.m3u8", "live/k1/s0.ts", "live/k2/s0.ts"]
+    assert store.names("nothing/") == []
+
+
+def test_empty_bytes_are_stored(store: Store) -> None:
+    store.put("a/b/empty.ts", b"")
+    assert store.get("a/b/empty.ts") == b""
+
+
+def test_restart_resume_from_stored_playlist(store: Store) -> None:
+    """A restarted segmenter reads the old playlist back and continues its numbering."""
+    pl = LivePlaylist(2, 3)
+    for i in range(7):
+        store.put(f"live/k/s{i}.ts", b"ts")
+        pl.add_segment(SegmentEntry(f"s{i}.ts", 2.0, discontinuity=i == 5), float(i))
+        store.put("live/k/index.m3u8", pl.render().encode())
+    data = store.get("live/k/index.m3u8")
+    assert data is not None
+    state = parse_resume_state(data.decode())
+    assert state == (7, 1)  # s5 is still listed with its discontinuity
+    resumed = LivePlaylist(2, 3, media_sequence=state[0], discontinuity_sequence=state[1])
+    assert resumed.next_media_sequence == pl.next_media_sequence
+    resumed.add_segment(SegmentEntry("r0.ts", 2.0, discontinuity=True), 0.0)
+    store.put("live/k/index.m3u8", resumed.render().encode())
+    again = store.get("live/k/index.m3u8")
+    assert again is not None
+    assert parse_resume_state(again.decode()) == (8, 2)
+
+
+# -- DiskStore -------------------------------------------------------------------------------------
+
+
+def test_disk_layout_and_no_temp_files_left(tmp_path: Path) -> None:
+    ds = DiskStore(tmp_path)
+    for i in range(50):
+        ds.put("live/key/index.m3u8", f"version {i}".encode())
+        ds.put(f"live/key/s{i}.ts", bytes([i]) * 100)
+    assert files_under(tmp_path) == sorted(
+        ["live/key/index.m3u8"] + [f"live/key/s{i}.ts" for i in range(50)]
+    )
+    assert (tmp_path / "live/key/index.m3u8").read_bytes() == b"version 49"
+    assert ds.total_bytes == 50 * 100 + len(b"version 49")
+
+
+def test_data_survives_a_new_store_instance(tmp_path: Path) -> None:
+    DiskStore(tmp_path).put("a/b/c.ts", b"kept")
+    ds = DiskStore(tmp_path)
+    assert ds.get("a/b/c.ts") == b"kept"
+    assert ds.names() == ["a/b/c.ts"]
+
+
+def test_leftover_temp_files_are_removed_on_start(tmp_path: Path) -> None:
+    (tmp_path / "live/key").mkdir(parents=True)
+    leftover = tmp_path / "live/key/s3.ts.tmp~0123456789abcdef"
+    leftover.write_bytes(b"half a segm")
+    top = tmp_path / "index.m3u8.tmp~fedcba9876543210"
+    top.write_bytes(b"#EXTM3U")
+    keep = tmp_path / "live/key/s2.ts"
+    keep.write_bytes(b"whole")
+    unrelated = tmp_path / "live/key/notes.tmp~x"  # not our exact pattern: left alone
+    unrelated.write_bytes(b"?")
+    ds = DiskStore(tmp_path)
+    assert not leftover.exists()
+    assert not top.exists()
+    assert keep.read_bytes() == b"whole"
+    assert unrelated.exists()
+    # Files whose names are not valid store names are never listed.
+    assert ds.names() == ["live/key/s2.ts"]
+
+
+def test_temp_files_are_not_listed_while_present(tmp_path: Path) -> None:
+    ds = DiskStore(tmp_path)
+    ds.put("a/b/c.ts", b"x")
+    (tmp_path / "a/b/d.ts.tmp~0123456789abcdef").write_bytes(b"partial")
+    assert ds.names() == ["a/b/c.ts"]
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    ds = DiskStore(tmp_path)
+    (tmp_path / "a/b/dir.ts").mkdir(parents=True)  # a directory where the file should go
+    with pytest.raises(OSError):
+        ds.put("a/b/dir.ts", b"data")
+    assert files_under(tmp_path) == []
+
+
+def test_readers_never_see_partial_content(tmp_path: Path) -> None:
+    ds = DiskStore(tmp_path)
+    # Large, distinct versions so a torn read would be visible.
+    versions = [bytes([v]) * (256 * 1024 + v * 1000) for v in range(8)]
+    ds.put("live/key/index.m3u8", versions[0])
+    stop = threading.Event()
+    writes = 0
+
+    def writer() -> None:
+        nonlocal writes
+        while not stop.is_set():
+            ds.put("live/key/index.m3u8", versions[writes % len(versions)])
+            writes += 1
+
+    seen: set[int] = set()
+    reader_store = DiskStore(tmp_path)  # a second instance, as a separate reader process would
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        reads = 0
+        while time.monotonic() < deadline and (reads < 300 or writes < 50):
+            data = reader_store.get("live/key/index.m3u8")
+            assert data is not None
+            assert data in versions
+            seen.add(data[0])
+            reads += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert writes > 10 and reads > 10
+    assert len(seen) > 1  # the reader really raced the writer
+    assert [n for n in os.listdir(tmp_path / "live/key") if "tmp" in n] == []
+
+
+BAD_NAMES = [
+    "",
+    "/etc/passwd",
+    "../escape.ts",
+    "a/../../escape.ts",
+    "a/./b.ts",
+    "a//b.ts",
+    "a/b/",
+    "a\\b.ts",
+    "..\\..\\escape.ts",
+    "a/b\x00.ts",
+    "a/b c.ts",
+    "a/b.ts\n",
+    "C:/x.ts",
+    "a/b.ts.tmp~0123456789abcdef",
+    "~/x.ts",
+    "a/" + "x" * 201,
+    "/".join(["abc"] * 300),
+    "a/ümlaut.ts",
+    "..",
+    ".",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_names_raise_everywhere(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    ds = DiskStore(root)
+    calls: list[Callable[[], object]] = [
+        lambda: ds.put(name, b"x"),
+        lambda: ds.get(name),
+        lambda: ds.delete(name),
+        lambda: validate_name(name),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["a.ts", "live/key-1/s_0.ts", "A/B/C/.hidden", "x/y/1.2.3-4_5"])
+def test_good_names(tmp_path: Path, name: str) -> None:
+    ds = DiskStore(tmp_path)
+    ds.put(name, b"ok")
+    assert ds.get(name) == b"ok"
+    assert ds.names() == [name]
+
+
+def test_symlinks_never_lead_outside_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.ts").write_bytes(b"secret")
+    ds = DiskStore(root)
+    (root / "live").symlink_to(outside, target_is_directory=True)
+    (root / "file.ts").symlink_to(outside / "secret.ts")
+    with pytest.raises(ValueError):
+        ds.put("live/new.ts", b"x")
+    with pytest.raises(ValueError):
+        ds.put("live/deeper/new.ts", b"x")
+    assert ds.get("live/secret.ts") is None
+    assert ds.get("file.ts") is None
+    ds.delete("live/secret.ts")
+    assert sorted(os.listdir(outside)) == ["secret.ts"]
+    assert ds.names() == []
+    # Replacing a symlinked name swaps the link itself, never writing through it.
+    ds.put("file.ts", b"mine")
+    assert (outside / "secret.ts").read_bytes() == b"secret"
+    assert ds.get("file.ts") == b"mine"
+
+
+def test_get_on_a_directory_is_none(tmp_path: Path) -> None:
+    ds = DiskStore(tmp_path)
+    ds.put("a/b/c.ts", b"x")
+    assert ds.get("a/b") is None
+    ds.delete("a/b")  # a directory is not a stored name: nothing happens
+    assert ds.get("a/b/c.ts") == b"x"
+    assert ds.get("a/b/c.ts/d.ts") is None
