@@ -94,6 +94,17 @@ class PublisherInfo:
     connection_id: int
 
 
+def is_keyframe(tag: FlvTag) -> bool:
+    """A video tag that starts a decodable picture: FrameType 1 (FLV E.4.3.1), not a header."""
+    body = tag.body
+    return (
+        tag.type is TagType.VIDEO
+        and len(body) >= 2
+        and (body[0] >> 4) & 0x07 == 1
+        and not is_sequence_header(tag)
+    )
+
+
 def is_sequence_header(tag: FlvTag) -> bool:
     """AVC/AAC sequence headers (FLV spec E.4.2.2 / E.4.3.1) and Enhanced RTMP SequenceStart."""
     body = tag.body
@@ -120,6 +131,12 @@ class Stream:
     video_header: FlvTag | None = None
     audio_header: FlvTag | None = None
     subscribers: set[Subscriber] = field(default_factory=set)
+    # Tags since the newest video keyframe, so a new player starts with a picture at once.
+    gop: list[FlvTag] = field(default_factory=list)
+    gop_bytes: int = 0
+    gop_limit: int = 0  # bytes; 0 disables the cache
+    # Replaced at every publish start, so waiters can sleep on "the next publisher".
+    published_event: trio.Event = field(default_factory=trio.Event)
     sessions: int = 0
     tags_in: int = 0
     bytes_in: int = 0
@@ -139,8 +156,29 @@ class Stream:
                 self.video_header = tag
             else:
                 self.audio_header = tag
+        elif self.gop_limit:
+            self._cache(tag)
         for sub in self.subscribers:
             sub.offer(tag)
+
+    def _cache(self, tag: FlvTag) -> None:
+        if is_keyframe(tag):
+            self.gop.clear()
+            self.gop_bytes = 0
+        elif not self.gop:
+            return  # nothing decodable to attach audio or inter frames to yet
+        if self.gop_bytes + len(tag.body) > self.gop_limit:
+            # A GOP larger than the cache cannot give a clean start: drop it whole.
+            self.gop.clear()
+            self.gop_bytes = 0
+            return
+        self.gop.append(tag)
+        self.gop_bytes += len(tag.body)
+
+    def start_items(self) -> list[FlvTag]:
+        """What a new player needs before live tags: metadata, headers, then the cached GOP."""
+        head = [t for t in (self.metadata, self.video_header, self.audio_header) if t is not None]
+        return head + self.gop
 
     def _broadcast(self, item: HubItem) -> None:
         for sub in self.subscribers:
@@ -155,8 +193,10 @@ class Hub:
         *,
         on_stream_started: Callable[[Stream], None] | None = None,
         wallclock: Callable[[], float] = time.time,
+        gop_cache_bytes: int = 0,
     ) -> None:
         self.streams: dict[tuple[str, str], Stream] = {}
+        self._gop_cache_bytes = gop_cache_bytes
         self._on_stream_started = on_stream_started
         self._wallclock = wallclock
 
@@ -166,7 +206,7 @@ class Hub:
     def _stream(self, app: str, key: str) -> Stream:
         stream = self.streams.get((app, key))
         if stream is None:
-            stream = self.streams[(app, key)] = Stream(app, key)
+            stream = self.streams[(app, key)] = Stream(app, key, gop_limit=self._gop_cache_bytes)
         return stream
 
     def start_publish(
@@ -182,10 +222,18 @@ class Hub:
         stream.sessions += 1
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.
         stream.metadata = stream.video_header = stream.audio_header = None
+        stream.gop.clear()
+        stream.gop_bytes = 0
         if stream.sessions == 1 and self._on_stream_started is not None:
             self._on_stream_started(stream)
         stream._broadcast(SessionStart(trio.current_time()))
+        stream.published_event.set()
+        stream.published_event = trio.Event()
         return stream
+
+    def lookup(self, app: str, key: str) -> Stream:
+        """The stream for a name, created empty if nobody published it yet (players may wait)."""
+        return self._stream(app, key)
 
     def end_publish(self, stream: Stream, connection_id: int) -> None:
         """Release the slot; only its holder can (idempotent, safe on every exit path)."""

@@ -100,3 +100,31 @@ async def test_session_markers_reach_attached_subscribers() -> None:
     hub.detach(stream, sub)
     stream.publish(AVC_FRAME)  # detached: nothing delivered, nothing raised
     assert sub not in stream.subscribers
+
+
+async def test_gop_cache_holds_tags_since_last_keyframe_bounded() -> None:
+    hub = Hub(gop_cache_bytes=30)
+    stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={})
+    key1 = FlvTag(TagType.VIDEO, 0, bytes([0x17, 0x01]) + b"\x00" * 8)
+    key2 = FlvTag(TagType.VIDEO, 66, bytes([0x17, 0x01]) + b"\x00" * 8)
+    for tag in (AVC_HEADER, AAC_FRAME, AAC_HEADER):
+        stream.publish(tag)
+    assert stream.gop == []  # nothing before the first keyframe is cached
+    for tag in (key1, AAC_FRAME, AVC_FRAME):
+        stream.publish(tag)
+    assert stream.gop == [key1, AAC_FRAME, AVC_FRAME]
+    assert stream.start_items() == [AVC_HEADER, AAC_HEADER, key1, AAC_FRAME, AVC_FRAME]
+    stream.publish(key2)
+    assert stream.gop == [key2]
+    for _ in range(3):
+        stream.publish(AVC_FRAME)  # 10 + 3 * 10 bytes > 30: the GOP cannot be kept whole
+    assert stream.gop == [] and stream.gop_bytes == 0
+
+
+async def test_published_event_wakes_waiters_on_next_publish() -> None:
+    hub = Hub()
+    stream = hub.lookup("live", "later")
+    event = stream.published_event
+    assert not event.is_set() and stream.publisher is None
+    hub.start_publish("live", "later", peer="a:1", connection_id=1, query={})
+    assert event.is_set() and not stream.published_event.is_set()
