@@ -68,6 +68,39 @@ class Settings:
             maximum=0xFFFFFF,
         ),
     )
+    # --- RTMP playback --------------------------------------------------------------------------
+    play_wait_timeout: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Seconds a player of a name that is not live waits for a publisher before "
+            "NetStream.Play.StreamNotFound (0 = answer at once).",
+            minimum=0.0,
+        ),
+    )
+    gop_cache_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata=_doc(
+            "Bytes per stream kept since the newest keyframe so players start with a picture at "
+            "once; a longer GOP is not cached (0 disables).",
+            minimum=0,
+        ),
+    )
+    player_queue: int = field(
+        default=1024,
+        metadata=_doc(
+            "Tags queued per RTMP player (~10 s at 30 fps + audio); a full queue makes that "
+            "player skip to the next keyframe, never slows the publisher.",
+            minimum=16,
+        ),
+    )
+    player_max_lag: float = field(
+        default=15.0,
+        metadata=_doc(
+            "Seconds a player may stay behind (dropping) without catching up before it is "
+            "disconnected.",
+            minimum=0.5,
+        ),
+    )
     # --- HLS -----------------------------------------------------------------------------------
     hls_dir: str = field(
         default="",

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
 import trio
@@ -137,6 +138,8 @@ class Stream:
     gop_limit: int = 0  # bytes; 0 disables the cache
     # Replaced at every publish start, so waiters can sleep on "the next publisher".
     published_event: trio.Event = field(default_factory=trio.Event)
+    # RTMP players' live state (gateway.player.PlayerStats), for the API.
+    players: set[Any] = field(default_factory=set)
     sessions: int = 0
     tags_in: int = 0
     bytes_in: int = 0

@@ -26,6 +26,17 @@ class Metrics:
         self.publish_rejected = Counter(
             "rtmp_publish_rejected", "Publish requests refused", ["code"], registry=r
         )
+        self.players = Gauge("rtmp_players", "RTMP players attached to a stream", registry=r)
+        self.player_dropped = Counter(
+            "rtmp_player_dropped_tags",
+            "Tags skipped for slow RTMP players (they resume at the next keyframe)",
+            registry=r,
+        )
+        self.players_disconnected_slow = Counter(
+            "rtmp_players_disconnected_slow",
+            "RTMP players disconnected for staying behind longer than player_max_lag",
+            registry=r,
+        )
         self.segments = Counter("hls_segments", "HLS segments produced", registry=r)
         self.segment_duration = Histogram(
             "hls_segment_duration_seconds",

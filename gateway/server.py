@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -16,6 +17,7 @@ import trio
 from gateway.config import Settings
 from gateway.hub import Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
+from gateway.player import play
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
@@ -44,33 +46,25 @@ class Session:
     app: str | None = None
     published: dict[int, Stream] = field(default_factory=dict)
 
+    playing: dict[int, trio.CancelScope] = field(default_factory=dict)
+    _send_lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
+    _nursery: trio.Nursery | None = None
+    _conn: Connection = field(init=False)
+
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
-        setup_deadline = trio.current_time() + self.settings.setup_timeout
+        self._conn = conn
         cause = "closed by peer"
         try:
-            while True:
-                deadline = trio.current_time() + self.settings.idle_timeout
-                if not self.published:
-                    deadline = min(deadline, setup_deadline)
-                try:
-                    with trio.fail_at(deadline):
-                        data = await self.sock.receive_some(RECEIVE_SIZE)
-                except trio.TooSlowError:
-                    cause = "setup timeout" if not self.published else "idle timeout"
-                    self.metrics.protocol_errors.labels(cause.replace(" ", "-")).inc()
-                    return
-                self.metrics.bytes_in.inc(len(data))
-                conn.receive_data(data)
-                self._handle_events(conn)
-                await self._flush(conn)
-                if not data:
-                    return
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                cause = await self._read_loop(conn)
+                nursery.cancel_scope.cancel()
         except ProtocolError as exc:
             cause = f"protocol error: {exc.reason}: {exc}"
             self.metrics.protocol_errors.labels(exc.reason).inc()
         except trio.TooSlowError:
-            cause = "write timeout"
+            cause = "write timeout (peer not reading)"
             self.metrics.protocol_errors.labels("write-timeout").inc()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             cause = f"connection lost: {exc!r}"
@@ -89,11 +83,37 @@ class Session:
                 conn.bytes_sent,
             )
 
-    async def _flush(self, conn: Connection) -> None:
-        out = conn.data_to_send()
-        if out:
-            with trio.fail_after(self.settings.send_timeout):
-                await self.sock.send_all(out)
+    async def _read_loop(self, conn: Connection) -> str:
+        setup_deadline = trio.current_time() + self.settings.setup_timeout
+        while True:
+            now = trio.current_time()
+            if self.playing:
+                deadline = math.inf  # players may send nothing for long; writes are bounded
+            elif self.published:
+                deadline = now + self.settings.idle_timeout
+            else:
+                deadline = min(now + self.settings.idle_timeout, setup_deadline)
+            try:
+                with trio.fail_at(deadline):
+                    data = await self.sock.receive_some(RECEIVE_SIZE)
+            except trio.TooSlowError:
+                cause = "setup-timeout" if not self.published else "idle-timeout"
+                self.metrics.protocol_errors.labels(cause).inc()
+                return cause.replace("-", " ")
+            self.metrics.bytes_in.inc(len(data))
+            conn.receive_data(data)
+            self._handle_events(conn)
+            await self.flush()
+            if not data:
+                return "closed by peer"
+
+    async def flush(self) -> None:
+        """Write what the protocol queued; one writer at a time, bounded by send_timeout."""
+        async with self._send_lock:
+            out = self._conn.data_to_send()
+            if out:
+                with trio.fail_after(self.settings.send_timeout):
+                    await self.sock.send_all(out)
 
     def _handle_events(self, conn: Connection) -> None:
         while True:
@@ -110,17 +130,51 @@ class Session:
             elif isinstance(event, ev.PublishRequest):
                 self._on_publish(conn, event)
             elif isinstance(event, ev.PlayRequest):
-                conn.reject_play(
-                    event.stream_id,
-                    "NetStream.Play.Failed",
-                    "RTMP playback is not offered by this server; play the HLS stream over HTTP",
-                )
+                self._on_play(conn, event)
             elif isinstance(event, ev.Unpublish | ev.StreamDeleted):
                 stream = self.published.pop(event.stream_id, None)
                 if stream is not None:
                     self._end_publish(stream, "publisher ended the stream")
+                if isinstance(event, ev.StreamDeleted) and event.stream_id in self.playing:
+                    self.playing.pop(event.stream_id).cancel()
             elif isinstance(event, ev.ConnectionClosed):
                 return
+
+    def _on_play(self, conn: Connection, event: ev.PlayRequest) -> None:
+        key = split_query(event.name)[0]
+        if self.app is None or not valid_name(key):
+            log.warning("rtmp #%d %s: play refused: invalid name %r", self.id, self.peer, key)
+            conn.reject_play(
+                event.stream_id, "NetStream.Play.StreamNotFound", f"invalid stream name {key!r}"
+            )
+            return
+        if event.stream_id in self.playing:
+            self.playing.pop(event.stream_id).cancel()  # a new play replaces the old one (§7.2.2.1)
+        stream = self.hub.lookup(self.app, key)
+        scope = trio.CancelScope()
+        self.playing[event.stream_id] = scope
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_player, scope, event.stream_id, stream)
+
+    async def _run_player(self, scope: trio.CancelScope, stream_id: int, stream: Stream) -> None:
+        keep = True
+        with scope:
+            keep = await play(
+                conn=self._conn,
+                stream_id=stream_id,
+                stream=stream,
+                hub=self.hub,
+                settings=self.settings,
+                metrics=self.metrics,
+                flush=self.flush,
+                peer=self.peer,
+            )
+        if self.playing.get(stream_id) is scope:
+            del self.playing[stream_id]
+            if not keep:
+                # The player fell too far behind: close the connection.
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()
 
     def _on_connect(self, conn: Connection, event: ev.ConnectRequest) -> None:
         app = event.app.partition("?")[0].strip("/")

@@ -1,0 +1,167 @@
+"""RTMP playback: one player of one stream, fed from the hub through its own bounded queue.
+
+The pure part (:class:`PlayerFeed`) decides what to send and with which timestamp: it starts at a
+keyframe, resynchronises at the next keyframe after a gap (the slow-player policy), and keeps the
+player's clock continuous across publisher reconnects. :func:`play` is the async loop around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from gateway.config import Settings
+from gateway.hub import Gap, Hub, SessionEnd, SessionStart, Stream, is_keyframe, is_sequence_header
+from gateway.metrics import Metrics
+from gateway.rtmp.connection import Connection
+from segmenter.flv import FlvTag, TagType
+
+log = logging.getLogger("gateway.player")
+
+# Milliseconds between the last tag of one publish session and the first of the next on the
+# player's clock: timestamps must not go backwards when the publisher reconnects.
+SESSION_GAP_MS = 40
+# Tags encoded between socket writes while the queue is busy: bounds the outbound buffer.
+FLUSH_EVERY = 32
+
+
+@dataclass
+class PlayerFeed:
+    """Pure filter + clock for one player."""
+
+    has_video: bool = True
+    waiting_keyframe: bool = True
+    _base: int | None = None
+    _offset: int = 0
+    _last: int = 0
+    dropped: int = 0
+
+    def new_session(self) -> None:
+        self._offset = self._last + SESSION_GAP_MS if self._base is not None else 0
+        self._base = None
+        self.waiting_keyframe = True
+
+    def gap(self, lost: int) -> None:
+        self.dropped += lost
+        self.waiting_keyframe = True
+
+    def accept(self, tag: FlvTag) -> int | None:
+        """The timestamp to send ``tag`` with, or None to drop it."""
+        if tag.type is TagType.SCRIPT or is_sequence_header(tag):
+            return self._map(tag.timestamp, header=True)
+        if self.waiting_keyframe:
+            if is_keyframe(tag) or (tag.type is TagType.AUDIO and not self.has_video):
+                self.waiting_keyframe = False
+            else:
+                self.dropped += 1
+                return None
+        return self._map(tag.timestamp, header=False)
+
+    def _map(self, ts: int, *, header: bool) -> int:
+        if self._base is None:
+            if header:
+                return self._offset  # configuration goes out before the first frame
+            self._base = ts
+        out = max(ts - self._base + self._offset, 0)
+        self._last = max(self._last, out)
+        return out
+
+
+@dataclass(eq=False)
+class PlayerStats:
+    peer: str
+    stream_id: int
+    feed: PlayerFeed = field(default_factory=PlayerFeed)
+
+
+async def play(
+    *,
+    conn: Connection,
+    stream_id: int,
+    stream: Stream,
+    hub: Hub,
+    settings: Settings,
+    metrics: Metrics,
+    flush: Callable[[], Awaitable[None]],
+    peer: str,
+) -> bool:
+    """Serve one play request until the player goes away, falls too far behind, or is cancelled.
+
+    Returns False when the connection should be closed (the player stayed too far behind)."""
+    if stream.publisher is None:
+        with trio.move_on_after(settings.play_wait_timeout):
+            await stream.published_event.wait()
+        if stream.publisher is None:
+            conn.reject_play(
+                stream_id,
+                "NetStream.Play.StreamNotFound",
+                f"{stream.path} is not being published",
+            )
+            await flush()
+            return True
+    # Snapshot and attach in one synchronous step: nothing is missed, nothing sent twice.
+    start = stream.start_items()
+    sub, rx = hub.attach(stream, f"player {peer}", settings.player_queue)
+    feed = PlayerFeed(has_video=stream.video_header is not None or any(
+        t.type is TagType.VIDEO for t in start))
+    stats = PlayerStats(peer, stream_id, feed)
+    stream.players.add(stats)
+    metrics.players.inc()
+    log.info("play start %s to %s", stream.path, peer)
+    behind_since: float | None = None
+    unflushed = 0
+    try:
+        conn.accept_play(stream_id)
+        for tag in start:
+            _send(conn, stream_id, feed, tag)
+        await flush()
+        async for item in rx:
+            if isinstance(item, FlvTag):
+                _send(conn, stream_id, feed, item)
+            elif isinstance(item, Gap):
+                feed.gap(item.dropped)
+                metrics.player_dropped.inc(item.dropped)
+                now = trio.current_time()
+                behind_since = behind_since if behind_since is not None else now
+                if now - behind_since > settings.player_max_lag:
+                    metrics.players_disconnected_slow.inc()
+                    log.warning(
+                        "player %s of %s disconnected: behind for more than %.1f s",
+                        peer, stream.path, settings.player_max_lag,
+                    )
+                    return False
+            elif isinstance(item, SessionEnd):
+                conn.send_status(
+                    stream_id, "status", "NetStream.Play.UnpublishNotify",
+                    f"{stream.path} is no longer published",
+                )
+            elif isinstance(item, SessionStart):
+                feed.new_session()
+                conn.send_status(
+                    stream_id, "status", "NetStream.Play.PublishNotify",
+                    f"{stream.path} is now published",
+                )
+            unflushed += 1
+            if rx.statistics().current_buffer_used == 0:
+                behind_since = None  # caught up
+                unflushed = FLUSH_EVERY
+            if unflushed >= FLUSH_EVERY:
+                # A write that cannot finish within send_timeout drops this player (TooSlowError).
+                await flush()
+                unflushed = 0
+        return True
+    finally:
+        hub.detach(stream, sub)
+        rx.close()
+        stream.players.discard(stats)
+        metrics.players.dec()
+        log.info("play stop %s to %s (%d tags skipped)", stream.path, peer, feed.dropped)
+
+
+def _send(conn: Connection, stream_id: int, feed: PlayerFeed, tag: FlvTag) -> None:
+    ts = feed.accept(tag)
+    if ts is not None:
+        conn.send_media(stream_id, int(tag.type), ts, tag.body)
