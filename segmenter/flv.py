@@ -1,13 +1,17 @@
 """FLV tag model: the unit the RTMP side hands to the segmenter (FLV spec v10.1, annex E.4.1).
 
-Only the tag model lives here for now; body parsing (AVC/AAC/Enhanced RTMP headers) is added
-alongside it. No I/O.
+Also parses audio/video tag bodies into typed packets (legacy AVC/AAC and Enhanced RTMP
+ExHeaders; other codecs are reported as Unsupported, malformed bodies raise MediaError) and reads
+FLV files (for tests and benchmarks). No I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+
+from segmenter.codecs import MediaError
 
 
 class TagType(IntEnum):
@@ -31,3 +35,288 @@ class FlvTag:
     type: TagType
     timestamp: int
     body: bytes
+
+
+# --- Tag bodies (FLV v10.1 §E.4.2, §E.4.3; Enhanced RTMP v1/v2 ExVideo/ExAudio tag headers)
+
+# Legacy CodecID (video byte 0, low nibble), FLV §E.4.3.1; 12 and 13 are the common
+# non-standard HEVC/AV1 extensions some Chinese CDNs use.
+_VIDEO_CODEC_IDS = {
+    1: "JPEG",
+    2: "Sorenson H.263",
+    3: "Screen video",
+    4: "On2 VP6",
+    5: "On2 VP6 with alpha",
+    6: "Screen video v2",
+    7: "avc1",
+    12: "HEVC (legacy id 12)",
+    13: "AV1 (legacy id 13)",
+}
+# Legacy SoundFormat (audio byte 0, high nibble), FLV §E.4.2.1.
+_SOUND_FORMATS = {
+    0: "Linear PCM (platform endian)",
+    1: "ADPCM",
+    2: "MP3",
+    3: "Linear PCM (little endian)",
+    4: "Nellymoser 16 kHz",
+    5: "Nellymoser 8 kHz",
+    6: "Nellymoser",
+    7: "G.711 A-law",
+    8: "G.711 mu-law",
+    10: "mp4a",
+    11: "Speex",
+    13: "Opus (legacy id 13)",
+    14: "MP3 8 kHz",
+    15: "Device-specific sound",
+}
+AVC = "avc1"  # the one video codec we segment (legacy CodecID 7 or ExHeader FourCC avc1)
+AAC = "mp4a"  # the one audio codec we segment (legacy SoundFormat 10 or ExHeader FourCC mp4a)
+
+_VIDEO_FRAME_KEY = 1
+_VIDEO_FRAME_COMMAND = 5  # "video info/command frame": carries no picture
+_LEGACY_AVC = 7
+_LEGACY_AAC = 10
+_AUDIO_EX_HEADER = 9  # SoundFormat 9 = ExHeader (Enhanced RTMP v2)
+
+# Enhanced RTMP VideoPacketType / AudioPacketType values.
+_EX_SEQUENCE_START = 0
+_EX_CODED_FRAMES = 1
+_EX_SEQUENCE_END = 2
+_EX_CODED_FRAMES_X = 3  # video only: composition time implied 0
+_EX_VIDEO_METADATA = 4
+_EX_VIDEO_MULTITRACK = 6
+_EX_AUDIO_MULTICHANNEL = 4
+_EX_AUDIO_MULTITRACK = 5
+_EX_MOD_EX = 7
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceHeader:
+    """Codec configuration: avcC for avc1, AudioSpecificConfig for mp4a."""
+
+    media: str  # "video" or "audio"
+    codec: str
+    config: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One access unit; ``composition_time`` is PTS - DTS in ms (signed, may be negative)."""
+
+    codec: str
+    keyframe: bool
+    composition_time: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    codec: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceEnd:
+    media: str
+    codec: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A well-formed tag in a codec we do not segment; ``reason`` is for stats and logs."""
+
+    media: str
+    codec: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A tag with nothing to segment (command frames, metadata, empty bodies)."""
+
+    media: str
+    reason: str
+
+
+MediaPacket = SequenceHeader | VideoFrame | AudioFrame | SequenceEnd | Unsupported | Ignored
+
+
+def _s24(b: bytes) -> int:
+    v = int.from_bytes(b, "big")
+    return v - (1 << 24) if v & 0x800000 else v
+
+
+def _fourcc(body: bytes, pos: int, media: str) -> str:
+    if len(body) < pos + 4:
+        raise MediaError(f"{media} ExHeader truncated before FourCC")
+    return body[pos : pos + 4].decode("latin-1")
+
+
+def _skip_mod_ex(body: bytes, pos: int, media: str) -> tuple[int, int]:
+    """Skip ModEx blocks (Enhanced RTMP v2); returns (next packet type, position)."""
+    packet_type = _EX_MOD_EX
+    while packet_type == _EX_MOD_EX:
+        if pos >= len(body):
+            raise MediaError(f"{media} ModEx truncated")
+        size = body[pos] + 1
+        pos += 1
+        if size == 256:
+            if pos + 2 > len(body):
+                raise MediaError(f"{media} ModEx truncated")
+            size = int.from_bytes(body[pos : pos + 2], "big") + 1
+            pos += 2
+        pos += size
+        if pos >= len(body):
+            raise MediaError(f"{media} ModEx overruns the tag")
+        packet_type = body[pos] & 0x0F
+        pos += 1
+    return packet_type, pos
+
+
+def parse_video(body: bytes) -> MediaPacket:
+    """Parse a video tag body (legacy §E.4.3.1 or Enhanced RTMP ExVideoTagHeader)."""
+    if not body:
+        return Ignored("video", "empty video tag")
+    b0 = body[0]
+    if b0 & 0x80:
+        return _parse_ex_video(body, (b0 >> 4) & 0x07, b0 & 0x0F)
+    frame_type, codec_id = b0 >> 4, b0 & 0x0F
+    if frame_type == _VIDEO_FRAME_COMMAND:
+        return Ignored("video", "video info/command frame")
+    if codec_id != _LEGACY_AVC:
+        name = _VIDEO_CODEC_IDS.get(codec_id, f"CodecID {codec_id}")
+        return Unsupported("video", name, f"unsupported video codec {name}")
+    if len(body) < 5:
+        raise MediaError(f"AVC video tag too short ({len(body)} bytes)")
+    packet_type, cts = body[1], _s24(body[2:5])
+    return _avc_packet(packet_type, frame_type, cts, body[5:])
+
+
+def _avc_packet(packet_type: int, frame_type: int, cts: int, data: bytes) -> MediaPacket:
+    if packet_type == 0:
+        if not data:
+            raise MediaError("empty AVC sequence header")
+        return SequenceHeader("video", AVC, data)
+    if packet_type == 1:
+        if not data:
+            return Ignored("video", "AVC frame without NAL units")
+        return VideoFrame(AVC, frame_type == _VIDEO_FRAME_KEY, cts, data)
+    if packet_type == 2:
+        return SequenceEnd("video", AVC)
+    raise MediaError(f"unknown AVCPacketType {packet_type}")
+
+
+def _parse_ex_video(body: bytes, frame_type: int, packet_type: int) -> MediaPacket:
+    pos = 1
+    if packet_type == _EX_MOD_EX:
+        packet_type, pos = _skip_mod_ex(body, pos, "video")
+    if frame_type == _VIDEO_FRAME_COMMAND and packet_type != _EX_VIDEO_METADATA:
+        return Ignored("video", "video command frame")
+    if packet_type == _EX_VIDEO_MULTITRACK:
+        return Unsupported("video", "multitrack", "unsupported video: Enhanced RTMP multitrack")
+    fourcc = _fourcc(body, pos, "video")
+    pos += 4
+    if packet_type == _EX_VIDEO_METADATA:
+        return Ignored("video", f"{fourcc} video metadata")
+    if fourcc != AVC:
+        return Unsupported("video", fourcc, f"unsupported video codec {fourcc}")
+    if packet_type == _EX_CODED_FRAMES:
+        if len(body) < pos + 3:
+            raise MediaError("avc1 CodedFrames truncated before composition time")
+        return _avc_packet(1, frame_type, _s24(body[pos : pos + 3]), body[pos + 3 :])
+    if packet_type == _EX_CODED_FRAMES_X:
+        return _avc_packet(1, frame_type, 0, body[pos:])
+    if packet_type in (_EX_SEQUENCE_START, _EX_SEQUENCE_END):
+        return _avc_packet(packet_type, frame_type, 0, body[pos:])
+    return Ignored("video", f"video PacketType {packet_type} not used for segmenting")
+
+
+def parse_audio(body: bytes) -> MediaPacket:
+    """Parse an audio tag body (legacy §E.4.2.1 or Enhanced RTMP v2 ExAudioTagHeader)."""
+    if not body:
+        return Ignored("audio", "empty audio tag")
+    sound_format = body[0] >> 4
+    if sound_format == _AUDIO_EX_HEADER:
+        return _parse_ex_audio(body, body[0] & 0x0F)
+    if sound_format != _LEGACY_AAC:
+        name = _SOUND_FORMATS.get(sound_format, f"SoundFormat {sound_format}")
+        return Unsupported("audio", name, f"unsupported audio codec {name}")
+    if len(body) < 2:
+        raise MediaError("AAC audio tag too short")
+    return _aac_packet(body[1], body[2:])
+
+
+def _aac_packet(packet_type: int, data: bytes) -> MediaPacket:
+    if packet_type == 0:
+        if not data:
+            raise MediaError("empty AAC sequence header")
+        return SequenceHeader("audio", AAC, data)
+    if packet_type == 1:
+        if not data:
+            return Ignored("audio", "empty AAC frame")
+        return AudioFrame(AAC, data)
+    raise MediaError(f"unknown AACPacketType {packet_type}")
+
+
+def _parse_ex_audio(body: bytes, packet_type: int) -> MediaPacket:
+    pos = 1
+    if packet_type == _EX_MOD_EX:
+        packet_type, pos = _skip_mod_ex(body, pos, "audio")
+    if packet_type == _EX_AUDIO_MULTITRACK:
+        return Unsupported("audio", "multitrack", "unsupported audio: Enhanced RTMP multitrack")
+    fourcc = _fourcc(body, pos, "audio")
+    pos += 4
+    if fourcc != AAC:
+        return Unsupported("audio", fourcc, f"unsupported audio codec {fourcc}")
+    if packet_type == _EX_SEQUENCE_START:
+        return _aac_packet(0, body[pos:])
+    if packet_type == _EX_CODED_FRAMES:
+        return _aac_packet(1, body[pos:])
+    if packet_type == _EX_SEQUENCE_END:
+        return SequenceEnd("audio", AAC)
+    if packet_type == _EX_AUDIO_MULTICHANNEL:
+        return Ignored("audio", "mp4a multichannel config")
+    return Ignored("audio", f"audio PacketType {packet_type} not used for segmenting")
+
+
+def parse_tag(tag: FlvTag) -> MediaPacket:
+    """Parse an audio or video tag; script tags are Ignored. Malformed bodies raise MediaError."""
+    if tag.type == TagType.VIDEO:
+        return parse_video(tag.body)
+    if tag.type == TagType.AUDIO:
+        return parse_audio(tag.body)
+    return Ignored("data", "script data")
+
+
+# --- FLV file reader (FLV v10.1 §E.2 header, §E.3 body); for tests and benchmarks.
+
+_FLV_HEADER_MIN = 9
+_TAG_HEADER = 11
+
+
+def iter_flv_file(data: bytes) -> Iterator[FlvTag]:
+    """Yield the audio/video/script tags of an FLV file; timestamps unwrapped like RTMP's.
+
+    Unknown tag types are skipped; a truncated last tag ends iteration (a file being written).
+    """
+    if len(data) < _FLV_HEADER_MIN or data[:3] != b"FLV":
+        raise MediaError("not an FLV file")
+    header_size = int.from_bytes(data[5:9], "big")
+    if header_size < _FLV_HEADER_MIN:
+        raise MediaError(f"FLV DataOffset {header_size} too small")
+    pos = header_size + 4  # PreviousTagSize0
+    last: int | None = None
+    while pos + _TAG_HEADER <= len(data):
+        tag_type = data[pos] & 0x1F
+        if data[pos] & 0x20:
+            raise MediaError("encrypted FLV tags are not supported")
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        ts32 = int.from_bytes(data[pos + 4 : pos + 7], "big") | (data[pos + 7] << 24)
+        end = pos + _TAG_HEADER + size
+        if end > len(data):
+            return
+        # Serial-number unwrap of the 32-bit ms clock (RFC 1982 style).
+        last = ts32 if last is None else last + ((ts32 - last + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+        if tag_type in (TagType.AUDIO, TagType.VIDEO, TagType.SCRIPT):
+            yield FlvTag(TagType(tag_type), last, bytes(data[pos + _TAG_HEADER : end]))
+        pos = end + 4

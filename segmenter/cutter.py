@@ -1,0 +1,228 @@
+"""Pure timing logic of the segmenter: session timelines, A/V interleaving and cut decisions.
+
+No I/O and no clock: every timestamp is a millisecond int from the publisher's FLV clock.
+
+Long-GOP policy (decided here, applied by live.py)
+-------------------------------------------------
+RFC 8216 §4.3.3.1 / §6.2.1: EXT-X-TARGETDURATION never changes during a stream and every EXTINF
+rounded to the nearest integer is <= it; a segment must start with an IDR to be decodable alone
+(EXT-X-INDEPENDENT-SEGMENTS). The keyframe interval is the publisher's choice and is only known
+after the fact, and x264's scene-cut IDRs make GOPs irregular (with keyint 2 s and target 2 s a
+segment can last almost 4 s). A target duration derived from the first GOP would therefore be
+broken by a later, longer one. So:
+
+1. TARGETDURATION is a configured ceiling fixed when the playlist is created:
+   ``ceil(max_segment_duration)`` (default 10 s: OBS's "auto" keyframe interval is 250 frames,
+   8.3 s at 30 fps and 10.4 s at 24 fps, which all round to <= 10). An operator whose encoders send
+   2 s keyframes lowers it (e.g. 4) to cut player latency, which is about 3 x TARGETDURATION.
+2. The cutter cuts at the first video keyframe at or after ``target_duration`` (default 2 s):
+   segments are as short as the keyframes allow. Audio-only streams cut on any frame once the
+   target is reached; video-only streams cut like A/V.
+3. A GOP so long that the segment would round above TARGETDURATION is force-cut without a keyframe
+   at ``limit`` (TARGETDURATION + 0.5 s minus ``FORCED_CUT_HEADROOM_MS``); video frames are then
+   dropped until the next keyframe, so the new segment (audio first) still starts its video with
+   an IDR. Never cutting a GOP would break the TARGETDURATION rule; cutting it at a non-IDR would
+   make segments undecodable for players joining there. The dropped video is the visible price,
+   paid only by a misconfigured encoder, and live.py reports it as a warning (stats and a log
+   line) naming the measured keyframe interval as the cause.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Kind = Literal["video", "audio"]
+VIDEO: Final = "video"
+AUDIO: Final = "audio"
+
+# A forced cut happens this long before a segment would round above TARGETDURATION, so the sample
+# that triggers it (up to ~200 ms after the limit at 5 fps) still lands below the rounding point.
+FORCED_CUT_HEADROOM_MS = 200
+# A jump larger than this between consecutive timestamps of one track is a publisher clock jump
+# (or an unhandled 32-bit wrap): the timeline is rebased to stay continuous instead.
+MAX_TIMESTAMP_JUMP_MS = 10_000
+# Each publish session starts this far after the previous session's end on the output timeline,
+# so timestamps never decrease across reconnects and early audio never maps below zero.
+SESSION_GAP_MS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One access unit on the output timeline (ms); ``data`` is raw AVCC H.264 or raw AAC."""
+
+    kind: Kind
+    dts: int
+    pts: int
+    keyframe: bool
+    data: bytes
+
+
+class Timeline:
+    """Maps one publish session's FLV timestamps onto the continuous output timeline.
+
+    Rebases the first timestamp to ``start``, keeps each track's DTS strictly increasing (late
+    samples are refused), rebases over jumps, and delays every PTS by ``cts_shift`` when the
+    publisher sends negative composition times so that PTS >= DTS holds (ISO/IEC 13818-1 §2.7.5).
+    """
+
+    def __init__(self, start: int, max_jump_ms: int = MAX_TIMESTAMP_JUMP_MS) -> None:
+        self._start = start
+        self._max_jump = max_jump_ms
+        self._offset: int | None = None
+        self._last: dict[str, int] = {}
+        self._step: dict[str, int] = {}
+        self.cts_shift = 0
+        self.jumps = 0
+        self.late = 0
+        self.end = start  # the highest output PTS seen (for the next session's start)
+
+    def map(self, kind: Kind, timestamp: int, cts: int = 0) -> tuple[int, int] | None:
+        """Return (dts, pts) on the output timeline, or None for a late (non-increasing) sample."""
+        if self._offset is None:
+            self._offset = self._start - timestamp
+        dts = timestamp + self._offset
+        last = self._last.get(kind)
+        if last is not None and abs(dts - last) > self._max_jump:
+            step = self._step.get(kind, 1)
+            self._offset += last + step - dts
+            dts = last + step
+            self.jumps += 1
+        if dts < 0 or (last is not None and dts <= last):
+            self.late += 1
+            return None
+        if last is not None:
+            self._step[kind] = dts - last
+        self._last[kind] = dts
+        if cts + self.cts_shift < 0:
+            self.cts_shift = -cts
+        if kind == AUDIO:
+            dts += self.cts_shift  # audio PTS == DTS: shift both to stay in sync with video
+            pts = dts
+        else:
+            pts = dts + cts + self.cts_shift
+        self.end = max(self.end, pts + self._step.get(kind, 0))
+        return dts, pts
+
+
+class Interleaver:
+    """A small reorder buffer releasing samples of several tracks in DTS order.
+
+    RTMP carries audio and video on separate chunk streams: they arrive only roughly in DTS order.
+    A sample is released once every expected track has one waiting (nothing earlier can come),
+    or when the buffer spans more than ``max_delay_ms`` or holds ``max_samples`` (a stalled track).
+    """
+
+    def __init__(self, tracks: set[str], max_delay_ms: int = 500, max_samples: int = 256) -> None:
+        self.tracks = set(tracks)
+        self._max_delay = max_delay_ms
+        self._max_samples = max_samples
+        self._heap: list[tuple[int, int, Sample]] = []
+        self._pending: dict[str, int] = dict.fromkeys(self.tracks, 0)
+        self._newest = 0
+        self._seq = itertools.count()
+
+    def push(self, sample: Sample) -> list[Sample]:
+        heapq.heappush(self._heap, (sample.dts, next(self._seq), sample))
+        self._pending[sample.kind] = self._pending.get(sample.kind, 0) + 1
+        self._newest = max(self._newest, sample.dts)
+        out = []
+        while self._heap and (
+            all(self._pending.get(t, 0) for t in self.tracks)
+            or self._newest - self._heap[0][0] > self._max_delay
+            or len(self._heap) > self._max_samples
+        ):
+            out.append(self._pop())
+        return out
+
+    def flush(self) -> list[Sample]:
+        return [self._pop() for _ in range(len(self._heap))]
+
+    def _pop(self) -> Sample:
+        sample = heapq.heappop(self._heap)[2]
+        self._pending[sample.kind] -= 1
+        return sample
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one sample: ``cut`` closes the open segment before it; ``keep`` writes it."""
+
+    keep: bool
+    cut: bool = False
+    forced: bool = False
+    # When cut: the closed segment's (start, end) on the output timeline in ms.
+    closed: tuple[int, int] | None = None
+
+
+class Cutter:
+    """Cut decisions for one track configuration (see the module docstring for the policy)."""
+
+    def __init__(self, target_ms: int, target_duration_s: int, has_video: bool) -> None:
+        self.target_ms = target_ms
+        self.limit_ms = target_duration_s * 1000 + 500 - FORCED_CUT_HEADROOM_MS
+        self.has_video = has_video
+        self.start: int | None = None  # start of the open segment (PTS of its first sample)
+        self._end = 0  # end of the open segment so far (last PTS + that track's frame step)
+        self._last_dts: dict[str, int] = {}
+        self._step: dict[str, int] = {}
+        self._need_key = has_video  # drop video until a keyframe (session start, forced cut)
+
+    def decide(self, sample: Sample) -> Decision:
+        key = sample.kind == VIDEO and sample.keyframe
+        if self._need_key and sample.kind == VIDEO and not key:
+            return Decision(keep=False)
+        if self.start is None:
+            if self.has_video and not key:
+                return Decision(keep=False)  # the first segment starts with an IDR
+            self._open(sample.pts, sample)
+            return Decision(keep=True)
+        elapsed = sample.pts - self.start
+        if elapsed >= self.target_ms and (key or not self.has_video):
+            return self._cut(sample.pts, sample, forced=False)
+        if max(elapsed, sample.dts - self.start) >= self.limit_ms:
+            # Forced cut (module docstring, rule 3) at the DTS: B-frame PTS jump ahead.
+            self._need_key = self.has_video
+            if sample.kind == VIDEO:
+                closed = (self.start, sample.dts)
+                self.start = self._end = sample.dts
+                return Decision(keep=False, cut=True, forced=True, closed=closed)
+            return self._cut(sample.dts, sample, forced=True)
+        if key:
+            self._need_key = False
+        self._track(sample)
+        return Decision(keep=True)
+
+    def _open(self, start: int, sample: Sample) -> None:
+        self.start = self._end = start
+        if sample.kind == VIDEO and sample.keyframe:
+            self._need_key = False
+        self._track(sample)
+
+    def _cut(self, boundary: int, sample: Sample, forced: bool) -> Decision:
+        assert self.start is not None
+        closed = (self.start, boundary)
+        self._open(boundary, sample)
+        return Decision(keep=True, cut=True, forced=forced, closed=closed)
+
+    def _track(self, sample: Sample) -> None:
+        last = self._last_dts.get(sample.kind)
+        if last is not None and sample.dts > last:
+            self._step[sample.kind] = sample.dts - last
+        self._last_dts[sample.kind] = sample.dts
+        self._end = max(self._end, sample.pts + self._step.get(sample.kind, 0))
+
+    def finish(self) -> tuple[int, int] | None:
+        """Close the open segment at the end of the media; returns its (start, end) or None."""
+        if self.start is None:
+            return None
+        closed = (self.start, max(self._end, self.start + 1))
+        self.start = None
+        self._need_key = self.has_video
+        self._last_dts.clear()
+        return closed

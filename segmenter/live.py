@@ -1,0 +1,422 @@
+"""One live HLS stream per app/key: FLV tags in, TS segments and a live playlist out to a Store.
+
+A ``LiveStream`` outlives publisher reconnects. Each publish session gets a fresh timeline that
+continues after the previous one on the output clock, a random segment-name prefix (RFC 8216 §6.2.2
+asks for URIs no cache can confuse with an older session's), and a discontinuity with a
+program date time on its first segment (§4.3.2.3, §4.3.2.6). Synchronous and clock-free: the
+caller (a trio task) passes a monotonic ``now`` in seconds; bad media is counted, never raised.
+The long-GOP / target-duration policy is documented in ``segmenter.cutter``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from segmenter.codecs import AacConfig, AvcConfig, MediaError, parse_asc, parse_avcc
+from segmenter.cutter import (
+    AUDIO,
+    SESSION_GAP_MS,
+    VIDEO,
+    Cutter,
+    Interleaver,
+    Kind,
+    Sample,
+    Timeline,
+)
+from segmenter.flv import (
+    AudioFrame,
+    FlvTag,
+    SequenceHeader,
+    Unsupported,
+    VideoFrame,
+    parse_tag,
+)
+from segmenter.mux import SegmentMuxer, TsMuxer
+from segmenter.playlist import LivePlaylist, SegmentEntry
+from segmenter.store import Store
+
+PLAYLIST_NAME = "index.m3u8"
+MAX_WARNINGS = 20  # distinct warnings kept in stats (oldest dropped first)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterConfig:
+    """Segmenting settings of one stream (all durations in seconds)."""
+
+    # Cut at the first keyframe at or after this duration (gohlslib's "IDR and min duration").
+    target_duration: float = 2.0
+    # EXT-X-TARGETDURATION = ceil(this), fixed per playlist; longer GOPs are force-cut (cutter.py).
+    max_segment_duration: float = 10.0
+    # Segments listed in the live playlist; the playlist keeps at least 3 x TARGETDURATION anyway.
+    window_segments: int = 6
+    # Seconds without a publisher before the playlist gets EXT-X-ENDLIST.
+    end_grace: float = 20.0
+    # A/V reorder buffer bounds (RTMP delivers audio and video only roughly in DTS order).
+    interleave_delay: float = 0.5
+    interleave_max_samples: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_duration <= self.max_segment_duration:
+            raise ValueError("need 0 < target_duration <= max_segment_duration")
+        if self.window_segments < 1 or self.end_grace < 0 or self.interleave_delay < 0:
+            raise ValueError("window_segments >= 1, end_grace >= 0, interleave_delay >= 0")
+
+    @property
+    def playlist_target_duration(self) -> int:
+        """EXT-X-TARGETDURATION of every playlist of the stream (RFC 8216 §4.3.3.1)."""
+        return max(1, math.ceil(self.max_segment_duration))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """Reported to ``on_segment`` after a segment and the playlist listing it are stored."""
+
+    path: str
+    name: str  # store name, "<path>/<prefix>-<sequence>.ts"
+    sequence: int  # media sequence number
+    duration: float  # seconds, as in EXTINF
+    size: int
+    discontinuity: bool
+    forced: bool  # cut without a keyframe at the target-duration ceiling
+
+
+@dataclass(slots=True)
+class _Session:
+    """Per-publish state: a new timeline, name prefix and codec configuration."""
+
+    timeline: Timeline
+    prefix: str
+    video: AvcConfig | None = None
+    audio: AacConfig | None = None
+    cutter: Cutter | None = None  # set once the track set is known (first media frame)
+    interleaver: Interleaver | None = None
+    wall_anchor: tuple[float, int] | None = None  # (wallclock s, output ms) of the first sample
+
+
+class LiveStream:
+    """Segmenter state of one stream path (``"app/key"``)."""
+
+    def __init__(
+        self,
+        path: str,
+        store: Store,
+        config: SegmenterConfig,
+        *,
+        wallclock: Callable[[], float] = time.time,
+        on_segment: Callable[[SegmentInfo], None] | None = None,
+        log: logging.Logger | None = None,
+        muxer: SegmentMuxer | None = None,
+    ) -> None:
+        self.path = path
+        self.store = store
+        self.config = config
+        self._wallclock = wallclock
+        self._on_segment = on_segment
+        self._log = log or logging.getLogger(f"segmenter.{path}")
+        self._mux = muxer or TsMuxer()
+        self._session: _Session | None = None
+        self._playlist: LivePlaylist | None = None
+        self._retired: list[LivePlaylist] = []  # ended playlists whose removals are pending
+        self._orphans: list[tuple[str, float]] = []  # (uri, delete-after) of retired listings
+        self._discontinuity = False  # the next segment starts a new timeline/configuration
+        self._timeline_end = 0
+        self._left_at: float | None = None  # when the last publisher left
+        self._now = 0.0
+        self._published_at: float | None = None
+        self._forced = False
+        self._seg_bytes = {VIDEO: 0, AUDIO: 0}
+        self._last_key_pts: int | None = None
+        self.counters = {"malformed": 0, "unsupported": 0, "dropped": 0, "late": 0, "jumps": 0}
+        self.warnings: list[str] = []
+        self.segment_count = 0
+        self.keyframe_interval: float | None = None
+        self.bitrate = {VIDEO: 0, AUDIO: 0}
+        self._configs: tuple[AvcConfig | None, AacConfig | None] = (None, None)  # for stats
+
+    # --- publisher lifecycle -------------------------------------------------------------------
+
+    def begin_session(self, now: float) -> None:
+        """A publisher started (first or reconnect): new timeline, prefix and discontinuity."""
+        self._now = now
+        if self._session is not None:
+            self.end_session(now)
+        start = self._timeline_end + SESSION_GAP_MS
+        self._session = _Session(Timeline(start), f"{secrets.token_hex(4)}")
+        self._discontinuity = self._playlist is not None
+        self._left_at = None
+
+    def end_session(self, now: float) -> None:
+        """The publisher left: flush the open segment; ENDLIST follows after ``end_grace``."""
+        self._now = now
+        session = self._session
+        if session is None:
+            return
+        self._finish_segment(now)
+        self._timeline_end = max(self._timeline_end, session.timeline.end)
+        self._count_timeline(session)
+        self._session = None
+        self._left_at = now
+
+    def close(self, now: float) -> None:
+        """Shutdown: flush, end the playlist (EXT-X-ENDLIST) and delete expired segments."""
+        self.end_session(now)
+        self._end_playlist()
+        self._delete_expired(now)
+
+    def poll(self, now: float) -> None:
+        """Housekeeping: ENDLIST once no publisher came back within ``end_grace``; expiry."""
+        self._now = now
+        left = self._left_at
+        if self._session is None and left is not None and now - left >= self.config.end_grace:
+            self._end_playlist()
+            self._left_at = None
+        self._delete_expired(now)
+
+    # --- media ---------------------------------------------------------------------------------
+
+    def feed(self, tag: FlvTag, now: float) -> None:
+        """One tag of the current session, in arrival order. Bad media is counted, never raised."""
+        self._now = now
+        if self._session is None:
+            self.begin_session(now)
+        session = self._session
+        assert session is not None
+        try:
+            packet = parse_tag(tag)
+            if isinstance(packet, SequenceHeader):
+                self._configure(session, packet, now)
+            elif isinstance(packet, VideoFrame | AudioFrame):
+                self._media(session, tag.timestamp, packet, now)
+            elif isinstance(packet, Unsupported):
+                self.counters["unsupported"] += 1
+                self._warn(f"{packet.reason}: only H.264 (avc1) and AAC (mp4a) are segmented")
+        except MediaError as exc:
+            self.counters["malformed"] += 1
+            self._warn(f"malformed {tag.type.name.lower()} tag: {exc.reason}")
+
+    def _configure(self, session: _Session, packet: SequenceHeader, now: float) -> None:
+        if packet.media == VIDEO:
+            video = parse_avcc(packet.config)
+            if session.video is not None and video.record == session.video.record:
+                return
+            self._restart_tracks(session, now)
+            session.video = video
+        else:
+            audio = parse_asc(packet.config)
+            if session.audio is not None and audio.config == session.audio.config:
+                return
+            self._restart_tracks(session, now)
+            session.audio = audio
+
+    def _restart_tracks(self, session: _Session, now: float) -> None:
+        """New codec parameters or track set mid-session: close the segment; discontinuity."""
+        if session.cutter is None:
+            return
+        self._finish_segment(now)
+        session.cutter = session.interleaver = None
+        self._discontinuity = True
+
+    def _media(
+        self, session: _Session, timestamp: int, packet: VideoFrame | AudioFrame, now: float
+    ) -> None:
+        kind: Kind = VIDEO if isinstance(packet, VideoFrame) else AUDIO
+        if (session.video if kind == VIDEO else session.audio) is None:
+            self.counters["dropped"] += 1  # a frame before its sequence header
+            return
+        if session.interleaver is not None and kind not in session.interleaver.tracks:
+            self._restart_tracks(session, now)  # a track appeared: new track set
+        if session.cutter is None:
+            tracks = {k for k, c in ((VIDEO, session.video), (AUDIO, session.audio)) if c}
+            session.cutter = Cutter(
+                round(self.config.target_duration * 1000),
+                self.config.playlist_target_duration,
+                has_video=session.video is not None,
+            )
+            session.interleaver = Interleaver(
+                tracks,
+                round(self.config.interleave_delay * 1000),
+                self.config.interleave_max_samples,
+            )
+            self._mux.start(session.video, session.audio)
+            self._configs = (session.video, session.audio)
+        assert session.interleaver is not None
+        cts = packet.composition_time if isinstance(packet, VideoFrame) else 0
+        mapped = session.timeline.map(kind, timestamp, cts)
+        if mapped is None:
+            return  # counted by the timeline as late
+        key = packet.keyframe if isinstance(packet, VideoFrame) else True
+        sample = Sample(kind, mapped[0], mapped[1], key, packet.data)
+        if kind == VIDEO and key:
+            if self._last_key_pts is not None and sample.pts > self._last_key_pts:
+                self.keyframe_interval = (sample.pts - self._last_key_pts) / 1000
+            self._last_key_pts = sample.pts
+        for ready in session.interleaver.push(sample):
+            self._write(session, ready, now)
+
+    def _write(self, session: _Session, sample: Sample, now: float) -> None:
+        assert session.cutter is not None
+        decision = session.cutter.decide(sample)
+        if decision.closed is not None:
+            self._publish(session, *decision.closed, now)
+        if decision.forced:
+            self._forced = True
+            interval = f"{self.keyframe_interval:.1f} s" if self.keyframe_interval else "unknown"
+            self._warn(
+                f"keyframe interval ({interval}) too long for max_segment_duration "
+                f"{self.config.max_segment_duration:g} s: segment cut without a keyframe and "
+                "video dropped until the next one; set the encoder keyframe interval to 2 s"
+            )
+        if not decision.keep:
+            self.counters["dropped"] += 1
+            return
+        if session.wall_anchor is None:
+            session.wall_anchor = (self._wallclock(), sample.pts)
+        try:
+            self._mux.write(sample)
+            self._seg_bytes[sample.kind] += len(sample.data)
+        except MediaError as exc:
+            self.counters["malformed"] += 1
+            self._warn(f"{sample.kind} sample not muxed: {exc.reason}")
+
+    def _finish_segment(self, now: float) -> None:
+        session = self._session
+        if session is None or session.cutter is None or session.interleaver is None:
+            return
+        for sample in session.interleaver.flush():
+            self._write(session, sample, now)
+        closed = session.cutter.finish()
+        if closed is not None:
+            self._publish(session, *closed, now)
+        self._last_key_pts = None
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _publish(self, session: _Session, start: int, end: int, now: float) -> None:
+        data = self._mux.cut()
+        forced, self._forced = self._forced, False
+        seg_bytes, self._seg_bytes = self._seg_bytes, {VIDEO: 0, AUDIO: 0}
+        if not data:
+            return
+        duration = max(end - start, 1) / 1000
+        playlist = self._current_playlist()
+        sequence = playlist.next_media_sequence
+        uri = f"{session.prefix}-{sequence}{self._mux.extension}"
+        discontinuity, self._discontinuity = self._discontinuity, False
+        pdt = None
+        if (discontinuity or sequence == playlist.media_sequence) and session.wall_anchor:
+            wall, anchor_ms = session.wall_anchor
+            pdt = datetime.fromtimestamp(wall + (start - anchor_ms) / 1000, UTC)
+        entry = SegmentEntry(uri, duration, discontinuity, pdt)
+        self.store.put(f"{self.path}/{uri}", data)
+        playlist.add_segment(entry, now)
+        self._write_playlist()
+        self.segment_count += 1
+        self._published_at = now
+        self.bitrate = {k: round(v * 8 / duration) for k, v in seg_bytes.items()}
+        name = f"{self.path}/{uri}"
+        self._log.debug("segment %s %.3f s %d bytes", name, duration, len(data))
+        if self._on_segment is not None:
+            size = len(data)
+            self._on_segment(
+                SegmentInfo(self.path, name, sequence, duration, size, discontinuity, forced)
+            )
+
+    def _current_playlist(self) -> LivePlaylist:
+        old = self._playlist
+        if old is not None and not old.ended:
+            return old
+        sequence, discontinuities = 0, 0
+        if old is not None:
+            # A new playlist at the same URL after ENDLIST: numbering continues (RFC 8216 §6.2.2).
+            sequence = old.next_media_sequence
+            listed = old.segments
+            discontinuities = old.discontinuity_sequence + sum(s.discontinuity for s in listed)
+            deadline = self._now + 2 * sum(s.duration for s in listed)
+            self._orphans += [(s.uri, deadline) for s in listed]
+            self._retired.append(old)
+            self._discontinuity = True
+        self._playlist = LivePlaylist(
+            self.config.playlist_target_duration,
+            self.config.window_segments,
+            media_sequence=sequence,
+            discontinuity_sequence=discontinuities,
+        )
+        return self._playlist
+
+    def _write_playlist(self) -> None:
+        if self._playlist is not None:
+            self.store.put(f"{self.path}/{PLAYLIST_NAME}", self._playlist.render().encode())
+
+    def _end_playlist(self) -> None:
+        if self._playlist is not None and not self._playlist.ended:
+            self._playlist.end()
+            self._write_playlist()
+            self._log.info("%s: playlist ended", self.path)
+
+    def _delete_expired(self, now: float) -> None:
+        uris = self._playlist.expired(now) if self._playlist is not None else []
+        for old in self._retired:
+            uris += old.expired(now)
+        self._retired = [p for p in self._retired if p.pending_removals]
+        uris += [uri for uri, deadline in self._orphans if deadline <= now]
+        self._orphans = [(uri, d) for uri, d in self._orphans if d > now]
+        for uri in uris:
+            self.store.delete(f"{self.path}/{uri}")
+
+    # --- observability -------------------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        if message in self.warnings:
+            return
+        self.warnings = [*self.warnings, message][-MAX_WARNINGS:]
+        self._log.warning("%s: %s", self.path, message)
+
+    def _count_timeline(self, session: _Session) -> None:
+        self.counters["late"] += session.timeline.late
+        self.counters["jumps"] += session.timeline.jumps
+        session.timeline.late = session.timeline.jumps = 0
+
+    @property
+    def state(self) -> str:
+        if self._session is not None:
+            return "live"
+        if self._playlist is not None and self._playlist.ended:
+            return "ended"
+        return "waiting"
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """A JSON-ready snapshot for the API and metrics."""
+        now = self._now if now is None else now
+        if self._session is not None:
+            self._count_timeline(self._session)
+        video, audio = self._configs
+        codecs = [c.codec_string for c in (video, audio) if c is not None]
+        playlist = self._playlist
+        return {
+            "path": self.path,
+            "state": self.state,
+            "codecs": ",".join(codecs) or None,
+            "width": video.info.width if video else None,
+            "height": video.info.height if video else None,
+            "frame_rate": video.info.frame_rate if video else None,
+            "audio_sample_rate": audio.sample_rate if audio else None,
+            "audio_channels": audio.channels if audio else None,
+            "video_bitrate": self.bitrate[VIDEO],
+            "audio_bitrate": self.bitrate[AUDIO],
+            "keyframe_interval": self.keyframe_interval,
+            "target_duration": self.config.playlist_target_duration,
+            "segment_count": self.segment_count,
+            "media_sequence": playlist.media_sequence if playlist else 0,
+            "newest_segment_age": (
+                None if self._published_at is None else max(0.0, now - self._published_at)
+            ),
+            **self.counters,
+            "warnings": list(self.warnings),
+        }

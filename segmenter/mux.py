@@ -1,0 +1,143 @@
+"""Segment muxing behind a small boundary, with PyAV's MPEG-TS muxer as the first implementation.
+
+The cutter and the playlist only see ``SegmentMuxer``: ``start`` a track configuration, ``write``
+samples in DTS order, ``cut`` to get the finished segment's bytes. An fMP4/CMAF muxer can be added
+next to ``TsMuxer`` without touching them.
+
+TS design (measured, see STACK.md): one short-lived PyAV container per segment (~30 us) makes every
+segment start with PAT/PMT and keeps it decodable alone. Timestamps are passed through unchanged, so
+they continue across segments. Only the 4-bit continuity counters restart in a fresh container;
+``ContinuityRewriter`` renumbers them per PID so they continue too (ISO/IEC 13818-1 §2.4.3.3),
+which FFmpeg's HLS reader checks. The alternative, one long-lived container split at the PAT before
+each keyframe, does not work for audio-only streams (no PAT is forced at an audio cut) and needs a
+byte-level search anyway; renumbering is a simple loop (~1 ms per 2 s segment at 1 Mbps).
+Muxing runs inline (no threads): a thread made it slower because of GIL handoffs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from fractions import Fraction
+from typing import Protocol
+
+import av
+import av.error
+
+from segmenter.codecs import AacConfig, AvcConfig, MediaError, adts_header, avcc_to_annexb
+from segmenter.cutter import AUDIO, Sample
+
+TS_PACKET = 188
+_TS_SYNC = 0x47
+_MS = Fraction(1, 1000)  # samples carry millisecond timestamps (the FLV clock)
+
+
+class SegmentMuxer(Protocol):
+    """Turns samples of one track configuration into self-contained segments."""
+
+    extension: str  # file name suffix, e.g. ".ts"
+    content_type: str  # HTTP media type of a segment
+
+    def start(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
+        """Use this configuration from the next segment on; drops an unfinished segment."""
+
+    def write(self, sample: Sample) -> None:
+        """Add one sample (DTS order across tracks) to the current segment; MediaError if bad."""
+
+    def cut(self) -> bytes:
+        """Finish the current segment and return its bytes (b"" if nothing was written)."""
+
+
+class ContinuityRewriter:
+    """Renumbers TS continuity counters so they run on across separately muxed segments."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, int] = {}
+
+    def rewrite(self, data: bytes) -> bytes:
+        if len(data) % TS_PACKET:
+            raise MediaError("TS output is not a whole number of packets")
+        out = bytearray(data)
+        last = self._last
+        for pos in range(0, len(out), TS_PACKET):
+            if out[pos] != _TS_SYNC:
+                raise MediaError("TS output lost packet sync")
+            pid = ((out[pos + 1] & 0x1F) << 8) | out[pos + 2]
+            flags = out[pos + 3]
+            # §2.4.3.3: the counter increments only on packets that carry a payload.
+            previous = last.get(pid, 15)
+            cc = (previous + 1) & 0x0F if flags & 0x10 else previous
+            out[pos + 3] = (flags & 0xF0) | cc
+            last[pid] = cc
+        return bytes(out)
+
+
+class TsMuxer:
+    """MPEG-TS segments via PyAV: H.264 as Annex-B with SPS/PPS before IDRs, AAC as ADTS."""
+
+    extension = ".ts"
+    content_type = "video/mp2t"
+
+    def __init__(self) -> None:
+        self._video: AvcConfig | None = None
+        self._audio: AacConfig | None = None
+        self._container: av.container.OutputContainer | None = None
+        self._buffer = io.BytesIO()
+        self._streams: dict[str, av.stream.Stream] = {}
+        self._cc = ContinuityRewriter()
+
+    def start(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
+        self._discard()
+        self._video, self._audio = video, audio
+
+    def _open(self) -> av.container.OutputContainer:
+        self._buffer = io.BytesIO()
+        container = av.open(self._buffer, "w", format="mpegts")
+        self._streams = {}
+        if self._video is not None:
+            info = self._video.info
+            self._streams["video"] = container.add_mux_stream(
+                "h264", width=info.width, height=info.height
+            )
+        if self._audio is not None:
+            self._streams[AUDIO] = container.add_mux_stream("aac", rate=self._audio.sample_rate)
+        self._container = container
+        return container
+
+    def write(self, sample: Sample) -> None:
+        if sample.kind == AUDIO:
+            if self._audio is None:
+                raise MediaError("audio sample without an audio configuration")
+            payload = adts_header(self._audio, len(sample.data)) + sample.data
+        else:
+            if self._video is None:
+                raise MediaError("video sample without a video configuration")
+            payload, _ = avcc_to_annexb(sample.data, self._video)
+        container = self._container or self._open()
+        packet = av.Packet(payload)
+        packet.stream = self._streams[sample.kind]
+        packet.time_base = _MS
+        packet.dts = sample.dts
+        packet.pts = sample.pts
+        packet.is_keyframe = sample.keyframe
+        try:
+            container.mux_one(packet)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"muxer refused a {sample.kind} sample: {exc}") from exc
+
+    def cut(self) -> bytes:
+        if self._container is None:
+            return b""
+        try:
+            self._container.close()
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"muxer failed to finish the segment: {exc}") from exc
+        finally:
+            self._container = None
+        return self._cc.rewrite(self._buffer.getvalue())
+
+    def _discard(self) -> None:
+        if self._container is not None:
+            with contextlib.suppress(av.error.FFmpegError):  # abandoned: its bytes are dropped
+                self._container.close()
+            self._container = None
