@@ -1,0 +1,193 @@
+"""The HTTP side: a Quart (trio) app serving HLS out of a segmenter Store, plus pages, API, metrics.
+
+The gateway composes it: ``create_app(store, status, config=..., registry=...)`` and runs the result
+on hypercorn inside its own trio.run. Nothing here writes to the store or knows about RTMP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import prometheus_client
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, NotFound
+
+from segmenter.store import Store
+from web import api, hls, pages
+from web.names import CONVERTERS
+from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
+
+__all__ = [
+    "HLS_JS_INSTALL_COMMAND",
+    "RESERVED_APP_NAMES",
+    "StatusSource",
+    "WebConfig",
+    "create_app",
+]
+
+log = logging.getLogger(__name__)
+
+# App names that collide with the gateway's own URL space; the RTMP side should refuse to publish
+# under them (a stream "static/x" would be served, but "api/streams" could never be).
+RESERVED_APP_NAMES = frozenset({"api", "static", "metrics", "healthz"})
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    # Access-Control-Allow-Origin policy: "*" allows any origin, else the exact origins listed.
+    cors_origins: tuple[str, ...] = ("*",)
+    # How long browsers may cache a CORS preflight answer (seconds).
+    cors_max_age: int = 600
+    # Cache-Control max-age for playlists: about half a segment, so a cache never hides more than
+    # one new segment (PROTOCOLS.md §6). Whole seconds (RFC 9111 §1.2.2); below 1 s -> "no-cache".
+    playlist_max_age: float = 1.0
+    # Segments never change once listed (names are unique per publish session), so cache them long.
+    segment_max_age: int = 86400
+    # Static page assets (player.js, style.css, hls.js) may be cached this long (seconds).
+    static_max_age: int = 3600
+    # Playlists smaller than this are sent uncompressed: gzip would save nothing.
+    gzip_min_size: int = 256
+    # zlib level for playlists: 6 is the usual size/CPU balance for small text.
+    gzip_level: int = 6
+    # Read the store in a worker thread (set for a disk store, so a slow disk never stalls the
+    # event loop and with it ingest); a MemoryStore lookup is faster than the thread hop.
+    read_in_thread: bool = False
+    # How often the player page polls /api/streams/<app>/<key> (seconds).
+    player_poll_interval: float = 2.0
+    # Where hls.min.js is served from; None means web/node_modules/hls.js/dist/hls.min.js.
+    hls_js_path: Path | None = None
+    # Label used for requests that matched no route, bounding the route label's cardinality.
+    unmatched_route_label: str = field(default="<unmatched>")
+
+
+class StatusSource(Protocol):
+    """What the gateway tells the web side about streams (JSON-ready dicts, see gateway)."""
+
+    def streams(self) -> list[dict[str, Any]]:
+        """One dict per known stream."""
+        ...
+
+    def stream(self, app: str, key: str) -> dict[str, Any] | None:
+        """The dict of one stream, or None if the gateway does not know it."""
+        ...
+
+
+class HttpMetrics:
+    """Per-route request counter and latency histogram, registered on the gateway's registry."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        self.requests = prometheus_client.Counter(
+            "http_requests",
+            "HTTP requests answered, by route pattern and status code",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.duration = prometheus_client.Histogram(
+            "http_request_duration_seconds",
+            "Time to produce an HTTP response (excluding sending the body), by route pattern",
+            ["route"],
+            registry=registry,
+        )
+
+
+def _cors_headers(config: WebConfig, origin: str | None) -> dict[str, str]:
+    # Fetch standard §3.2 (CORS protocol): "*" or an echo of an allowed origin plus Vary: Origin.
+    if "*" in config.cors_origins:
+        return {"Access-Control-Allow-Origin": "*"}
+    if origin is not None and origin in config.cors_origins:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {}
+
+
+def create_app(
+    store: Store,
+    status: StatusSource,
+    *,
+    config: WebConfig = WebConfig(),  # frozen, so one shared default is safe
+    registry: prometheus_client.CollectorRegistry | None = None,
+) -> QuartTrio:
+    """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics."""
+    if registry is None:
+        registry = prometheus_client.CollectorRegistry()
+    web = QuartTrio(__name__, template_folder="templates", static_folder=None)
+    web.url_map.converters.update(CONVERTERS)
+    # "//x" must not be redirected elsewhere: a bad path is simply not found.
+    web.url_map.merge_slashes = False
+    metrics = HttpMetrics(registry)
+
+    hls.install(web, store, config)
+    api.install(web, status, registry)
+    pages.install(web, status, config, hls_js=config.hls_js_path or DEFAULT_HLS_JS)
+
+    @web.before_request
+    async def _start() -> Response | None:
+        g.started = time.perf_counter()
+        if request.method == "OPTIONS" and request.url_rule is not None:
+            # CORS preflight (Fetch §3.2.2): answer for any route that exists.
+            headers = {
+                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                # hls.js may ask for byte ranges of segments.
+                "Access-Control-Allow-Headers": "Range",
+                "Access-Control-Max-Age": str(config.cors_max_age),
+                "Allow": "GET, HEAD, OPTIONS",
+            }
+            response = Response(b"", status=204, headers=headers)
+            del response.headers["Content-Type"]  # a 204 has no content to describe
+            return response
+        return None
+
+    @web.after_request
+    async def _finish(response: Response) -> Response:
+        for name, value in _cors_headers(config, request.headers.get("Origin")).items():
+            if name == "Vary" and "Vary" in response.headers:
+                response.headers["Vary"] = response.headers["Vary"] + ", " + value
+            else:
+                response.headers[name] = value
+        if "Access-Control-Allow-Origin" in response.headers:
+            # Let players read the range answer (Fetch §3.2.3: only safelisted headers by default).
+            response.headers["Access-Control-Expose-Headers"] = (
+                "Content-Length, Content-Range, Accept-Ranges"
+            )
+        rule = request.url_rule
+        route = rule.rule if rule is not None else config.unmatched_route_label
+        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        started = getattr(g, "started", None)
+        if started is not None:
+            metrics.duration.labels(route=route).observe(time.perf_counter() - started)
+        return response
+
+    @web.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        message = error.description or error.name
+        if error.code == 404 and message == NotFound.description:
+            message = "no such stream, file or page"  # shorter than werkzeug's advice
+        if request.path.startswith("/api/"):
+            response = Response(
+                api.dumps({"error": error.name.lower(), "message": message}),
+                status=code,
+                content_type="application/json",
+            )
+        else:
+            response = Response(f"{code} {error.name}: {message}\n", status=code)
+            response.content_type = "text/plain; charset=utf-8"
+        if code == 405 and error.get_headers():
+            response.headers.update({k: v for k, v in error.get_headers() if k.lower() == "allow"})
+        # An error may be temporary (stream not started yet): never let a cache keep it.
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @web.errorhandler(Exception)
+    async def _crash(error: Exception) -> Response:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        response = Response("500 Internal Server Error: see the gateway log\n", status=500)
+        response.content_type = "text/plain; charset=utf-8"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return web
