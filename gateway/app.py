@@ -79,7 +79,10 @@ class Gateway:
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
-        self.hub = Hub(on_stream_started=self._start_segmenter)
+        self.hub = Hub(
+            on_stream_started=self._start_segmenter,
+            gop_cache_bytes=self.settings.gop_cache_bytes,
+        )
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -106,6 +109,11 @@ class Gateway:
             sessions=s.sessions,
             bytes_in=s.bytes_in,
             subscribers=len(s.subscribers),
+            players=[
+                {"peer": p.peer, "dropped": p.feed.dropped} for p in sorted(
+                    s.players, key=lambda p: p.peer
+                )
+            ],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
         )
         if pub is None and info.get("state") == "live":

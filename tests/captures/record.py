@@ -9,13 +9,14 @@ A recording TCP proxy sits between a real FFmpeg and the gateway; only what the 
 from __future__ import annotations
 
 import sys
-from functools import partial
 from pathlib import Path
 
 import trio
 
-from gateway.app import run_gateway
 from gateway.config import Settings
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.server import serve_rtmp
 from tests.clients import apt_ffmpeg_exe, imageio_ffmpeg_exe, publish_args, run_client
 
 
@@ -23,10 +24,9 @@ async def record(client: str, out: Path) -> None:
     exe = imageio_ffmpeg_exe() if client == "imageio" else apt_ffmpeg_exe()
     settings = Settings(host="127.0.0.1", rtmp_port=0, http_port=0)
     captured = bytearray()
-    stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        gw = await nursery.start(partial(run_gateway, settings, stop=stop, handle_signals=False))
-        upstream_port = gw.bound.rtmp_port
+        bound = await nursery.start(serve_rtmp, settings, Hub(), Metrics())
+        upstream_port = bound[0][1]
 
         async def proxy(client_sock: trio.SocketStream) -> None:
             server = await trio.open_tcp_stream("127.0.0.1", upstream_port)
@@ -37,9 +37,9 @@ async def record(client: str, out: Path) -> None:
                         if keep:
                             captured.extend(data)
                         await dst.send_all(data)
-                except trio.BrokenResourceError:
+                    await dst.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-                await dst.send_eof()
 
             async with trio.open_nursery() as inner:
                 inner.start_soon(pump, client_sock, server, True)
@@ -52,7 +52,6 @@ async def record(client: str, out: Path) -> None:
         result = await run_client(args, timeout=30)
         assert result.returncode == 0, result.stderr.decode()
         await trio.sleep(0.5)
-        stop.set()
         nursery.cancel_scope.cancel()
     out.write_bytes(bytes(captured))
     print(f"{out}: {len(captured)} bytes")
