@@ -1,0 +1,141 @@
+"""Events produced by ``Connection.next_event`` (h11 style: small frozen dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "NEED_DATA",
+    "ConnectRequest",
+    "ConnectionClosed",
+    "Event",
+    "FCPublish",
+    "HandshakeComplete",
+    "Media",
+    "PlayRequest",
+    "PublishRequest",
+    "ReleaseStream",
+    "SetBufferLength",
+    "StreamCreated",
+    "StreamDeleted",
+    "Unpublish",
+]
+
+
+class NEED_DATA:  # a sentinel class, as in h11
+    """Returned by ``next_event`` when more bytes are needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """§5.2: handshake done; ``digest`` tells whether the Flash 9 digest variant was used."""
+
+    digest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """connect command (§7.2.1.1); answer with accept_connect / reject_connect."""
+
+    transaction_id: float
+    app: str  # without query string
+    tc_url: str | None
+    params: dict[str, Any]  # the whole command object
+    query: str  # query string found in app or tcUrl ("" if none)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseStream:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FCPublish:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCreated:
+    """createStream was answered with this message stream id (§7.2.1.3)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """publish command (§7.2.2.6); answer with accept_publish / reject_publish."""
+
+    stream_id: int
+    name: str  # without query string
+    query: str
+    publish_type: str  # "live", "record" or "append"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayRequest:
+    """play command (§7.2.2.1); answer with accept_play / reject_play."""
+
+    stream_id: int
+    name: str
+    query: str
+    start: float
+    duration: float
+    reset: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """Audio (8), video (9) or data (18, always AMF0 name + value) of a published stream.
+
+    ``timestamp`` is unwrapped, unbounded milliseconds per message stream.
+    """
+
+    stream_id: int
+    type: int
+    timestamp: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDeleted:
+    """deleteStream / closeStream."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unpublish:
+    """FCUnpublish; ``stream_id`` is the stream publishing ``name``, or 0 if none."""
+
+    stream_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetBufferLength:
+    """User control SetBufferLength (§7.1.7) from a player."""
+
+    stream_id: int
+    buffer_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed (EOF). Returned again on later calls."""
+
+
+Event = (
+    HandshakeComplete
+    | ConnectRequest
+    | ReleaseStream
+    | FCPublish
+    | StreamCreated
+    | PublishRequest
+    | PlayRequest
+    | Media
+    | StreamDeleted
+    | Unpublish
+    | SetBufferLength
+    | ConnectionClosed
+)
