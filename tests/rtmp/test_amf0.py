@@ -304,3 +304,31 @@ def test_value_types() -> None:
     assert EcmaArray(a=1) == {"a": 1}  # equal content; only the type tells them apart
     assert encode(EcmaArray(a=1.0)) != encode({"a": 1.0})
     assert encode((1.0,)) == encode([1.0])
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        IndexError("x"),
+        struct.error("x"),
+        UnicodeDecodeError("utf-8", b"", 0, 1, "x"),
+        MemoryError(),
+        OverflowError(),
+        KeyError("x"),
+    ],
+)
+def test_safety_net_converts_stray_errors(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    # The explicit checks already catch everything the fuzz tests find; this pins the
+    # last line of defence that keeps any stray failure a RemoteProtocolError.
+    from gateway.rtmp import amf0
+
+    def boom(self: amf0.Reader) -> int:
+        raise exc
+
+    monkeypatch.setattr(amf0.Reader, "u8", boom)
+    for decode in (decode_all, decode_amf3_message_body):
+        with pytest.raises(RemoteProtocolError) as info:
+            decode(b"\x00\x02\x00\x00", AmfLimits())
+        assert info.value.reason == "amf-malformed"
+    with pytest.raises(RemoteProtocolError):
+        decode_one(b"\x05", 0, AmfLimits())
