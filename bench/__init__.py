@@ -1,0 +1,4 @@
+"""Benchmarks for the RTMP->HLS gateway (issue 6): ``python -m bench <scenario>``.
+
+See bench/README.md.
+"""

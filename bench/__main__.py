@@ -1,0 +1,72 @@
+"""``python -m bench <scenario> [--target ours|nginx|both] [options]``; see bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench import fixtures, report
+
+SCENARIOS = ("ingest", "hotpath", "latency", "viewers", "fanout")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--target", choices=("ours", "nginx", "both"), default="both")
+    p.add_argument("--fixture", default="720p30", help="fixture name or .flv path")
+    p.add_argument("--seconds", type=float, default=30.0, help="measurement window per run")
+    p.add_argument("--target-duration", type=float, default=2.0, help="HLS target, seconds")
+    p.add_argument("--results-dir", type=Path, default=None, help="default bench/results/")
+    p.add_argument("--workdir", type=Path, default=None, help="keep server files and logs here")
+    p.add_argument("--nginx-workers", type=int, default=1)
+    p.add_argument("--publishers", type=_ints, default=[1, 10, 50, 100], help="ingest: list")
+    p.add_argument("--sample", type=int, default=3, help="ingest: streams checked over HTTP")
+    p.add_argument("--viewers", type=int, default=200, help="viewers: HTTP clients")
+    p.add_argument("--players", type=_ints, default=[1, 10, 50], help="fanout: list")
+    p.add_argument("--poll-ms", type=float, default=5.0, help="latency: playlist poll period")
+    p.add_argument("--capture", type=Path, default=None, help="hotpath: recorded RTMP bytes")
+    p.add_argument("--repeat", type=int, default=5, help="hotpath: replays of the capture")
+    return p
+
+
+async def _main(opts: Any) -> None:
+    if opts.scenario == "hotpath":
+        targets = ["ours"]
+    else:
+        targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]
+    fixture = fixtures.ensure(opts.fixture)
+    module = importlib.import_module(f"bench.{opts.scenario}")
+    own_workdir = opts.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-")) if own_workdir else opts.workdir
+    try:
+        result, table = await module.run(opts, targets, fixture, workdir)
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.emit(opts.scenario, result, table, opts.results_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    try:
+        trio.run(_main, opts)
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

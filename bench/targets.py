@@ -1,0 +1,123 @@
+"""A target is any server with an RTMP ingest URL and an HLS playlist URL per stream key.
+
+``ours`` is ``gateway run`` and ``nginx`` is nginx-rtmp, both started here on loopback with the same
+HLS settings and both writing HLS files to a temp dir (so the bench can watch segments appear
+without loading the server's HTTP side).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from bench import nginx
+from bench.procs import Procs, children, free_port, wait_tcp
+
+TARGETS = ("ours", "nginx")
+LABELS = {"ours": "ours", "nginx": "nginx-rtmp"}
+APP = "live"
+
+
+@dataclass
+class Target:
+    name: str
+    rtmp_port: int
+    http_port: int
+    hls_dir: Path  # playlists at <hls_dir>/<app>/<key>/index.m3u8
+    target_duration: float
+    proc: trio.Process
+    log: Path
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.name, self.name)
+
+    def rtmp_url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/{APP}/{key}"
+
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def playlist_url(self, key: str) -> str:
+        return f"{self.http_base()}/{APP}/{key}/index.m3u8"
+
+    def playlist_path(self, key: str) -> Path:
+        return self.hls_dir / APP / key / "index.m3u8"
+
+    def pids(self) -> list[int]:
+        """The server process and its children (nginx: master + workers)."""
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def gateway_command() -> list[str]:
+    script = Path(sys.executable).parent / "gateway"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("gateway")
+    return [found] if found else [sys.executable, "-m", "gateway.cli"]
+
+
+@asynccontextmanager
+async def open_target(
+    name: str,
+    procs: Procs,
+    workdir: Path,
+    *,
+    target_duration: float = 2.0,
+    nginx_workers: int = nginx.DEFAULT_WORKERS,
+) -> AsyncIterator[Target]:
+    """Start target ``name`` on free loopback ports; stop it when the block ends."""
+    rtmp_port, http_port = free_port(), free_port()
+    directory = workdir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "server.log"
+    if name == "ours":
+        hls_dir = directory / "hls"
+        args = [
+            *gateway_command(), "run", "--host", "127.0.0.1",
+            "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
+            "--hls-dir", str(hls_dir), "--hls-target-duration", f"{target_duration:g}",
+            "--log-level", "warning",
+        ]  # fmt: skip
+    elif name == "nginx":
+        nginx.ensure_installed()
+        hls_dir = directory / "hls"
+        conf = nginx.write_conf(
+            directory,
+            rtmp_port=rtmp_port,
+            http_port=http_port,
+            fragment=target_duration,
+            playlist=6 * target_duration,
+            workers=nginx_workers,
+        )
+        args = nginx.command(directory, conf)
+    else:
+        raise ValueError(f"unknown target {name!r}")
+    hls_dir.mkdir(parents=True, exist_ok=True)
+    proc = await procs.start(args, log=log)
+    target = Target(name, rtmp_port, http_port, hls_dir, target_duration, proc, log)
+    try:
+        try:
+            await wait_tcp(rtmp_port, proc)
+            await wait_tcp(http_port, proc)
+        except (RuntimeError, trio.TooSlowError) as exc:
+            raise RuntimeError(f"{target.label} did not start: {exc}\n{target.log_tail()}") from exc
+        yield target
+    finally:
+        with trio.CancelScope(shield=True):
+            await procs.stop(proc)
