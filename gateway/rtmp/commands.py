@@ -92,13 +92,13 @@ def _result(conn: Connection, cmd: Command, *values: Any) -> None:
 
 def _release_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
     _result(conn, cmd)
-    conn._queue(events.ReleaseStream(_str_arg(cmd, 0) or ""))
+    conn._queue(events.ReleaseStream(split_query(_str_arg(cmd, 0) or "")[0]))
 
 
 def _fc_publish(conn: Connection, stream_id: int, cmd: Command) -> None:
     from gateway.rtmp.connection import CSID_COMMAND
 
-    name = _str_arg(cmd, 0) or ""
+    name = split_query(_str_arg(cmd, 0) or "")[0]  # names in events never carry the query
     info = {"code": "NetStream.Publish.Start", "description": name}
     conn.send_command(CSID_COMMAND, 0, "onFCPublish", 0.0, None, info)
     conn._queue(events.FCPublish(name))
@@ -107,7 +107,7 @@ def _fc_publish(conn: Connection, stream_id: int, cmd: Command) -> None:
 def _fc_unpublish(conn: Connection, stream_id: int, cmd: Command) -> None:
     from gateway.rtmp.connection import CSID_COMMAND, StreamState
 
-    name = _str_arg(cmd, 0) or ""
+    name = split_query(_str_arg(cmd, 0) or "")[0]
     info = {"code": "NetStream.Unpublish.Success", "description": name}
     conn.send_command(CSID_COMMAND, 0, "onFCUnpublish", 0.0, None, info)
     # FCUnpublish travels on stream 0 (librtmp): find the stream by its published name.
