@@ -319,11 +319,6 @@ class _Decoder:
         return out, height + 1
 
 
-def decode_value(reader: Reader) -> Any:
-    """Decode one AMF0 value at ``reader.pos`` (used by callers sharing a Reader)."""
-    return _Decoder(reader).value()[0]
-
-
 # Anything a malformed body could still provoke despite the explicit checks.
 _INTERNAL_ERRORS: Final = (ArithmeticError, LookupError, ValueError, struct.error, MemoryError)
 
@@ -340,10 +335,13 @@ def _as_remote_errors() -> Iterator[None]:
 
 
 def decode_one(data: bytes, offset: int = 0, limits: AmfLimits = DEFAULT_LIMITS) -> tuple[Any, int]:
-    """Decode one AMF0 value at ``offset``; return it and the offset just after it."""
-    reader = Reader(bytes(data), offset, limits)
+    """Decode one AMF0 value at ``offset``; return it and the offset just after it.
+
+    Each call has its own §2.9 reference table: use ``decode_all`` for whole bodies.
+    """
+    reader = Reader(data if isinstance(data, bytes) else bytes(data), offset, limits)
     with _as_remote_errors():
-        return decode_value(reader), reader.pos
+        return _Decoder(reader).value()[0], reader.pos
 
 
 def decode_all(data: bytes, limits: AmfLimits = DEFAULT_LIMITS) -> list[Any]:
