@@ -172,6 +172,7 @@ class Cutter:
         self._last_dts: dict[str, int] = {}
         self._step: dict[str, int] = {}
         self._need_key = has_video  # drop video until a keyframe (session start, forced cut)
+        self._kept = 0  # samples kept in the open segment
 
     def decide(self, sample: Sample) -> Decision:
         key = sample.kind == VIDEO and sample.keyframe
@@ -183,14 +184,24 @@ class Cutter:
             self._open(sample.pts, sample)
             return Decision(keep=True)
         elapsed = sample.pts - self.start
+        if self._kept == 0:
+            # Empty since a forced cut dropped video: never cut an empty segment; if no media came
+            # for longer than the limit (video-only), start it at this sample instead.
+            if max(elapsed, sample.dts - self.start) >= self.limit_ms:
+                self.start = self._end = sample.pts
+            self._need_key = self._need_key and not key
+            self._track(sample)
+            return Decision(keep=True)
         if elapsed >= self.target_ms and (key or not self.has_video):
             return self._cut(sample.pts, sample, forced=False)
         if max(elapsed, sample.dts - self.start) >= self.limit_ms:
             # Forced cut (module docstring, rule 3) at the DTS: B-frame PTS jump ahead.
             self._need_key = self.has_video
+            self._last_dts.pop(VIDEO, None)  # the frame step must not span the dropped frames
             if sample.kind == VIDEO:
                 closed = (self.start, sample.dts)
                 self.start = self._end = sample.dts
+                self._kept = 0
                 return Decision(keep=False, cut=True, forced=True, closed=closed)
             return self._cut(sample.dts, sample, forced=True)
         if key:
@@ -200,6 +211,7 @@ class Cutter:
 
     def _open(self, start: int, sample: Sample) -> None:
         self.start = self._end = start
+        self._kept = 0
         if sample.kind == VIDEO and sample.keyframe:
             self._need_key = False
         self._track(sample)
@@ -211,6 +223,7 @@ class Cutter:
         return Decision(keep=True, cut=True, forced=forced, closed=closed)
 
     def _track(self, sample: Sample) -> None:
+        self._kept += 1
         last = self._last_dts.get(sample.kind)
         if last is not None and sample.dts > last:
             self._step[sample.kind] = sample.dts - last
@@ -219,7 +232,9 @@ class Cutter:
 
     def finish(self) -> tuple[int, int] | None:
         """Close the open segment at the end of the media; returns its (start, end) or None."""
-        if self.start is None:
+        if self.start is None or self._kept == 0:
+            self.start = None
+            self._need_key = self.has_video
             return None
         closed = (self.start, max(self._end, self.start + 1))
         self.start = None
