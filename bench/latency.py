@@ -20,7 +20,7 @@ import trio
 from bench import publish
 from bench.hls import PlaylistTracker
 from bench.procs import Procs
-from bench.proxy import KeyframeLog, serve_proxy
+from bench.proxy import Keyframe, KeyframeLog, serve_proxy
 from bench.report import Table
 from bench.targets import LABELS, open_target
 
@@ -144,11 +144,11 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
     return res
 
 
-def _segment_ends(tracker: PlaylistTracker, kf: KeyframeLog) -> list[tuple[int, Any]]:
+def _segment_ends(tracker: PlaylistTracker, kf: KeyframeLog) -> list[tuple[int, Keyframe | None]]:
     """(seq, closing keyframe or None) for each segment in order, snapping to real keyframes."""
     if not kf.keyframes:
         return []
-    out = []
+    out: list[tuple[int, Keyframe | None]] = []
     start = float(kf.keyframes[0].timestamp_ms)
     for seq in sorted(tracker.segments):
         seg = tracker.segments[seq]
@@ -180,9 +180,8 @@ def _match(tracker: PlaylistTracker, kf: KeyframeLog) -> tuple[list[float], int]
 def _edge_ms(tracker: PlaylistTracker, kf: KeyframeLog) -> float | None:
     """Media time (ms) at the end of the newest listed segment."""
     ends = _segment_ends(tracker, kf)
-    if not ends or ends[-1][1] is None:
-        return None
-    return float(ends[-1][1].timestamp_ms)
+    last = ends[-1][1] if ends else None
+    return None if last is None else float(last.timestamp_ms)
 
 
 async def run(
