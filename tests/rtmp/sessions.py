@@ -117,9 +117,15 @@ def server() -> Connection:
     return Connection(limits=Limits(), random_bytes=rng(SERVER_SEED), epoch_ms=lambda: 0)
 
 
-def drain(conn: Connection, accept: bool = True) -> list[events.Event]:
-    """Pull events until NEED_DATA, answering requests like a permissive server layer."""
-    out: list[events.Event] = []
+def drain(
+    conn: Connection, accept: bool = True, out: list[events.Event] | None = None
+) -> list[events.Event]:
+    """Pull events until NEED_DATA, answering requests like a permissive server layer.
+
+    Events go to ``out`` as they come, so a caller keeps them when an error is raised.
+    """
+    if out is None:
+        out = []
     while True:
         ev = conn.next_event()
         if ev is NEED_DATA:
