@@ -29,6 +29,7 @@ from segmenter.cutter import AUDIO, Sample
 
 TS_PACKET = 188
 _TS_SYNC = 0x47
+_SDT_PID = 0x11  # DVB Service Description Table (ETSI EN 300 468 §5.1.3)
 _MS = Fraction(1, 1000)  # samples carry millisecond timestamps (the FLV clock)
 
 
@@ -49,25 +50,34 @@ class SegmentMuxer(Protocol):
 
 
 class ContinuityRewriter:
-    """Renumbers TS continuity counters so they run on across separately muxed segments."""
+    """Renumbers TS continuity counters so they run on across separately muxed segments.
 
-    def __init__(self) -> None:
+    Packets of ``drop_pids`` are removed: FFmpeg writes the DVB SDT (PID 0x11) before the PAT,
+    but RFC 8216 §3.2 wants a PAT and PMT at the start of each segment and HLS has no use for it.
+    """
+
+    def __init__(self, drop_pids: frozenset[int] = frozenset()) -> None:
         self._last: dict[int, int] = {}
+        self._drop = drop_pids
 
     def rewrite(self, data: bytes) -> bytes:
         if len(data) % TS_PACKET:
             raise MediaError("TS output is not a whole number of packets")
-        out = bytearray(data)
+        out = bytearray()
         last = self._last
-        for pos in range(0, len(out), TS_PACKET):
-            if out[pos] != _TS_SYNC:
+        for pos in range(0, len(data), TS_PACKET):
+            if data[pos] != _TS_SYNC:
                 raise MediaError("TS output lost packet sync")
-            pid = ((out[pos + 1] & 0x1F) << 8) | out[pos + 2]
-            flags = out[pos + 3]
+            pid = ((data[pos + 1] & 0x1F) << 8) | data[pos + 2]
+            if pid in self._drop:
+                continue
+            flags = data[pos + 3]
             # §2.4.3.3: the counter increments only on packets that carry a payload.
             previous = last.get(pid, 15)
             cc = (previous + 1) & 0x0F if flags & 0x10 else previous
-            out[pos + 3] = (flags & 0xF0) | cc
+            out += data[pos : pos + 3]
+            out.append((flags & 0xF0) | cc)
+            out += data[pos + 4 : pos + TS_PACKET]
             last[pid] = cc
         return bytes(out)
 
@@ -84,7 +94,7 @@ class TsMuxer:
         self._container: av.container.OutputContainer | None = None
         self._buffer = io.BytesIO()
         self._streams: dict[str, av.stream.Stream] = {}
-        self._cc = ContinuityRewriter()
+        self._cc = ContinuityRewriter(drop_pids=frozenset({_SDT_PID}))
 
     def start(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
         self._discard()

@@ -39,6 +39,17 @@ def tags(data: bytes, *, drop: Iterable[TagType] = ()) -> list[FlvTag]:
     return [t for t in iter_flv_file(data) if t.type not in skip]
 
 
+def flv_file(items: Iterable[FlvTag]) -> bytes:
+    """Write tags as an FLV file (FLV v10.1 §E.2, §E.3), e.g. after filtering some out."""
+    out = bytearray(b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00")
+    for t in items:
+        ts = t.timestamp & 0xFFFFFFFF
+        header = bytes((t.type,)) + len(t.body).to_bytes(3, "big")
+        header += (ts & 0xFFFFFF).to_bytes(3, "big") + bytes((ts >> 24,)) + b"\0\0\0"
+        out += header + t.body + (len(header) + len(t.body)).to_bytes(4, "big")
+    return bytes(out)
+
+
 def shifted(items: list[FlvTag], offset: int) -> list[FlvTag]:
     return [FlvTag(t.type, t.timestamp + offset, t.body) for t in items]
 
