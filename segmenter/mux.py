@@ -10,7 +10,7 @@ they continue across segments. Only the 4-bit continuity counters restart in a f
 ``ContinuityRewriter`` renumbers them per PID so they continue too (ISO/IEC 13818-1 §2.4.3.3),
 which FFmpeg's HLS reader checks. The alternative, one long-lived container split at the PAT before
 each keyframe, does not work for audio-only streams (no PAT is forced at an audio cut) and needs a
-byte-level search anyway; renumbering is a simple loop (~1 ms per 2 s segment at 1 Mbps).
+byte-level search anyway; renumbering is a simple loop (~2.5 ms per 2 s segment at 1 Mbps).
 Muxing runs inline (no threads): a thread made it slower because of GIL handoffs.
 """
 
