@@ -97,6 +97,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
             log=workdir / f"{target_name}-pub.log",
         )
         deadline = None
+        edge: float | None = None
         with trio.move_on_after(FIRST_PLAYLIST_TIMEOUT + opts.seconds + 5):
             while deadline is None or trio.current_time() < deadline:
                 sent = trio.current_time()
@@ -107,10 +108,10 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
                 now = trio.current_time()
                 rtts.append(now - sent)
                 if r is not None and r.status_code == 200:
-                    tracker.update(r.text, now)
+                    if tracker.update(r.text, now):  # new segments: the edge moved
+                        edge = _edge_ms(tracker, kf)
                     if tracker.first_at is not None and deadline is None:
                         deadline = now + opts.seconds
-                    edge = _edge_ms(tracker, kf)
                     if edge is not None and kf.last_media_ms is not None:
                         lags.append((kf.last_media_ms - edge) / 1000)
                 if pub.returncode is not None or not target.alive():

@@ -7,7 +7,9 @@ from pathlib import Path
 import trio
 
 from bench.fixtures import ffmpeg_exe
+from bench.hls import FileWatcher, PlaylistTracker
 from bench.procs import Procs
+from bench.targets import Target
 
 # Seconds between publisher spawns: 100 FFmpeg starting at once would measure fork, not the server.
 SPAWN_STAGGER = 0.02
@@ -49,3 +51,39 @@ def first_error(logdir: Path, prefix: str) -> str | None:
         if text:
             return f"{log.name}: {text.splitlines()[-1][:300]}"
     return None
+
+
+# Seconds one publisher may take to get a first segment listed.
+FIRST_SEGMENT_TIMEOUT = 30.0
+# Seconds between playlist file polls while waiting or tracking cadence.
+WATCH_INTERVAL = 0.1
+
+
+async def publish_one(
+    procs: Procs, target: Target, fixture: Path, key: str, logdir: Path
+) -> tuple[trio.Process, FileWatcher, PlaylistTracker]:
+    """Start one publisher and wait until its playlist lists a segment (RuntimeError if never)."""
+    watcher = FileWatcher(target.playlist_path(key))
+    tracker = PlaylistTracker(target.target_duration)
+    (pub,) = await start_many(procs, [publish_args(fixture, target.rtmp_url(key))], logdir, key)
+    with trio.move_on_after(FIRST_SEGMENT_TIMEOUT):
+        while tracker.first_at is None and pub.returncode is None and target.alive():
+            watch(watcher, tracker)
+            await trio.sleep(WATCH_INTERVAL)
+    if tracker.first_at is None:
+        err = first_error(logdir, key) or target.log_tail()
+        raise RuntimeError(f"{target.label}: no segment for {key}: {err}")
+    return pub, watcher, tracker
+
+
+def watch(watcher: FileWatcher, tracker: PlaylistTracker) -> None:
+    text = watcher.read_if_changed()
+    if text is not None:
+        tracker.update(text, trio.current_time())
+
+
+async def watch_forever(watcher: FileWatcher, tracker: PlaylistTracker) -> None:
+    """Track segment arrivals until cancelled (run it in a nursery beside the load)."""
+    while True:
+        watch(watcher, tracker)
+        await trio.sleep(WATCH_INTERVAL)
