@@ -86,7 +86,7 @@ async def run(
     table.add(0, "CPU % (publisher only)",
               {LABELS[t]: by[t].get("cpu_percent_publisher_only") for t in targets})  # fmt: skip
     for n in opts.players:
-        steps = {
+        steps: dict[str, dict[str, Any]] = {
             t: next((s for s in by[t].get("steps", []) if s["players"] == n), {}) for t in targets
         }
         for key, label in (("cpu_percent", "CPU %"), ("cpu_s_per_player_min", "CPU s / player-min"),

@@ -33,6 +33,7 @@ class KeyframeLog:
     keyframes: list[Keyframe] = field(default_factory=list)
     last_media_ms: int | None = None  # newest audio/video timestamp passed on
     errors: list[str] = field(default_factory=list)
+    capture: bytearray | None = None  # when set, every client->server byte (hotpath replay)
 
     def nearest(self, timestamp_ms: float) -> Keyframe | None:
         return min(self.keyframes, key=lambda k: abs(k.timestamp_ms - timestamp_ms), default=None)
@@ -56,6 +57,8 @@ class Decoder:
         self._chunks = ChunkDecoder()
 
     def feed(self, data: bytes, now: float) -> None:
+        if self.log.capture is not None:
+            self.log.capture += data
         if self._skip:
             n = min(self._skip, len(data))
             self._skip -= n
