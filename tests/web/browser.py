@@ -1,0 +1,200 @@
+"""Headless Chromium harness for player tests (reusable by the end-to-end tests).
+
+Drives Debian's /usr/bin/chromium through Playwright's *sync* API in a worker thread
+(``playwright.async_api`` needs asyncio, and we run under trio). Nothing is downloaded: the
+Playwright driver ships inside the wheel and the browser is the system one.
+
+    reports = await sample_playback([url], seconds=4.0)
+    assert reports[0].advanced >= 2.0 and not reports[0].fatal_errors
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from playwright.sync_api import ConsoleMessage, Error, Page, Request, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # we run as root in CI containers
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    # Muted autoplay is allowed anyway; this also covers a page that unmutes.
+    "--autoplay-policy=no-user-gesture-required",
+]
+# Launching Chromium and loading a page: generous, CI machines are slow.
+LAUNCH_TIMEOUT_MS = 30_000
+
+# What a sample reads from the page: the <video>'s clock and the page's own player state.
+_SAMPLE_JS = """() => {
+  const v = document.querySelector('video');
+  const s = window.playerState;
+  return {
+    currentTime: v ? v.currentTime : null,
+    paused: v ? v.paused : null,
+    readyState: v ? v.readyState : null,
+    videoError: v && v.error ? v.error.code : null,
+    state: s ? JSON.parse(JSON.stringify(s)) : null,
+  };
+}"""
+
+
+@dataclass
+class Sample:
+    at: float  # seconds since sampling started
+    current_time: float
+    paused: bool | None
+    ready_state: int | None
+    video_error: int | None
+    player: dict[str, Any] | None  # window.playerState as JSON
+
+
+@dataclass
+class PlaybackReport:
+    url: str
+    started: bool = False  # currentTime moved past 0 before start_timeout
+    samples: list[Sample] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+
+    @property
+    def advanced(self) -> float:
+        """How far the media clock moved during the sampling window (seconds)."""
+        if len(self.samples) < 2:
+            return 0.0
+        return self.samples[-1].current_time - self.samples[0].current_time
+
+    @property
+    def last_player(self) -> dict[str, Any]:
+        return (self.samples[-1].player or {}) if self.samples else {}
+
+    @property
+    def fatal_errors(self) -> list[dict[str, Any]]:
+        """Fatal player errors (window.playerState.errors) and <video> errors seen in any sample."""
+        seen: dict[str, dict[str, Any]] = {}
+        for sample in self.samples:
+            for error in (sample.player or {}).get("errors", []):
+                if error.get("fatal"):
+                    seen[repr(sorted(error.items()))] = error
+            if sample.video_error is not None:
+                seen[f"video{sample.video_error}"] = {"type": "video", "code": sample.video_error}
+        return list(seen.values())
+
+    def describe(self) -> str:
+        """A compact dump for assertion messages."""
+        tail = [(round(s.at, 2), round(s.current_time, 2), s.ready_state) for s in self.samples]
+        return (
+            f"{self.url}: started={self.started} advanced={self.advanced:.2f}s "
+            f"player={self.last_player} samples(at,t,ready)={tail[-12:]} "
+            f"console={self.console_errors[-5:]} page={self.page_errors[-5:]} "
+            f"failed={self.failed_requests[-5:]}"
+        )
+
+
+def _read(page: Page, started_at: float) -> Sample:
+    raw = page.evaluate(_SAMPLE_JS)
+    return Sample(
+        at=time.monotonic() - started_at,
+        current_time=float(raw["currentTime"] or 0.0),
+        paused=raw["paused"],
+        ready_state=raw["readyState"],
+        video_error=raw["videoError"],
+        player=raw["state"],
+    )
+
+
+def sample_playback_sync(
+    urls: Sequence[str],
+    seconds: float,
+    *,
+    interval: float = 0.25,
+    start_timeout: float = 20.0,
+) -> list[PlaybackReport]:
+    """Open each URL in its own tab of one fresh Chromium, wait until each video's currentTime
+    passes 0 (at most ``start_timeout`` s in total), then sample all tabs every ``interval`` s
+    for ``seconds`` s. Blocking: call it through :func:`sample_playback` from trio code."""
+    reports = [PlaybackReport(url) for url in urls]
+    with (
+        tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile,
+        sync_playwright() as pw,
+    ):
+        context = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            timeout=LAUNCH_TIMEOUT_MS,
+        )
+        try:
+            pages = []
+            for report in reports:
+                page = context.new_page()
+                page.set_default_timeout(LAUNCH_TIMEOUT_MS)
+                page.on("console", partial(_on_console, report))
+                page.on("pageerror", partial(_on_page_error, report))
+                page.on("requestfailed", partial(_on_failed, report))
+                page.goto(report.url)
+                pages.append(page)
+            origin = time.monotonic()
+            waiting = set(range(len(pages)))
+            while waiting and time.monotonic() - origin < start_timeout:
+                for index in list(waiting):
+                    if _read(pages[index], origin).current_time > 0:
+                        reports[index].started = True
+                        waiting.discard(index)
+                if waiting:
+                    pages[0].wait_for_timeout(interval * 1000)
+            origin = time.monotonic()
+            while True:
+                for page, report in zip(pages, reports, strict=True):
+                    report.samples.append(_read(page, origin))
+                if time.monotonic() - origin >= seconds:
+                    break
+                pages[0].wait_for_timeout(interval * 1000)
+        finally:
+            context.close()
+    return reports
+
+
+def _on_console(report: PlaybackReport, message: ConsoleMessage) -> None:
+    if message.type == "error":
+        report.console_errors.append(message.text)
+
+
+def _on_page_error(report: PlaybackReport, error: Error) -> None:
+    report.page_errors.append(str(error))
+
+
+def _on_failed(report: PlaybackReport, request: Request) -> None:
+    report.failed_requests.append(f"{request.url}: {request.failure}")
+
+
+async def sample_playback(
+    urls: Sequence[str],
+    seconds: float,
+    *,
+    interval: float = 0.25,
+    start_timeout: float = 20.0,
+) -> list[PlaybackReport]:
+    """Trio wrapper: runs :func:`sample_playback_sync` in a worker thread."""
+    return await trio.to_thread.run_sync(
+        partial(
+            sample_playback_sync,
+            list(urls),
+            seconds,
+            interval=interval,
+            start_timeout=start_timeout,
+        )
+    )
