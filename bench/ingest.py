@@ -27,6 +27,8 @@ MEMORY_INTERVAL = 1.0
 # Seconds allowed for all publishers to get a first segment listed (plus SETUP_PER_STREAM each).
 SETUP_TIMEOUT = 30.0
 SETUP_PER_STREAM = 0.1
+# Seconds the idle server is measured before publishers start (its fixed cost: timers, polls).
+IDLE_SECONDS = 2.0
 
 
 def _poll(
@@ -49,6 +51,10 @@ async def run_one(
         target_duration=opts.target_duration, nginx_workers=opts.nginx_workers,
     ) as target:  # fmt: skip
         await trio.sleep(0.5)  # let the server finish start-up work before the baseline
+        idle0, idle_t0 = cpu_seconds(target.pids()), trio.current_time()
+        await trio.sleep(IDLE_SECONDS)
+        idle = (cpu_seconds(target.pids()) - idle0) / (trio.current_time() - idle_t0)
+        run["idle_cpu_percent"] = round(100 * idle, 2)
         base_rss, _ = memory_kib(target.pids())
         keys = [f"bench{i}" for i in range(n)]
         watchers = {k: FileWatcher(target.playlist_path(k)) for k in keys}
@@ -136,6 +142,7 @@ async def run(
     metrics = [
         ("cpu_s_per_stream_min", "CPU s / stream-minute"),
         ("cpu_percent", "CPU % of one core"),
+        ("idle_cpu_percent", "idle CPU % (no streams)"),
         ("rss_peak_mb", "peak RSS MB"),
         ("rss_per_stream_mb", "RSS MB / stream"),
         ("streams_with_playlist", "streams with playlist"),
