@@ -11,10 +11,14 @@ after the fact, and x264's scene-cut IDRs make GOPs irregular (with keyint 2 s a
 segment can last almost 4 s). A target duration derived from the first GOP would therefore be
 broken by a later, longer one. So:
 
-1. TARGETDURATION is a configured ceiling fixed when the playlist is created:
-   ``ceil(max_segment_duration)`` (default 10 s: OBS's "auto" keyframe interval is 250 frames,
-   8.3 s at 30 fps and 10.4 s at 24 fps, which all round to <= 10). An operator whose encoders send
-   2 s keyframes lowers it (e.g. 4) to cut player latency, which is about 3 x TARGETDURATION.
+1. TARGETDURATION is fixed once per playlist, when its first segment closes, from what the
+   publisher has shown by then: ``ceil(target_duration + longest keyframe gap seen)``, clamped to
+   ``[ceil(target_duration), ceil(max_segment_duration)]``. With the cut rule below a segment lasts
+   less than the target plus one keyframe gap, so scene-cut IDRs (which only shorten gaps) never
+   break it; a 2 s keyframe interval gives TARGETDURATION 4 (players hold back ~3 x TD, so ~12 s
+   instead of the ~30 s a fixed 10 would cost). Until then, and for an encoder that sends no
+   keyframe within ``max_segment_duration`` (OBS "auto" is 250 frames: 8.3 s at 30 fps), the
+   ceiling ``ceil(max_segment_duration)`` (default 10) applies.
 2. The cutter cuts at the first video keyframe at or after ``target_duration`` (default 2 s):
    segments are as short as the keyframes allow. Audio-only streams cut on any frame once the
    target is reached; video-only streams cut like A/V.
@@ -208,6 +212,10 @@ class Cutter:
             self._need_key = False
         self._track(sample)
         return Decision(keep=True)
+
+    def set_target_duration(self, target_duration_s: int) -> None:
+        """The playlist fixed its TARGETDURATION (rule 1): force-cut below it from now on."""
+        self.limit_ms = target_duration_s * 1000 + 500 - FORCED_CUT_HEADROOM_MS
 
     def _open(self, start: int, sample: Sample) -> None:
         self.start = self._end = start

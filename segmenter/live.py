@@ -52,7 +52,7 @@ class SegmenterConfig:
 
     # Cut at the first keyframe at or after this duration (gohlslib's "IDR and min duration").
     target_duration: float = 2.0
-    # EXT-X-TARGETDURATION = ceil(this), fixed per playlist; longer GOPs are force-cut (cutter.py).
+    # Ceiling of EXT-X-TARGETDURATION (cutter.py rule 1); longer GOPs are force-cut (rule 3).
     max_segment_duration: float = 10.0
     # Segments listed in the live playlist; the playlist keeps at least 3 x TARGETDURATION anyway.
     window_segments: int = 6
@@ -70,7 +70,7 @@ class SegmenterConfig:
 
     @property
     def playlist_target_duration(self) -> int:
-        """EXT-X-TARGETDURATION of every playlist of the stream (RFC 8216 §4.3.3.1)."""
+        """Largest EXT-X-TARGETDURATION a playlist of the stream may get (RFC 8216 §4.3.3.1)."""
         return max(1, math.ceil(self.max_segment_duration))
 
 
@@ -133,6 +133,7 @@ class LiveStream:
         self._forced = False
         self._seg_bytes = {VIDEO: 0, AUDIO: 0}
         self._last_key_pts: int | None = None
+        self._max_key_gap_ms = 0  # longest keyframe gap seen, for TARGETDURATION (cutter.py rule 1)
         self.counters = {"malformed": 0, "unsupported": 0, "dropped": 0, "late": 0, "jumps": 0}
         self.warnings: list[str] = []
         self.segment_count = 0
@@ -149,6 +150,7 @@ class LiveStream:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
         self._session = _Session(Timeline(start), f"{secrets.token_hex(4)}")
+        self._max_key_gap_ms = 0
         self._discontinuity = self._playlist is not None
         self._left_at = None
 
@@ -234,9 +236,12 @@ class LiveStream:
             self._restart_tracks(session, now)  # a track appeared: new track set
         if session.cutter is None:
             tracks = {k for k, c in ((VIDEO, session.video), (AUDIO, session.audio)) if c}
+            playlist = self._playlist
             session.cutter = Cutter(
                 round(self.config.target_duration * 1000),
-                self.config.playlist_target_duration,
+                playlist.target_duration
+                if playlist is not None and not playlist.ended
+                else self.config.playlist_target_duration,
                 has_video=session.video is not None,
             )
             session.interleaver = Interleaver(
@@ -255,7 +260,9 @@ class LiveStream:
         sample = Sample(kind, mapped[0], mapped[1], key, packet.data)
         if kind == VIDEO and key:
             if self._last_key_pts is not None and sample.pts > self._last_key_pts:
-                self.keyframe_interval = (sample.pts - self._last_key_pts) / 1000
+                gap = sample.pts - self._last_key_pts
+                self.keyframe_interval = gap / 1000
+                self._max_key_gap_ms = max(self._max_key_gap_ms, gap)
             self._last_key_pts = sample.pts
         for ready in session.interleaver.push(sample):
             self._write(session, ready, now)
@@ -269,8 +276,8 @@ class LiveStream:
             self._forced = True
             interval = f"{self.keyframe_interval:.1f} s" if self.keyframe_interval else "unknown"
             self._warn(
-                f"keyframe interval ({interval}) too long for max_segment_duration "
-                f"{self.config.max_segment_duration:g} s: segment cut without a keyframe and "
+                f"keyframe interval ({interval}) too long for the playlist's target duration "
+                f"({session.cutter.limit_ms // 1000} s): segment cut without a keyframe and "
                 "video dropped until the next one; set the encoder keyframe interval to 2 s"
             )
         if not decision.keep:
@@ -305,7 +312,7 @@ class LiveStream:
         if not data:
             return
         duration = max(end - start, 1) / 1000
-        playlist = self._current_playlist()
+        playlist = self._current_playlist(duration)
         sequence = playlist.next_media_sequence
         uri = f"{session.prefix}-{sequence}{self._mux.extension}"
         discontinuity, self._discontinuity = self._discontinuity, False
@@ -328,7 +335,16 @@ class LiveStream:
                 SegmentInfo(self.path, name, sequence, duration, size, discontinuity, forced)
             )
 
-    def _current_playlist(self) -> LivePlaylist:
+    def _target_duration(self, first_segment: float) -> int:
+        """EXT-X-TARGETDURATION for a new playlist (cutter.py, rule 1)."""
+        floor = max(1, math.ceil(self.config.target_duration))
+        ceiling = self.config.playlist_target_duration
+        derived = math.ceil(self.config.target_duration + self._max_key_gap_ms / 1000)
+        # The first segment itself must fit (EXTINF rounds half up, playlist.py).
+        first = math.floor(round(first_segment, 3) + 0.5)
+        return min(max(floor, derived, first), ceiling)
+
+    def _current_playlist(self, first_segment: float) -> LivePlaylist:
         old = self._playlist
         if old is not None and not old.ended:
             return old
@@ -342,8 +358,11 @@ class LiveStream:
             self._orphans += [(s.uri, deadline) for s in listed]
             self._retired.append(old)
             self._discontinuity = True
+        target = self._target_duration(first_segment)
+        if self._session is not None and self._session.cutter is not None:
+            self._session.cutter.set_target_duration(target)
         self._playlist = LivePlaylist(
-            self.config.playlist_target_duration,
+            target,
             self.config.window_segments,
             media_sequence=sequence,
             discontinuity_sequence=discontinuities,
@@ -411,7 +430,9 @@ class LiveStream:
             "video_bitrate": self.bitrate[VIDEO],
             "audio_bitrate": self.bitrate[AUDIO],
             "keyframe_interval": self.keyframe_interval,
-            "target_duration": self.config.playlist_target_duration,
+            "target_duration": (
+                playlist.target_duration if playlist else self.config.playlist_target_duration
+            ),
             "segment_count": self.segment_count,
             "media_sequence": playlist.media_sequence if playlist else 0,
             "newest_segment_age": (

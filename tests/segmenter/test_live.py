@@ -55,7 +55,8 @@ def test_one_session_end_to_end(av_flv: bytes, tmp_path: Path) -> None:
     publish(live, tags(av_flv), 0.0)
     live.close(1.0)
     pl = check_media(store, tmp_path)
-    assert pl.is_endlist and pl.target_duration == 4
+    # cutter.py rule 1: ceil(2 s target + 1 s keyframe gap), below the 4 s ceiling.
+    assert pl.is_endlist and pl.target_duration == 3
     assert [s.duration for s in pl.segments][:2] == [2.0, 2.0]
     assert sum(s.duration for s in pl.segments) == pytest.approx(6.0, abs=0.05)
     assert pl.segments[0].program_date_time is not None
@@ -139,6 +140,20 @@ def test_long_gop_warns_and_keeps_extinf_under_target(long_gop_flv: bytes, tmp_p
     warnings = live.stats()["warnings"]
     assert any("keyframe interval (5.0 s)" in w for w in warnings)
     assert live.stats()["dropped"] > 0
+
+
+def test_target_duration_follows_the_keyframe_interval_under_the_ceiling(
+    long_gop_flv: bytes, tmp_path: Path
+) -> None:
+    # 5 s keyframes with a 10 s ceiling: TARGETDURATION ceil(2 + 5) = 7, no forced cut, no warning.
+    store = MemoryStore()
+    live, infos = make(store, max_segment_duration=10)
+    publish(live, tags(long_gop_flv), 0.0)
+    live.close(1.0)
+    pl = check_media(store, tmp_path)
+    assert pl.target_duration == 7
+    assert not any(i.forced for i in infos) and live.stats()["warnings"] == []
+    assert live.stats()["target_duration"] == 7
 
 
 def test_codec_change_mid_session_starts_discontinuous_segment(
