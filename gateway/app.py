@@ -110,9 +110,8 @@ class Gateway:
             bytes_in=s.bytes_in,
             subscribers=len(s.subscribers),
             players=[
-                {"peer": p.peer, "dropped": p.feed.dropped} for p in sorted(
-                    s.players, key=lambda p: p.peer
-                )
+                {"peer": p.peer, "dropped": p.feed.dropped}
+                for p in sorted(s.players, key=lambda p: p.peer)
             ],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
         )

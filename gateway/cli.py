@@ -21,9 +21,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gateway", description="RTMP ingest to live HLS gateway."
-    )
+    parser = argparse.ArgumentParser(prog="gateway", description="RTMP ingest to live HLS gateway.")
     parser.add_argument("--version", action="version", version=f"gateway {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(

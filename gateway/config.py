@@ -1,7 +1,8 @@
 """Gateway settings: every limit is a named, documented field with a safe default.
 
-Sources, lowest to highest precedence: the defaults below, a TOML file (``--config FILE``), environment
-variables ``GATEWAY_<FIELD>`` (upper case), command-line flags ``--field-name``. Values are validated
+Sources, lowest to highest precedence: the defaults below, a TOML file (``--config FILE``),
+environment variables ``GATEWAY_<FIELD>`` (upper case), command-line flags ``--field-name``.
+Values are validated
 at start; an error names the key and the source it came from.
 """
 
@@ -31,13 +32,16 @@ class Settings:
     # --- listeners -----------------------------------------------------------------------------
     host: str = field(default="0.0.0.0", metadata=_doc("Address both listeners bind to."))
     rtmp_port: int = field(
-        default=1935, metadata=_doc("RTMP ingest port (0 = any free port).", minimum=0, maximum=65535)
+        default=1935,
+        metadata=_doc("RTMP ingest port (0 = any free port).", minimum=0, maximum=65535),
     )
     http_port: int = field(
         default=8080, metadata=_doc("HTTP port for HLS, API and player.", minimum=0, maximum=65535)
     )
     # --- logging -------------------------------------------------------------------------------
-    log_format: str = field(default="text", metadata=_doc("'text' for people, 'json' for collectors."))
+    log_format: str = field(
+        default="text", metadata=_doc("'text' for people, 'json' for collectors.")
+    )
     log_level: str = field(default="info", metadata=_doc("debug, info, warning or error."))
     # --- RTMP connection limits ----------------------------------------------------------------
     max_connections: int = field(
@@ -58,12 +62,15 @@ class Settings:
     )
     send_timeout: float = field(
         default=10.0,
-        metadata=_doc("Seconds a write to a peer may take before the peer is dropped.", minimum=0.1),
+        metadata=_doc(
+            "Seconds a write to a peer may take before the peer is dropped.", minimum=0.1
+        ),
     )
     max_message_size: int = field(
         default=8 * 1024 * 1024,
         metadata=_doc(
-            "Largest RTMP message accepted, bytes (the u24 length field allows 16 MiB; 8 MiB holds a 4K intra frame at high bitrate).",
+            "Largest RTMP message accepted, bytes (the u24 length field allows 16 MiB; "
+            "8 MiB holds a 4K intra frame at high bitrate).",
             minimum=1024,
             maximum=0xFFFFFF,
         ),
@@ -143,7 +150,9 @@ class Settings:
     )
     shutdown_timeout: float = field(
         default=10.0,
-        metadata=_doc("Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0),
+        metadata=_doc(
+            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0
+        ),
     )
 
     @classmethod

@@ -1,7 +1,7 @@
 """Streams keyed by app and stream name: one publisher each, many subscribers.
 
-The publisher's reader calls :meth:`Stream.publish` for every tag; it never waits: each subscriber has
-a bounded channel fed with ``send_nowait``, and what a full subscriber does is its own policy
+The publisher's reader calls :meth:`Stream.publish` for every tag; it never waits: each subscriber
+has a bounded channel fed with ``send_nowait``, and what a full subscriber does is its own policy
 (the segmenter marks a gap, a player skips to the next keyframe). The latest metadata and sequence
 headers are kept so a late subscriber can start.
 """
@@ -43,7 +43,7 @@ def split_query(name: str) -> tuple[str, dict[str, list[str]]]:
 
 @dataclass(frozen=True, slots=True)
 class SessionStart:
-    """Marks the start of a publish session (first publish or a reconnect) in a subscriber's queue."""
+    """Marks the start of a publish session (first publish or a reconnect) in a queue."""
 
     monotonic: float
 
@@ -65,7 +65,7 @@ HubItem = FlvTag | SessionStart | SessionEnd | Gap
 
 @dataclass(eq=False)
 class Subscriber:
-    """One consumer of a stream. Items that do not fit in its queue are counted, never waited for."""
+    """One consumer of a stream. Items that do not fit in its queue are counted, never awaited."""
 
     name: str
     send_channel: trio.MemorySendChannel[HubItem]

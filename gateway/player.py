@@ -105,8 +105,9 @@ async def play(
     # Snapshot and attach in one synchronous step: nothing is missed, nothing sent twice.
     start = stream.start_items()
     sub, rx = hub.attach(stream, f"player {peer}", settings.player_queue)
-    feed = PlayerFeed(has_video=stream.video_header is not None or any(
-        t.type is TagType.VIDEO for t in start))
+    feed = PlayerFeed(
+        has_video=stream.video_header is not None or any(t.type is TagType.VIDEO for t in start)
+    )
     stats = PlayerStats(peer, stream_id, feed)
     stream.players.add(stats)
     metrics.players.inc()
@@ -130,18 +131,24 @@ async def play(
                     metrics.players_disconnected_slow.inc()
                     log.warning(
                         "player %s of %s disconnected: behind for more than %.1f s",
-                        peer, stream.path, settings.player_max_lag,
+                        peer,
+                        stream.path,
+                        settings.player_max_lag,
                     )
                     return False
             elif isinstance(item, SessionEnd):
                 conn.send_status(
-                    stream_id, "status", "NetStream.Play.UnpublishNotify",
+                    stream_id,
+                    "status",
+                    "NetStream.Play.UnpublishNotify",
                     f"{stream.path} is no longer published",
                 )
             elif isinstance(item, SessionStart):
                 feed.new_session()
                 conn.send_status(
-                    stream_id, "status", "NetStream.Play.PublishNotify",
+                    stream_id,
+                    "status",
+                    "NetStream.Play.PublishNotify",
                     f"{stream.path} is now published",
                 )
             unflushed += 1

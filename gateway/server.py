@@ -179,7 +179,9 @@ class Session:
     def _on_connect(self, conn: Connection, event: ev.ConnectRequest) -> None:
         app = event.app.partition("?")[0].strip("/")
         if not valid_name(app):
-            log.warning("rtmp #%d %s: connect refused: invalid app name %r", self.id, self.peer, app)
+            log.warning(
+                "rtmp #%d %s: connect refused: invalid app name %r", self.id, self.peer, app
+            )
             conn.reject_connect(f"invalid application name {app!r}")
             return
         self.app = app
@@ -191,7 +193,9 @@ class Session:
         if event.query:
             query = {**split_query("?" + event.query)[1], **query}
         if app is None:
-            self._reject(conn, event.stream_id, "NetStream.Publish.Denied", "publish before connect")
+            self._reject(
+                conn, event.stream_id, "NetStream.Publish.Denied", "publish before connect"
+            )
             return
         if not valid_name(key):
             self._reject(

@@ -49,9 +49,21 @@ def publish_args(
     """A real encoder: testsrc2 + sine to H.264/AAC, published over RTMP."""
     args = [exe, "-hide_banner", "-nostdin", "-loglevel", "error"]
     if video:
-        args += [*(["-re"] if realtime else []), "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
+        args += [
+            *(["-re"] if realtime else []),
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate={rate}",
+        ]
     if audio:
-        args += [*(["-re"] if realtime else []), "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
+        args += [
+            *(["-re"] if realtime else []),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+        ]
     if video:
         args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p"]
     if audio:

@@ -92,7 +92,7 @@ class ChunkDecoder:
     def partial_bytes(self) -> int:
         return self._partial_bytes
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._pos >= _COMPACT_AT:
             del self._buf[: self._pos]
             self._pos = 0

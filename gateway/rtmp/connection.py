@@ -121,7 +121,7 @@ class Connection:
     def bytes_sent(self) -> int:
         return self._bytes_sent
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed (EOF)."""
         self._check_error()
         if self._eof:

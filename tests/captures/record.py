@@ -20,7 +20,7 @@ from gateway.server import serve_rtmp
 from tests.clients import apt_ffmpeg_exe, imageio_ffmpeg_exe, publish_args, run_client
 
 
-async def record(client: str, out: Path) -> None:
+async def record(client: str) -> bytes:
     exe = imageio_ffmpeg_exe() if client == "imageio" else apt_ffmpeg_exe()
     settings = Settings(host="127.0.0.1", rtmp_port=0, http_port=0)
     captured = bytearray()
@@ -53,9 +53,10 @@ async def record(client: str, out: Path) -> None:
         assert result.returncode == 0, result.stderr.decode()
         await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
-    out.write_bytes(bytes(captured))
-    print(f"{out}: {len(captured)} bytes")
+    return bytes(captured)
 
 
 if __name__ == "__main__":
-    trio.run(record, sys.argv[1], Path(sys.argv[2]))
+    out = Path(sys.argv[2])
+    out.write_bytes(trio.run(record, sys.argv[1]))
+    print(f"{out}: {out.stat().st_size} bytes")

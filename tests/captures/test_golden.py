@@ -57,7 +57,9 @@ def test_capture_yields_a_complete_publish(name: str) -> None:
     video = [m for m in media if m.type == 9]
     audio = [m for m in media if m.type == 8]
     assert video[0].body[:2] == b"\x17\x00" and audio[0].body[:2] == b"\xaf\x00"
-    assert len([v for v in video if v.body[1] == 1]) == 23  # -t 1.5 at 15 fps: FFmpeg ends on frame 23
+    assert (
+        len([v for v in video if v.body[1] == 1]) == 23
+    )  # -t 1.5 at 15 fps: FFmpeg ends on frame 23
     assert abs(len(audio) - 1 - 1.5 * 44100 / 1024) <= 3
     assert kinds[-1] == "ConnectionClosed"
 

@@ -103,7 +103,9 @@ async def test_second_publisher_is_rejected_first_unaffected(gateway: Gateway) -
     first_result: list[object] = []
 
     async def first() -> None:
-        first_result.append(await run_client(publish_args(imageio_ffmpeg_exe(), url, seconds=5), timeout=30))
+        first_result.append(
+            await run_client(publish_args(imageio_ffmpeg_exe(), url, seconds=5), timeout=30)
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(first)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import trio
 
-from gateway.hub import Gap, Hub, SessionEnd, SessionStart, StreamBusy, is_sequence_header, split_query
+from gateway.hub import (
+    Gap,
+    Hub,
+    SessionEnd,
+    SessionStart,
+    StreamBusy,
+    is_sequence_header,
+    split_query,
+)
 from segmenter.flv import FlvTag, TagType
 
 AVC_HEADER = FlvTag(TagType.VIDEO, 0, bytes([0x17, 0x00, 0, 0, 0, 1, 0x64, 0, 0x1F]))
@@ -49,13 +57,18 @@ async def test_fanout_is_ordered_and_never_blocks() -> None:
     hub = Hub(on_stream_started=lambda s: started.append(s.path))
     stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={})
     assert started == ["live/k"]
-    with hub.subscribe(stream, "slow", queue_size=2) as (slow, slow_rx), hub.subscribe(
-        stream, "fast", queue_size=100
-    ) as (_, fast_rx):
+    with (
+        hub.subscribe(stream, "slow", queue_size=2) as (slow, slow_rx),
+        hub.subscribe(stream, "fast", queue_size=100) as (_, fast_rx),
+    ):
         for tag in (AVC_HEADER, AAC_HEADER, AVC_FRAME, AAC_FRAME, AVC_FRAME):
             stream.publish(tag)  # synchronous: would deadlock if it waited on "slow"
         assert [fast_rx.receive_nowait() for _ in range(5)] == [
-            AVC_HEADER, AAC_HEADER, AVC_FRAME, AAC_FRAME, AVC_FRAME
+            AVC_HEADER,
+            AAC_HEADER,
+            AVC_FRAME,
+            AAC_FRAME,
+            AVC_FRAME,
         ]
         assert slow.dropped == 3
         assert [slow_rx.receive_nowait() for _ in range(2)] == [AVC_HEADER, AAC_HEADER]
@@ -75,7 +88,9 @@ async def test_headers_kept_for_late_subscribers_and_reset_per_session() -> None
     for tag in (meta, AVC_HEADER, AAC_HEADER, AVC_FRAME):
         stream.publish(tag)
     assert (stream.metadata, stream.video_header, stream.audio_header) == (
-        meta, AVC_HEADER, AAC_HEADER
+        meta,
+        AVC_HEADER,
+        AAC_HEADER,
     )
     assert stream.tags_in == 4 and stream.bytes_in == sum(
         len(t.body) for t in (meta, AVC_HEADER, AAC_HEADER, AVC_FRAME)
