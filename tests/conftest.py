@@ -16,6 +16,9 @@ def test_settings(**overrides: object) -> Settings:
     return Settings(**base)  # type: ignore[arg-type]
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a factory, not a test
+
+
 async def start_gateway(nursery: trio.Nursery, settings: Settings) -> tuple[Gateway, trio.Event]:
     stop = trio.Event()
     gw: Gateway = await nursery.start(

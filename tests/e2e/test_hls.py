@@ -1,0 +1,168 @@
+"""Issues 3 and 4 end-to-end: real FFmpeg publishes; HLS is produced, served and read by real clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import m3u8
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.app import Gateway
+from tests.clients import (
+    apt_ffprobe_exe,
+    imageio_ffmpeg_exe,
+    publish_args,
+    run_client,
+)
+from tests.conftest import start_gateway, test_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def rtmp_url(gw: Gateway, key: str) -> str:
+    assert gw.bound is not None
+    return f"rtmp://127.0.0.1:{gw.bound.rtmp_port}/live/{key}"
+
+
+def http_url(gw: Gateway, path: str) -> str:
+    assert gw.bound is not None
+    return gw.bound.http_url + path
+
+
+async def publish(gw: Gateway, key: str, seconds: float, **kw: object) -> None:
+    result = await run_client(
+        publish_args(imageio_ffmpeg_exe(), rtmp_url(gw, key), seconds=seconds, **kw),  # type: ignore[arg-type]
+        timeout=seconds + 30,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+def read_playlist(path: Path) -> m3u8.M3U8 | None:
+    try:
+        return m3u8.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    hls = tmp_path / "hls"
+    gw, stop = await start_gateway(
+        nursery, test_settings(hls_dir=str(hls), hls_end_grace=3.0, hls_window=20)
+    )
+    index = hls / "live" / "disk" / "index.m3u8"
+    seen_counts: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            pl = read_playlist(index)
+            if pl is not None:
+                seen_counts.append(pl.media_sequence + len(pl.segments))
+            await trio.sleep(0.1)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(watch)
+        await publish(gw, "disk", 7)
+        # The publisher reconnects on the same key before the grace period ends.
+        await publish(gw, "disk", 5)
+        inner.cancel_scope.cancel()
+    assert len(set(seen_counts)) >= 4, f"playlist did not grow live: {sorted(set(seen_counts))}"
+    assert seen_counts == sorted(seen_counts)  # segment count never goes back
+    pl = read_playlist(index)
+    assert pl is not None and not pl.is_endlist
+    uris = [s.uri for s in pl.segments]
+    assert len(uris) == len(set(uris))  # names never repeat
+    assert sum(1 for s in pl.segments if s.discontinuity) == 1
+    first_new = next(i for i, s in enumerate(pl.segments) if s.discontinuity)
+    assert pl.segments[first_new].program_date_time is not None
+    assert uris[first_new].split("-")[0] != uris[0].split("-")[0]  # new per-session prefix
+    # No publisher for longer than the grace period: EXT-X-ENDLIST.
+    with trio.fail_after(10):
+        while not (pl := read_playlist(index)) or not pl.is_endlist:
+            await trio.sleep(0.1)
+    assert [s.uri for s in pl.segments][-len(uris) :] == uris  # the same list, now ended
+    # Every listed segment exists on disk; no temporary file is left behind.
+    assert all((index.parent / u).is_file() for u in uris)
+    assert not [p for p in hls.rglob("*") if ".tmp~" in p.name]
+    stop.set()
+
+
+async def test_http_clients_read_and_decode_while_api_and_metrics_report(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    url = http_url(gateway, "/live/web/index.m3u8")
+    results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+
+    async def readers() -> None:
+        async with httpx.AsyncClient() as client:
+            with trio.fail_after(20):
+                while (r := await client.get(url)).status_code != 200 or (
+                    len(m3u8.loads(r.text).segments) < 2
+                ):
+                    await trio.sleep(0.2)
+        results["ffmpeg"] = await run_client(
+            [
+                imageio_ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-v",
+                "warning",
+                "-i",
+                url,
+                "-t",
+                "3",
+                "-f",
+                "null",
+                "-",
+            ],
+            timeout=30,
+        )
+        results["ffprobe"] = await run_client(
+            [apt_ffprobe_exe(), "-v", "warning", "-print_format", "json", "-show_streams", url],
+            timeout=30,
+        )
+        async with httpx.AsyncClient() as client:
+            results["api"] = (await client.get(http_url(gateway, "/api/streams/live/web"))).json()
+            results["metrics"] = (await client.get(http_url(gateway, "/metrics"))).text
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(publish, gateway, "web", 14)
+        await readers()
+
+    ffmpeg = results["ffmpeg"]
+    assert ffmpeg.returncode == 0 and ffmpeg.stderr.decode().strip() == "", ffmpeg.stderr
+    probe = results["ffprobe"]
+    assert probe.returncode == 0, probe.stderr
+    streams = {s["codec_type"]: s for s in json.loads(probe.stdout)["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["video"]["width"] == 320
+    assert streams["audio"]["codec_name"] == "aac"
+
+    api = results["api"]
+    assert api["state"] == "live" and api["publisher"].startswith("127.0.0.1:")
+    assert api["codecs"].startswith("avc1.") and "mp4a.40.2" in api["codecs"]
+    assert (api["width"], api["height"], api["frame_rate"]) == (320, 240, 30.0)
+    assert api["video_bitrate"] > 0 and api["audio_bitrate"] > 0
+    assert api["keyframe_interval"] == pytest.approx(1.0, abs=0.05)
+    assert api["segment_count"] >= 2 and api["newest_segment_age"] < 5
+    assert api["warnings"] == []
+
+    families = {f.name: f for f in text_string_to_metric_families(results["metrics"])}
+    value = {
+        f: sum(s.value for s in families[f].samples if s.name.endswith("_total"))
+        for f in ("rtmp_connections", "hls_segments", "rtmp_bytes_received")
+    }
+    assert value["rtmp_connections"] >= 1
+    assert value["hls_segments"] >= 2
+    assert value["rtmp_bytes_received"] > 100_000
+    publishers = [s.value for s in families["rtmp_publishers"].samples]
+    assert publishers == [1.0]
+    assert any(
+        s.labels.get("route", "").endswith(".m3u8") or "<" in s.labels.get("route", "")
+        for s in families["http_requests"].samples
+    )
