@@ -1,4 +1,4 @@
-"""Issues 3 and 4 end-to-end: real FFmpeg publishes; HLS is produced, served and read by real clients."""
+"""Issues 3 and 4 end-to-end: real FFmpeg publishes; HLS is made, served, read by real clients."""
 
 from __future__ import annotations
 
