@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from gateway.rtmp import amf0, commands, events, handshake
+from gateway.rtmp import amf0, client, commands, events, handshake
 from gateway.rtmp import messages as m
 from gateway.rtmp.chunk import TIMESTAMP_MASK, ChunkDecoder, ChunkEncoder, RawMessage
 from gateway.rtmp.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -68,7 +68,7 @@ class MessageStream:
         self.name = ""
 
 
-class Connection:
+class Connection(client.ClientMixin):
     def __init__(
         self,
         role: Role = Role.SERVER,
@@ -101,7 +101,9 @@ class Connection:
         self._object_encoding: float = 0.0
         self._digest = False  # the peer used the Flash 9 digest handshake
         self._client_hs: handshake.ClientHandshake | None = None
+        self._cli: client.ClientState | None = None
         if role is Role.CLIENT:
+            self._cli = client.ClientState()
             self._client_hs = handshake.ClientHandshake(
                 time_ms=self._now(), random_bytes=random_bytes
             )
@@ -314,6 +316,8 @@ class Connection:
         self._hs_buf = bytearray()
         self._decoder.feed(rest)
         self._state = State.WAIT_CONNECT
+        if self._cli is not None and self._cli.connect_obj is not None:
+            self._send_connect()  # connect() was called during the handshake
         return events.HandshakeComplete(digest)
 
     def _on_message(self, msg: RawMessage) -> None:
@@ -321,9 +325,8 @@ class Connection:
         if t in m.CONTROL_TYPES:
             self._on_control(m.decode_control(t, msg.body))
         elif t in (m.COMMAND_AMF0, m.COMMAND_AMF3):
-            commands.handle_command(
-                self, msg.stream_id, m.decode_command(t, msg.body, self.limits.amf)
-            )
+            handle = client.handle_command if self._cli else commands.handle_command
+            handle(self, msg.stream_id, m.decode_command(t, msg.body, self.limits.amf))
         elif t in (m.AUDIO, m.VIDEO, m.DATA_AMF0, m.DATA_AMF3):
             self._on_media(msg.stream_id, t, msg.timestamp, msg.body)
         elif t == m.AGGREGATE:
@@ -337,6 +340,8 @@ class Connection:
         if isinstance(msg, m.WindowAckSize):
             self._peer_window = msg.size
             self._maybe_ack()
+        elif isinstance(msg, m.SetPeerBandwidth):
+            self._on_peer_bandwidth(msg.size)
         elif isinstance(msg, m.Acknowledgement):
             self.peer_acknowledged = msg.sequence
         elif isinstance(msg, m.UserControl):

@@ -7,7 +7,9 @@ from typing import Any
 
 __all__ = [
     "NEED_DATA",
+    "CallFailed",
     "ConnectRequest",
+    "ConnectResult",
     "ConnectionClosed",
     "Event",
     "FCPublish",
@@ -17,6 +19,7 @@ __all__ = [
     "PublishRequest",
     "ReleaseStream",
     "SetBufferLength",
+    "Status",
     "StreamCreated",
     "StreamDeleted",
     "Unpublish",
@@ -121,6 +124,36 @@ class SetBufferLength:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectResult:
+    """Client role: the server's answer to our connect (§7.2.1.1 _result / _error)."""
+
+    success: bool
+    code: str
+    description: str
+    info: dict[str, Any]  # the whole information object
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Client role: onStatus from the server (§7.2.2), e.g. NetStream.Publish.Start / BadName."""
+
+    stream_id: int
+    level: str  # "status", "warning" or "error"
+    code: str
+    description: str
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """Client role: the server answered one of our calls (e.g. createStream) with _error."""
+
+    command: str
+    code: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The peer closed (EOF). Returned again on later calls."""
 
@@ -137,5 +170,8 @@ Event = (
     | StreamDeleted
     | Unpublish
     | SetBufferLength
+    | ConnectResult
+    | Status
+    | CallFailed
     | ConnectionClosed
 )
