@@ -26,6 +26,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from gateway.config import Settings
 from gateway.hub import Gap, Hub, HubItem, SessionEnd, SessionStart, Stream, Subscriber
 from gateway.metrics import Metrics
+from gateway.relay import RelayManager
 from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo
@@ -74,6 +75,7 @@ class Gateway:
     store: Store
     metrics: Metrics = field(default_factory=Metrics)
     hub: Hub = field(init=False)
+    relays: RelayManager = field(init=False)
     lives: dict[str, LiveStream] = field(default_factory=dict)
     bound: Bound | None = None
     _segmenters: trio.Nursery | None = None
@@ -83,6 +85,7 @@ class Gateway:
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
         )
+        self.relays = RelayManager(self.settings, self.hub, self.metrics)
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -114,6 +117,7 @@ class Gateway:
                 for p in sorted(s.players, key=lambda p: p.peer)
             ],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
+            relays=self.relays.relays_for(s.path),
         )
         if pub is None and info.get("state") == "live":
             info["state"] = "waiting"
@@ -133,6 +137,7 @@ class Gateway:
         )
         self.lives[stream.path] = live
         self._segmenters.start_soon(self._run_segmenter, stream, sub, receive, live)
+        self.relays.start(stream, self._segmenters)  # push relays share the segmenters' nursery
 
     def _on_segment(self, info: SegmentInfo) -> None:
         self.metrics.segments.inc()

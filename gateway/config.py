@@ -144,6 +144,15 @@ class Settings:
             minimum=64,
         ),
     )
+    # --- relays --------------------------------------------------------------------------------
+    push: str = field(
+        default="",
+        metadata=_doc(
+            "Push relays: entries SELECTOR=URL separated by spaces or commas. SELECTOR is an app "
+            "('live': every key of it) or 'app/key'; URL is rtmp:// or rtmps:// and may contain "
+            "{app} and {key}, e.g. live=rtmp://backup.example/live/{key}."
+        ),
+    )
     # --- HTTP ----------------------------------------------------------------------------------
     cors_origins: str = field(
         default="*", metadata=_doc("Comma-separated origins allowed by CORS; '*' for any.")
@@ -213,6 +222,9 @@ def _check(settings: Settings) -> Settings:
             "hls_max_segment_duration: must be >= hls_target_duration "
             f"({settings.hls_max_segment_duration} < {settings.hls_target_duration})"
         )
+    from gateway.relay_config import parse_push  # the grammar lives with the relays
+
+    parse_push(settings.push)
     return settings
 
 

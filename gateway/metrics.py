@@ -49,3 +49,13 @@ class Metrics:
             "Tags dropped because a segmenter queue was full (each run is a discontinuity)",
             registry=r,
         )
+        # --- push relays (gateway.relay); ``target`` is the redacted target URL -------------
+        self.relay_reconnects = Counter(
+            "relay_reconnects", "Push relay reconnect attempts", ["target"], registry=r
+        )
+        self.relay_bytes_sent = Counter(
+            "relay_bytes_sent", "Bytes sent to push relay targets", ["target"], registry=r
+        )
+        self.relays_active = Gauge(
+            "relays_active", "Push relays publishing to their target now", registry=r
+        )
