@@ -421,7 +421,7 @@ class LiveStream:
         return {
             "path": self.path,
             "state": self.state,
-            "codecs": ",".join(codecs) or None,
+            "codecs": codecs,  # RFC 6381 strings, video first (EXT-X-STREAM-INF CODECS order)
             "width": video.info.width if video else None,
             "height": video.info.height if video else None,
             "frame_rate": video.info.frame_rate if video else None,

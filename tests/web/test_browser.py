@@ -32,12 +32,18 @@ async def test_player_page_plays_live_stream(tmp_path: Path) -> None:
             await nursery.start(feed_live, store, "live", "cam1", segments)
             async with serving(app) as base:
                 reports = await sample_playback(
-                    [f"{base}/live/cam1/", f"{base}/live/cam1/?engine=hlsjs"], SAMPLE_SECONDS
+                    [
+                        f"{base}/live/cam1/",
+                        f"{base}/live/cam1/?engine=native",
+                        f"{base}/live/cam1/?engine=hlsjs",
+                    ],
+                    SAMPLE_SECONDS,
                 )
             nursery.cancel_scope.cancel()
-    default, hlsjs = reports
-    # Chromium 156 answers canPlayType(HLS) with "maybe", so the default page plays natively.
-    assert default.last_player.get("engine") == "native", default.describe()
+    default, native, hlsjs = reports
+    # Where MSE exists the page prefers hls.js (player.js chooseEngine); ?engine=native forces it.
+    assert default.last_player.get("engine") == "hls.js", default.describe()
+    assert native.last_player.get("engine") == "native", native.describe()
     assert hlsjs.last_player.get("engine") == "hls.js", hlsjs.describe()
     for report in reports:
         assert report.started, report.describe()

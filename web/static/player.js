@@ -43,15 +43,23 @@
     var hlsOk = typeof window.Hls !== "undefined" && window.Hls.isSupported();
     if (forced === "native" && nativeOk) return "native";
     if (forced === "hlsjs" && hlsOk) return "hls.js";
-    if (nativeOk) return "native";
+    // hls.js first wherever Media Source Extensions exist (the pattern hls.js documents): native
+    // HLS in desktop Chromium is young (see loadWhenPlaylistExists); Safari on iOS has no MSE.
     if (hlsOk) return "hls.js";
+    if (nativeOk) return "native";
     return "none";
   }
 
   function setState(stream, info) {
     ps.stream = stream;
     root.dataset.state = stream;
-    var labels = { waiting: "waiting for publisher", live: "live", ended: "ended", unknown: "connecting…" };
+    var labels = {
+      waiting: "waiting for publisher",
+      starting: "starting…",
+      live: "live",
+      ended: "ended",
+      unknown: "connecting…",
+    };
     stateEl.textContent = labels[stream] || stream;
     stateEl.className = "state state-" + stream;
     if (info) {
@@ -144,7 +152,8 @@
   video.addEventListener("error", function () {
     if (ps.engine === "native" && ps.attached) {
       var code = video.error ? video.error.code : 0;
-      fail("nativeError", "media error " + code);
+      var message = video.error && video.error.message ? ": " + video.error.message : "";
+      fail("nativeError", "media error " + code + message);
     }
   });
 
@@ -158,6 +167,35 @@
       return false;
     }
     return Date.now() - lastProgress.at > STALL_RELOAD_MS;
+  }
+
+  // A publisher is live a second or two before its first segment and playlist exist; attaching
+  // then fails. Chromium's native HLS (v156) also fails with DEMUXER_ERROR_COULD_NOT_PARSE on a
+  // live playlist with EXT-X-MEDIA-SEQUENCE and fewer than 3 segments, so natively we wait for 3.
+  var NATIVE_MIN_SEGMENTS = 3;
+
+  function playable(text) {
+    if (chooseEngine() !== "native" || text.indexOf("#EXT-X-ENDLIST") !== -1) return true;
+    return text.split("#EXTINF:").length - 1 >= NATIVE_MIN_SEGMENTS;
+  }
+
+  function loadWhenPlaylistExists(session) {
+    fetch(playlistUrl, { cache: "no-store" })
+      .then(function (response) {
+        return response.ok ? response.text() : "";
+      })
+      .then(function (text) {
+        if (text && playable(text)) {
+          load(session);
+        } else {
+          lastLive = false; // not attached yet: try again at the next poll
+          setState("starting", null);
+        }
+      })
+      .catch(function (error) {
+        lastLive = false;
+        recordError("playlist", String(error), false);
+      });
   }
 
   function poll() {
@@ -178,7 +216,7 @@
           var frozen = stalled();
           if (frozen) recordError("stall", "no progress for " + STALL_RELOAD_MS + " ms", false);
           if (!ps.attached || ps.needsReload || !lastLive || session !== ps.session || frozen) {
-            load(session);
+            loadWhenPlaylistExists(session);
           }
         }
         lastLive = live;
