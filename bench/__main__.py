@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -50,19 +51,38 @@ async def _main(opts: Any) -> None:
     module = importlib.import_module(f"bench.{opts.scenario}")
     own_workdir = opts.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="bench-")) if own_workdir else opts.workdir
+    result = None
     try:
-        result, table = await module.run(opts, targets, fixture, workdir)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_sigterm, nursery.cancel_scope)
+            result, table = await module.run(opts, targets, fixture, workdir)
+            nursery.cancel_scope.cancel()
     finally:
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    if result is None:
+        raise SystemExit("terminated; every process started was stopped")
     report.emit(opts.scenario, result, table, opts.results_dir)
+
+
+async def _cancel_on_sigterm(scope: trio.CancelScope) -> None:
+    # SIGTERM (e.g. from CI or `kill`) unwinds like Ctrl-C: every Procs block stops its children.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     try:
         trio.run(_main, opts)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None
+        )
+        if not interrupted:
+            raise
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130
     return 0
