@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import trio
@@ -50,24 +51,18 @@ class Session:
     _send_lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
     _nursery: trio.Nursery | None = None
     _conn: Connection = field(init=False)
+    _cause: str = "closed by peer"
 
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
         self._conn = conn
-        cause = "closed by peer"
+        self._cause = "closed by peer"
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                cause = await self._read_loop(conn)
+                # Failures are turned into a cause inside each task: a nursery would wrap them.
+                await self._guarded(self._read_loop(conn))
                 nursery.cancel_scope.cancel()
-        except ProtocolError as exc:
-            cause = f"protocol error: {exc.reason}: {exc}"
-            self.metrics.protocol_errors.labels(exc.reason).inc()
-        except trio.TooSlowError:
-            cause = "write timeout (peer not reading)"
-            self.metrics.protocol_errors.labels("write-timeout").inc()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            cause = f"connection lost: {exc!r}"
         finally:
             for stream in self.published.values():
                 self._end_publish(stream, "connection closed")
@@ -78,10 +73,27 @@ class Session:
                 "rtmp connection #%d from %s closed (%s); %d bytes in, %d out",
                 self.id,
                 self.peer,
-                cause,
+                self._cause,
                 conn.bytes_received,
                 conn.bytes_sent,
             )
+
+    async def _guarded(self, work: Awaitable[str | None]) -> None:
+        """Run one of this connection's tasks; any peer-caused failure ends the connection."""
+        try:
+            cause = await work
+        except ProtocolError as exc:
+            cause = f"protocol error: {exc.reason}: {exc}"
+            self.metrics.protocol_errors.labels(exc.reason).inc()
+        except trio.TooSlowError:
+            cause = "write timeout (peer not reading)"
+            self.metrics.protocol_errors.labels("write-timeout").inc()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            cause = f"connection lost: {exc!r}"
+        if cause is not None:
+            self._cause = cause
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
 
     async def _read_loop(self, conn: Connection) -> str:
         setup_deadline = trio.current_time() + self.settings.setup_timeout
@@ -157,24 +169,23 @@ class Session:
         self._nursery.start_soon(self._run_player, scope, event.stream_id, stream)
 
     async def _run_player(self, scope: trio.CancelScope, stream_id: int, stream: Stream) -> None:
-        keep = True
         with scope:
-            keep = await play(
-                conn=self._conn,
-                stream_id=stream_id,
-                stream=stream,
-                hub=self.hub,
-                settings=self.settings,
-                metrics=self.metrics,
-                flush=self.flush,
-                peer=self.peer,
-            )
+            await self._guarded(self._play(stream_id, stream))
         if self.playing.get(stream_id) is scope:
             del self.playing[stream_id]
-            if not keep:
-                # The player fell too far behind: close the connection.
-                assert self._nursery is not None
-                self._nursery.cancel_scope.cancel()
+
+    async def _play(self, stream_id: int, stream: Stream) -> str | None:
+        keep = await play(
+            conn=self._conn,
+            stream_id=stream_id,
+            stream=stream,
+            hub=self.hub,
+            settings=self.settings,
+            metrics=self.metrics,
+            flush=self.flush,
+            peer=self.peer,
+        )
+        return None if keep else "player stayed behind longer than player_max_lag"
 
     def _on_connect(self, conn: Connection, event: ev.ConnectRequest) -> None:
         app = event.app.partition("?")[0].strip("/")
