@@ -213,7 +213,9 @@ async def run_gateway(
         gw.store,
         gw,
         config=WebConfig(
-            cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())
+            cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
+            # A disk read may block on slow storage: keep it off the event loop that runs ingest.
+            read_in_thread=bool(settings.hls_dir),
         ),
         registry=gw.metrics.registry,
     )

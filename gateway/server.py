@@ -24,6 +24,7 @@ from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
 from gateway.rtmp.limits import Limits
 from segmenter.flv import FlvTag, TagType
+from web.app import RESERVED_APP_NAMES
 
 log = logging.getLogger("gateway.rtmp")
 
@@ -189,6 +190,12 @@ class Session:
 
     def _on_connect(self, conn: Connection, event: ev.ConnectRequest) -> None:
         app = event.app.partition("?")[0].strip("/")
+        if app in RESERVED_APP_NAMES:
+            log.warning(
+                "rtmp #%d %s: connect refused: reserved app name %r", self.id, self.peer, app
+            )
+            conn.reject_connect(f"application name {app!r} is reserved for the gateway's own URLs")
+            return
         if not valid_name(app):
             log.warning(
                 "rtmp #%d %s: connect refused: invalid app name %r", self.id, self.peer, app

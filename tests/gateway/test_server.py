@@ -104,3 +104,14 @@ async def test_invalid_stream_names_are_refused_with_badname(
     assert isinstance(status, ev.Status) and status.code == "NetStream.Publish.BadName"
     assert hub.publishers() == 0
     assert metrics.publish_rejected.labels("NetStream.Publish.BadName")._value.get() == 1
+
+
+@pytest.mark.parametrize("app", ["api", "static", "metrics", "healthz"])
+async def test_reserved_app_names_are_refused_at_connect(nursery: trio.Nursery, app: str) -> None:
+    client, _, _, _ = await start_session(nursery)
+    conn = Connection(role=Role.CLIENT)
+    conn.connect(app, f"rtmp://127.0.0.1/{app}")
+    events = await pump(client, conn, ev.ConnectResult)
+    result = events[-1]
+    assert isinstance(result, ev.ConnectResult) and not result.success
+    assert "reserved" in result.description
