@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as real clients: FFmpeg 5.1 (second RTMP/HLS client),
-# Chromium (player page test) and rtmpdump. Installs only what is missing.
+# Chromium (player page test), rtmpdump and GStreamer (RTMP players, a third publisher).
+# Installs only what is missing.
 set -euo pipefail
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
+# GStreamer: rtmp2src (plugins-bad) plays, rtmp2sink + x264enc (ugly) + avenc_aac (libav) publish.
+command -v gst-launch-1.0 >/dev/null 2>&1 || need+=(gstreamer1.0-tools)
+gst-inspect-1.0 rtmp2src >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-bad)
+gst-inspect-1.0 x264enc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-ugly)
+gst-inspect-1.0 avenc_aac >/dev/null 2>&1 || need+=(gstreamer1.0-libav)
+gst-inspect-1.0 flvmux >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
+gst-inspect-1.0 audiotestsrc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-base)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -112,10 +112,7 @@ class Gateway:
             sessions=s.sessions,
             bytes_in=s.bytes_in,
             subscribers=len(s.subscribers),
-            players=[
-                {"peer": p.peer, "dropped": p.feed.dropped}
-                for p in sorted(s.players, key=lambda p: p.peer)
-            ],
+            players=[p.describe() for p in sorted(s.players, key=lambda p: p.peer)],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
             relays=self.relays.relays_for(s.path),
         )

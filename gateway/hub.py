@@ -72,6 +72,11 @@ class Subscriber:
     dropped: int = 0
     _pending_gap: int = 0
 
+    @property
+    def undelivered_gap(self) -> int:
+        """Items lost since the last Gap marker the consumer received (not yet reported to it)."""
+        return self._pending_gap
+
     def offer(self, item: HubItem) -> None:
         # A lost run of items is reported as one Gap before the next item that fits.
         try:

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
 from gateway.config import Settings
-from gateway.hub import Gap, Hub, SessionEnd, SessionStart, Stream, is_keyframe, is_sequence_header
+from gateway.hub import (
+    Gap,
+    Hub,
+    SessionEnd,
+    SessionStart,
+    Stream,
+    Subscriber,
+    is_keyframe,
+    is_sequence_header,
+)
 from gateway.metrics import Metrics
 from gateway.rtmp.connection import Connection
 from segmenter.flv import FlvTag, TagType
@@ -74,7 +83,16 @@ class PlayerFeed:
 class PlayerStats:
     peer: str
     stream_id: int
-    feed: PlayerFeed = field(default_factory=PlayerFeed)
+    feed: PlayerFeed
+    subscriber: Subscriber
+
+    def describe(self) -> dict[str, object]:
+        # Tags the hub could not queue (real time) and tags skipped while resynchronising.
+        return {
+            "peer": self.peer,
+            "dropped": self.subscriber.dropped,
+            "skipped": self.feed.dropped,
+        }
 
 
 async def play(
@@ -108,7 +126,7 @@ async def play(
     feed = PlayerFeed(
         has_video=stream.video_header is not None or any(t.type is TagType.VIDEO for t in start)
     )
-    stats = PlayerStats(peer, stream_id, feed)
+    stats = PlayerStats(peer, stream_id, feed, sub)
     stream.players.add(stats)
     metrics.players.inc()
     log.info("play start %s to %s", stream.path, peer)
@@ -123,7 +141,7 @@ async def play(
             if isinstance(item, FlvTag):
                 _send(conn, stream_id, feed, item)
             elif isinstance(item, Gap):
-                feed.gap(item.dropped)
+                feed.gap(0)  # already counted by the hub's subscriber
                 metrics.player_dropped.inc(item.dropped)
                 now = trio.current_time()
                 behind_since = behind_since if behind_since is not None else now
@@ -161,11 +179,19 @@ async def play(
                 unflushed = 0
         return True
     finally:
+        # A player stuck in a write never received the last Gap: count that run too.
+        metrics.player_dropped.inc(sub.undelivered_gap)
         hub.detach(stream, sub)
         rx.close()
         stream.players.discard(stats)
         metrics.players.dec()
-        log.info("play stop %s to %s (%d tags skipped)", stream.path, peer, feed.dropped)
+        log.info(
+            "play stop %s to %s (%d tags dropped, %d skipped)",
+            stream.path,
+            peer,
+            sub.dropped,
+            feed.dropped,
+        )
 
 
 def _send(conn: Connection, stream_id: int, feed: PlayerFeed, tag: FlvTag) -> None:

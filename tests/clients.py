@@ -79,3 +79,33 @@ async def run_client(args: list[str], *, timeout: float) -> subprocess.Completed
     """Run a client to completion within ``timeout`` seconds, capturing its output."""
     with trio.fail_after(timeout):
         return await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
+
+
+def gst_publish_args(url: str, *, seconds: float) -> list[str]:
+    """GStreamer as a publisher: x264 + AAC in FLV over rtmp2sink (the third real encoder)."""
+    frames = int(seconds * 30)
+    return [
+        "gst-launch-1.0", "-q", "-e",
+        "videotestsrc", "is-live=true", f"num-buffers={frames}", "!",
+        "video/x-raw,width=320,height=240,framerate=30/1", "!",
+        "x264enc", "tune=zerolatency", "key-int-max=30", "speed-preset=ultrafast", "!",
+        "h264parse", "!", "flvmux", "name=m", "streamable=true", "!",
+        "rtmp2sink", f"location={url}",
+        "audiotestsrc", "is-live=true", f"num-buffers={int(seconds * 44100 / 1024)}", "!",
+        "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m.",
+    ]  # fmt: skip
+
+
+def play_args(client: str, url: str, out: str, *, seconds: float) -> list[str]:
+    """A real RTMP player recording ``seconds`` of a live stream to an FLV file."""
+    if client == "rtmpdump":
+        return ["rtmpdump", "-q", "-r", url, "--live", "-B", str(seconds), "-o", out]
+    if client == "gstreamer":
+        return [
+            "timeout", "-s", "INT", str(seconds + 1),
+            "gst-launch-1.0", "-q", "-e", "rtmp2src", f"location={url}", "!",
+            "filesink", f"location={out}",
+        ]  # fmt: skip
+    exe = imageio_ffmpeg_exe() if client == "ffmpeg-9" else apt_ffmpeg_exe()
+    return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", url,
+            "-t", str(seconds), "-c", "copy", "-f", "flv", out]  # fmt: skip
