@@ -8,7 +8,13 @@ import trio
 from gateway.app import Gateway
 from gateway.hub import HubItem, Stream
 from segmenter.flv import FlvTag, TagType
-from tests.clients import apt_ffmpeg_exe, imageio_ffmpeg_exe, publish_args, run_client
+from tests.clients import (
+    apt_ffmpeg_exe,
+    gst_publish_args,
+    imageio_ffmpeg_exe,
+    publish_args,
+    run_client,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -69,13 +75,17 @@ async def wait_for_publisher_gone(gw: Gateway, app: str, key: str) -> None:
             await trio.sleep(0.02)
 
 
-@pytest.mark.parametrize("client", ["imageio-ffmpeg-9", "debian-ffmpeg-5.1"])
-async def test_ffmpeg_publish_is_received_whole(gateway: Gateway, client: str) -> None:
-    exe = imageio_ffmpeg_exe() if client.startswith("imageio") else apt_ffmpeg_exe()
+@pytest.mark.parametrize("client", ["imageio-ffmpeg-9", "debian-ffmpeg-5.1", "gstreamer"])
+async def test_real_encoder_publish_is_received_whole(gateway: Gateway, client: str) -> None:
     rec = Recorder(gateway)
     assert gateway.bound is not None
     url = f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live/e2e"
-    result = await run_client(publish_args(exe, url, seconds=4), timeout=30)
+    if client == "gstreamer":
+        args = gst_publish_args(url, seconds=4)
+    else:
+        exe = imageio_ffmpeg_exe() if client.startswith("imageio") else apt_ffmpeg_exe()
+        args = publish_args(exe, url, seconds=4)
+    result = await run_client(args, timeout=30)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     await wait_for_publisher_gone(gateway, "live", "e2e")
     check_publish(rec.tags("live/e2e"), seconds=4, fps=30)
