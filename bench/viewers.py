@@ -17,7 +17,7 @@ import httpx
 import m3u8
 import trio
 
-from bench import publish
+from bench import publish, wrk
 from bench.hls import PlaylistTracker
 from bench.latency import percentile
 from bench.procs import Procs, cpu_seconds
@@ -82,6 +82,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
         pub, watcher, tracker = await publish.publish_one(
             procs, target, fixture, "view", workdir / f"{target_name}-logs"
         )
+        url = target.playlist_url("view")
         async with trio.open_nursery() as watching:
             watching.start_soon(publish.watch_forever, watcher, tracker)
             b0 = trio.current_time()
@@ -89,6 +90,10 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
             b1 = trio.current_time()
             res["cadence_without_viewers"] = tracker.summary(b0, b1)
             await _load(res, opts, target, tracker)
+            if wrk.available():
+                h0 = trio.current_time()
+                res["wrk_playlist"] = await wrk.hammer(url, opts.viewers, opts.seconds)
+                res["wrk_playlist"]["cadence"] = tracker.summary(h0, trio.current_time())
             watching.cancel_scope.cancel()
         res["publisher_alive"] = pub.returncode is None
     return res
@@ -173,6 +178,12 @@ async def run(
     row("ingest+viewers", "max interval s", "cadence_with_viewers", "max_interval_s")
     row("ingest alone", "late", "cadence_without_viewers", "late")
     row("ingest+viewers", "late", "cadence_with_viewers", "late")
+    row("wrk playlist", "requests/s", "wrk_playlist", "requests_per_s")
+    row("wrk playlist", "p50 ms", "wrk_playlist", "p50_ms")
+    row("wrk playlist", "p99 ms", "wrk_playlist", "p99_ms")
+    row("wrk playlist", "errors", "wrk_playlist", "socket_errors")
+    row("ingest+wrk", "max interval s", "wrk_playlist", "cadence", "max_interval_s")
+    row("ingest+wrk", "late", "wrk_playlist", "cadence", "late")
     params = {"viewers": opts.viewers, "seconds": opts.seconds, "fixture": str(fixture),
               "targets": targets}  # fmt: skip
     return {"params": params, "runs": runs}, table
