@@ -29,7 +29,7 @@ from gateway.metrics import Metrics
 from gateway.relay import RelayManager
 from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
-from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo
+from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.store import DiskStore, MemoryStore, Store
 from web.app import WebConfig, create_app
 
@@ -206,6 +206,8 @@ async def run_gateway(
     """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully."""
     stop = stop if stop is not None else trio.Event()
     gw = Gateway(settings, make_store(settings))
+    for name in end_stale_playlists(gw.store):
+        log.info("%s: ended a live playlist left by a previous run", name)
     web_app = create_app(
         gw.store,
         gw,

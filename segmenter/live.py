@@ -39,7 +39,7 @@ from segmenter.flv import (
     parse_tag,
 )
 from segmenter.mux import SegmentMuxer, TsMuxer
-from segmenter.playlist import LivePlaylist, SegmentEntry
+from segmenter.playlist import LivePlaylist, SegmentEntry, read_previous
 from segmenter.store import Store
 
 PLAYLIST_NAME = "index.m3u8"
@@ -140,12 +140,34 @@ class LiveStream:
         self.keyframe_interval: float | None = None
         self.bitrate = {VIDEO: 0, AUDIO: 0}
         self._configs: tuple[AvcConfig | None, AacConfig | None] = (None, None)  # for stats
+        self._resume: tuple[int, int] | None = None
+        self._resume_orphans: tuple[list[str], float] | None = None
+        self._resume_from_store()
+
+    def _resume_from_store(self) -> None:
+        """A playlist left by an earlier process (disk store): continue its numbering with a
+        discontinuity, and delete its segments once nobody can still be fetching them."""
+        data = self.store.get(f"{self.path}/{PLAYLIST_NAME}")
+        previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
+        if previous is None:
+            return
+        self._resume = (previous.next_media_sequence, previous.discontinuity_sequence)
+        # RFC 8216 §6.2.2: listed segments stay available for their duration plus the playlist's;
+        # the clock starts at the first call that passes ``now``.
+        self._resume_orphans = ([u for u in previous.uris if "/" not in u], 2 * previous.duration)
+        self._log.info(
+            "%s: resuming after restart at media sequence %d", self.path, self._resume[0]
+        )
 
     # --- publisher lifecycle -------------------------------------------------------------------
 
     def begin_session(self, now: float) -> None:
         """A publisher started (first or reconnect): new timeline, prefix and discontinuity."""
         self._now = now
+        if self._resume_orphans is not None:
+            uris, delay = self._resume_orphans
+            self._orphans += [(uri, now + delay) for uri in uris]
+            self._resume_orphans = None
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
@@ -349,7 +371,10 @@ class LiveStream:
         if old is not None and not old.ended:
             return old
         sequence, discontinuities = 0, 0
-        if old is not None:
+        if old is None and self._resume is not None:
+            sequence, discontinuities = self._resume
+            self._discontinuity = True
+        elif old is not None:
             # A new playlist at the same URL after ENDLIST: numbering continues (RFC 8216 §6.2.2).
             sequence = old.next_media_sequence
             listed = old.segments
@@ -441,3 +466,19 @@ class LiveStream:
             **self.counters,
             "warnings": list(self.warnings),
         }
+
+
+def end_stale_playlists(store: Store) -> list[str]:
+    """At start-up: a live playlist left by a process that died can never grow again; end it
+    (RFC 8216 §6.2.1 allows adding EXT-X-ENDLIST) so players stop waiting. A publisher coming
+    back later continues the numbering (LiveStream resumes from it)."""
+    ended = []
+    for name in store.names():
+        if not name.endswith(f"/{PLAYLIST_NAME}"):
+            continue
+        data = store.get(name)
+        previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
+        if data is not None and previous is not None and not previous.ended:
+            store.put(name, data.rstrip(b"\n") + b"\n#EXT-X-ENDLIST\n")
+            ended.append(name)
+    return ended

@@ -255,14 +255,19 @@ class LivePlaylist:
         return text
 
 
-def parse_resume_state(text: str) -> tuple[int, int] | None:
-    """(next media sequence, discontinuity sequence) to continue an existing playlist's numbering.
+@dataclass(frozen=True, slots=True)
+class PreviousPlaylist:
+    """What a playlist left by an earlier process says, for resuming after a restart."""
 
-    Build the new playlist with ``media_sequence=`` and ``discontinuity_sequence=`` set to these
-    and mark its first segment ``discontinuity=True`` (a restart is a new timeline): that segment
-    then gets the number after the old last one (RFC 8216 §4.3.3.3, §6.2.2: never decrease).
-    Returns None when ``text`` is not a media playlist.
-    """
+    next_media_sequence: int
+    discontinuity_sequence: int
+    uris: tuple[str, ...]
+    duration: float  # seconds listed
+    ended: bool
+
+
+def read_previous(text: str) -> PreviousPlaylist | None:
+    """Parse an existing media playlist; None when ``text`` is not one."""
     text = text.lstrip("\ufeff")
     if not text.startswith("#EXTM3U"):
         return None
@@ -272,8 +277,26 @@ def parse_resume_state(text: str) -> tuple[int, int] | None:
         return None
     if playlist.is_variant or playlist.target_duration is None:
         return None
-    media_sequence = int(playlist.media_sequence or 0)
-    discontinuity_sequence = int(playlist.discontinuity_sequence or 0)
-    listed = len(playlist.segments)
-    discontinuities = sum(1 for segment in playlist.segments if segment.discontinuity)
-    return media_sequence + listed, discontinuity_sequence + discontinuities
+    segments = playlist.segments
+    return PreviousPlaylist(
+        next_media_sequence=int(playlist.media_sequence or 0) + len(segments),
+        discontinuity_sequence=int(playlist.discontinuity_sequence or 0)
+        + sum(1 for segment in segments if segment.discontinuity),
+        uris=tuple(str(segment.uri) for segment in segments),
+        duration=float(sum(segment.duration or 0 for segment in segments)),
+        ended=bool(playlist.is_endlist),
+    )
+
+
+def parse_resume_state(text: str) -> tuple[int, int] | None:
+    """(next media sequence, discontinuity sequence) to continue an existing playlist's numbering.
+
+    Build the new playlist with ``media_sequence=`` and ``discontinuity_sequence=`` set to these
+    and mark its first segment ``discontinuity=True`` (a restart is a new timeline): that segment
+    then gets the number after the old last one (RFC 8216 §4.3.3.3, §6.2.2: never decrease).
+    Returns None when ``text`` is not a media playlist.
+    """
+    previous = read_previous(text)
+    if previous is None:
+        return None
+    return previous.next_media_sequence, previous.discontinuity_sequence

@@ -7,7 +7,13 @@ import m3u8
 import pytest
 
 from segmenter.flv import FlvTag, TagType
-from segmenter.live import PLAYLIST_NAME, LiveStream, SegmenterConfig, SegmentInfo
+from segmenter.live import (
+    PLAYLIST_NAME,
+    LiveStream,
+    SegmenterConfig,
+    SegmentInfo,
+    end_stale_playlists,
+)
 from segmenter.store import DiskStore, MemoryStore
 from tests.segmenter.media import decode, dump_store, ffmpeg_read_warnings, shifted, tags
 
@@ -212,3 +218,43 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError):
         SegmenterConfig(window_segments=0)
     assert SegmenterConfig(max_segment_duration=6.5).playlist_target_duration == 7
+
+
+def test_restart_resumes_numbering_with_discontinuity_and_cleans_old_segments(
+    av_flv: bytes, tmp_path: Path
+) -> None:
+    store = DiskStore(tmp_path / "hls")
+    old = "\n".join(
+        [
+            "#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:3", "#EXT-X-MEDIA-SEQUENCE:10",
+            "#EXT-X-DISCONTINUITY-SEQUENCE:2", "#EXTINF:2.000,", "aaaa-10.ts",
+            "#EXT-X-DISCONTINUITY", "#EXTINF:2.000,", "bbbb-11.ts", "#EXTINF:2.000,", "bbbb-12.ts",
+        ]
+    )  # fmt: skip
+    store.put(f"{PATH}/{PLAYLIST_NAME}", old.encode())
+    for name in ("aaaa-10.ts", "bbbb-11.ts", "bbbb-12.ts"):
+        store.put(f"{PATH}/{name}", b"old")
+    live, _ = make(store)
+    live.begin_session(100.0)
+    for tag in tags(av_flv):
+        live.feed(tag, 100.0)
+    live.end_session(101.0)
+    pl = playlist(store)
+    assert pl.media_sequence == 13  # continues after the last listed segment, never decreases
+    assert pl.segments[0].discontinuity and pl.segments[0].program_date_time is not None
+    assert pl.discontinuity_sequence == 3
+    live.poll(105.0)  # within 2 x 6 s of the restart: old segments may still be fetched
+    assert store.get(f"{PATH}/aaaa-10.ts") == b"old"
+    live.poll(113.0)
+    assert not [n for n in store.names(PATH) if n.endswith(("aaaa-10.ts", "-11.ts", "-12.ts"))]
+
+
+def test_stale_live_playlists_are_ended_at_startup(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "hls")
+    live_text = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\na-0.ts\n"
+    store.put("live/a/index.m3u8", live_text)
+    store.put("live/b/index.m3u8", live_text + b"#EXT-X-ENDLIST\n")
+    assert end_stale_playlists(store) == ["live/a/index.m3u8"]
+    text = store.get("live/a/index.m3u8")
+    assert text is not None and m3u8.loads(text.decode()).is_endlist
+    assert end_stale_playlists(store) == []
