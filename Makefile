@@ -31,3 +31,6 @@ test: setup
 	bash deploy/system-packages.sh
 	$(MAKE) lint
 	$(BIN)/pytest
+
+bench-smoke: setup
+	$(BIN)/pytest tests/bench -q
