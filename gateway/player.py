@@ -43,6 +43,7 @@ class PlayerFeed:
 
     has_video: bool = True
     waiting_keyframe: bool = True
+    paused: bool = False
     _base: int | None = None
     _offset: int = 0
     _last: int = 0
@@ -57,8 +58,16 @@ class PlayerFeed:
         self.dropped += lost
         self.waiting_keyframe = True
 
+    def pause(self, paused: bool) -> None:
+        """§7.2.2.8 on a live stream: stop delivery; on resume start again at a keyframe."""
+        self.paused = paused
+        if not paused:
+            self.waiting_keyframe = True
+
     def accept(self, tag: FlvTag) -> int | None:
         """The timestamp to send ``tag`` with, or None to drop it."""
+        if self.paused:
+            return None
         if tag.type is TagType.SCRIPT or is_sequence_header(tag):
             return self._map(tag.timestamp, header=True)
         if self.waiting_keyframe:
@@ -105,6 +114,7 @@ async def play(
     metrics: Metrics,
     flush: Callable[[], Awaitable[None]],
     peer: str,
+    feed: PlayerFeed | None = None,
 ) -> bool:
     """Serve one play request until the player goes away, falls too far behind, or is cancelled.
 
@@ -123,9 +133,8 @@ async def play(
     # Snapshot and attach in one synchronous step: nothing is missed, nothing sent twice.
     start = stream.start_items()
     sub, rx = hub.attach(stream, f"player {peer}", settings.player_queue)
-    feed = PlayerFeed(
-        has_video=stream.video_header is not None or any(t.type is TagType.VIDEO for t in start)
-    )
+    feed = feed if feed is not None else PlayerFeed()
+    feed.has_video = stream.video_header is not None or any(t.type is TagType.VIDEO for t in start)
     stats = PlayerStats(peer, stream_id, feed, sub)
     stream.players.add(stats)
     metrics.players.inc()

@@ -18,7 +18,7 @@ import trio
 from gateway.config import Settings
 from gateway.hub import Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
-from gateway.player import play
+from gateway.player import PlayerFeed, play
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
@@ -49,6 +49,7 @@ class Session:
     published: dict[int, Stream] = field(default_factory=dict)
 
     playing: dict[int, trio.CancelScope] = field(default_factory=dict)
+    feeds: dict[int, PlayerFeed] = field(default_factory=dict)
     _send_lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
     _nursery: trio.Nursery | None = None
     _conn: Connection = field(init=False)
@@ -144,6 +145,8 @@ class Session:
                 self._on_publish(conn, event)
             elif isinstance(event, ev.PlayRequest):
                 self._on_play(conn, event)
+            elif isinstance(event, ev.PauseRequest):
+                self._on_pause(conn, event)
             elif isinstance(event, ev.Unpublish | ev.StreamDeleted):
                 stream = self.published.pop(event.stream_id, None)
                 if stream is not None:
@@ -166,14 +169,24 @@ class Session:
         stream = self.hub.lookup(self.app, key)
         scope = trio.CancelScope()
         self.playing[event.stream_id] = scope
+        self.feeds[event.stream_id] = PlayerFeed()
         assert self._nursery is not None
         self._nursery.start_soon(self._run_player, scope, event.stream_id, stream)
+
+    def _on_pause(self, conn: Connection, event: ev.PauseRequest) -> None:
+        feed = self.feeds.get(event.stream_id)
+        if feed is None:
+            return
+        feed.pause(event.pause)
+        code = "NetStream.Pause.Notify" if event.pause else "NetStream.Unpause.Notify"
+        conn.send_status(event.stream_id, "status", code, "paused" if event.pause else "resumed")
 
     async def _run_player(self, scope: trio.CancelScope, stream_id: int, stream: Stream) -> None:
         with scope:
             await self._guarded(self._play(stream_id, stream))
         if self.playing.get(stream_id) is scope:
             del self.playing[stream_id]
+            self.feeds.pop(stream_id, None)
 
     async def _play(self, stream_id: int, stream: Stream) -> str | None:
         keep = await play(
@@ -185,6 +198,7 @@ class Session:
             metrics=self.metrics,
             flush=self.flush,
             peer=self.peer,
+            feed=self.feeds.get(stream_id),
         )
         return None if keep else "player stayed behind longer than player_max_lag"
 

@@ -19,7 +19,7 @@ __all__ = ["handle_command", "split_query"]
 
 CALL_FAILED: Final = "NetConnection.Call.Failed"
 # Replies from a client to our (nonexistent) calls, or notifications: never answered.
-_SILENT: Final = frozenset(("_result", "_error", "onStatus", "onBWDone", "FCSubscribe"))
+_SILENT: Final = frozenset(("_result", "_error", "onStatus", "onBWDone"))
 
 
 def split_query(value: str) -> tuple[str, str]:
@@ -186,6 +186,26 @@ def _close_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
         conn._queue(events.StreamDeleted(stream_id))
 
 
+def _pause(conn: Connection, stream_id: int, cmd: Command) -> None:
+    """§7.2.2.8: pause(0, null, pause flag, position ms); the server layer answers Notify."""
+    from gateway.rtmp.connection import StreamState
+
+    st = conn.streams.get(stream_id)
+    flag = cmd.args[0] if cmd.args else None
+    if st is None or st.state is not StreamState.PLAYING or not isinstance(flag, bool):
+        return  # nothing to pause: ignored, as FMS and nginx-rtmp do
+    conn._queue(events.PauseRequest(stream_id, flag, _num_arg(cmd, 1, 0.0)))
+
+
+def _fc_subscribe(conn: Connection, stream_id: int, cmd: Command) -> None:
+    """FCSubscribe(name) (CDN edge convention): acknowledged with onFCSubscribe."""
+    from gateway.rtmp.connection import CSID_COMMAND
+
+    name = split_query(_str_arg(cmd, 0) or "")[0]
+    info = {"code": "NetStream.Play.Start", "description": name}
+    conn.send_command(CSID_COMMAND, 0, "onFCSubscribe", 0.0, None, info)
+
+
 def _get_stream_length(conn: Connection, stream_id: int, cmd: Command) -> None:
     _result(conn, cmd, 0.0)  # live streams have no length
 
@@ -200,4 +220,6 @@ _HANDLERS: Final = {
     "deleteStream": _delete_stream,
     "closeStream": _close_stream,
     "getStreamLength": _get_stream_length,
+    "pause": _pause,
+    "FCSubscribe": _fc_subscribe,
 }

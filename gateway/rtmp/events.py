@@ -15,6 +15,7 @@ __all__ = [
     "FCPublish",
     "HandshakeComplete",
     "Media",
+    "PauseRequest",
     "PlayRequest",
     "PublishRequest",
     "ReleaseStream",
@@ -85,6 +86,15 @@ class PlayRequest:
     start: float
     duration: float
     reset: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRequest:
+    """pause command (§7.2.2.8): ``pause`` True stops delivery, False resumes it."""
+
+    stream_id: int
+    pause: bool
+    position_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +176,7 @@ Event = (
     | StreamCreated
     | PublishRequest
     | PlayRequest
+    | PauseRequest
     | Media
     | StreamDeleted
     | Unpublish
