@@ -11,18 +11,9 @@ import trio
 
 from gateway.app import Gateway
 from tests.clients import imageio_ffmpeg_exe, publish_args, run_client
-from tests.web.browser import PlaybackReport, sample_playback
+from tests.web.browser import sample_playback
 
 pytestmark = pytest.mark.e2e
-
-
-def advance_in_session(report: PlaybackReport, session: str) -> float:
-    times = [
-        s.current_time
-        for s in report.samples
-        if (s.player or {}).get("session") == session and s.current_time > 0
-    ]
-    return max(times) - min(times) if len(times) >= 2 else 0.0
 
 
 async def test_player_page_plays_live_stream_across_publisher_reconnect(gateway: Gateway) -> None:
@@ -62,7 +53,7 @@ async def test_player_page_plays_live_stream_across_publisher_reconnect(gateway:
         assert report.started, report.describe()
         assert not report.fatal_errors, report.describe()
         assert not report.page_errors, report.describe()
-        assert advance_in_session(report, sessions[0]) >= 2.0, report.describe()
+        assert report.advance_in_session(sessions[0]) >= 2.0, report.describe()
         # The page noticed the new publisher by itself and plays it.
         assert report.last_player.get("session") == sessions[1], report.describe()
-        assert advance_in_session(report, sessions[1]) >= 3.0, report.describe()
+        assert report.advance_in_session(sessions[1]) >= 3.0, report.describe()

@@ -76,6 +76,15 @@ class PlaybackReport:
             return 0.0
         return self.samples[-1].current_time - self.samples[0].current_time
 
+    def advance_in_session(self, session: str) -> float:
+        """How far the clock moved over the samples taken while playing ``session``."""
+        times = [
+            s.current_time
+            for s in self.samples
+            if (s.player or {}).get("session") == session and s.current_time > 0
+        ]
+        return max(times) - min(times) if len(times) >= 2 else 0.0
+
     @property
     def last_player(self) -> dict[str, Any]:
         return (self.samples[-1].player or {}) if self.samples else {}

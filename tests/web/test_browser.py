@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from segmenter.store import MemoryStore
-from tests.web.browser import PlaybackReport, sample_playback
+from tests.web.browser import sample_playback
 from tests.web.conftest import FakeStatus, stream_info
 from tests.web.hls_fixture import encode_test_stream, feed_live
 from tests.web.server import serving
@@ -53,16 +53,6 @@ async def test_player_page_plays_live_stream(tmp_path: Path) -> None:
         assert report.last_player.get("stream") == "live", report.describe()
 
 
-def _advance_in_session(report: PlaybackReport, session: str) -> float:
-    """How far the clock moved over the samples taken while playing ``session``."""
-    times = [
-        s.current_time
-        for s in report.samples
-        if (s.player or {}).get("session") == session and s.current_time > 0
-    ]
-    return max(times) - min(times) if len(times) >= 2 else 0.0
-
-
 @pytest.mark.e2e
 async def test_player_recovers_when_publisher_reconnects(tmp_path: Path) -> None:
     first = await trio.to_thread.run_sync(encode_test_stream, tmp_path / "hls", 16.0)
@@ -101,6 +91,6 @@ async def test_player_recovers_when_publisher_reconnects(tmp_path: Path) -> None
         assert player.get("session") == session_two, report.describe()
         assert player.get("loads", 0) >= 2, report.describe()
         assert player.get("stream") == "live", report.describe()
-        assert _advance_in_session(report, session_one) >= 1.0, report.describe()
-        assert _advance_in_session(report, session_two) >= MIN_ADVANCE, report.describe()
+        assert report.advance_in_session(session_one) >= 1.0, report.describe()
+        assert report.advance_in_session(session_two) >= MIN_ADVANCE, report.describe()
         assert not report.page_errors, report.describe()
