@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -114,3 +115,29 @@ async def test_sigterm_while_publishing_ends_playlist_and_exits_zero(tmp_path: P
     playlist = m3u8.loads(index.read_text())
     assert playlist.is_endlist and len(playlist.segments) >= 2
     assert all((index.parent / s.uri).is_file() for s in playlist.segments)
+
+
+async def test_json_logs_and_sigint_exit_zero(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:
+        proc = await trio.lowlevel.open_process(
+            [*GATEWAY, "run", "--host", "127.0.0.1", "--rtmp-port", str(free_port()),
+             "--http-port", str(free_port()), "--log-format", "json"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            with trio.fail_after(15):
+                while b"gateway listening" not in log.read_bytes():
+                    await trio.sleep(0.1)
+            proc.send_signal(signal.SIGINT)
+            with trio.fail_after(15):
+                code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert code == 0
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    messages = [e["message"] for e in entries if e["logger"] == "gateway"]
+    assert any(m.startswith("gateway listening: rtmp 127.0.0.1:") for m in messages)
+    assert "received SIGINT: shutting down" in messages and messages[-1] == "gateway stopped"
+    assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
