@@ -15,7 +15,7 @@ import trio
 
 from bench import fixtures, report
 
-SCENARIOS = ("ingest", "hotpath", "latency", "viewers", "fanout")
+SCENARIOS = ("ingest", "hotpath", "latency", "viewers", "fanout", "firstframe")
 
 
 def _ints(text: str) -> list[int]:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-ms", type=float, default=5.0, help="latency: playlist poll period")
     p.add_argument("--capture", type=Path, default=None, help="hotpath: recorded RTMP bytes")
     p.add_argument("--repeat", type=int, default=5, help="hotpath: replays of the capture")
+    p.add_argument("--trials", type=int, default=12, help="firstframe: joins per target")
     return p
 
 
