@@ -99,30 +99,37 @@ class Session:
 
     async def _read_loop(self, conn: Connection) -> str:
         setup_deadline = trio.current_time() + self.settings.setup_timeout
-        while True:
-            now = trio.current_time()
-            if self.playing:
-                deadline = math.inf  # players may send nothing for long; writes are bounded
-            elif self.published:
-                deadline = now + self.settings.idle_timeout
-            else:
-                deadline = min(now + self.settings.idle_timeout, setup_deadline)
-            try:
-                with trio.fail_at(deadline):
-                    data = await self.sock.receive_some(RECEIVE_SIZE)
-            except trio.TooSlowError:
-                cause = "setup-timeout" if not self.published else "idle-timeout"
-                self.metrics.protocol_errors.labels(cause).inc()
-                return cause.replace("-", " ")
-            self.metrics.bytes_in.inc(len(data))
-            conn.receive_data(data)
-            self._handle_events(conn)
-            await self.flush()
-            if not data:
-                return "closed by peer"
+        idle_timeout = self.settings.idle_timeout
+        receive = self.sock.receive_some
+        bytes_in = self.metrics.bytes_in
+        # One cancel scope for the whole loop whose deadline is moved before each read: a new
+        # fail_at per read cost more than the protocol work of a small (audio) message.
+        with trio.CancelScope() as scope:
+            while True:
+                now = trio.current_time()
+                if self.playing:
+                    scope.deadline = math.inf  # players may send nothing for long; writes bounded
+                elif self.published:
+                    scope.deadline = now + idle_timeout
+                else:
+                    scope.deadline = min(now + idle_timeout, setup_deadline)
+                data = await receive(RECEIVE_SIZE)
+                bytes_in.inc(len(data))
+                conn.receive_data(data)
+                self._handle_events(conn)
+                if conn.has_data_to_send:
+                    scope.deadline = math.inf  # a slow write is a write timeout, not idle
+                    await self.flush()
+                if not data:
+                    return "closed by peer"
+        cause = "setup-timeout" if not self.published else "idle-timeout"
+        self.metrics.protocol_errors.labels(cause).inc()
+        return cause.replace("-", " ")
 
     async def flush(self) -> None:
         """Write what the protocol queued; one writer at a time, bounded by send_timeout."""
+        if not self._conn.has_data_to_send:
+            return  # nothing queued: no lock, no checkpoint (the common case of a publisher)
         async with self._send_lock:
             out = self._conn.data_to_send()
             if out:
@@ -268,7 +275,11 @@ async def serve_rtmp(
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept RTMP connections until cancelled; reports the bound (host, port) pairs."""
-    listeners = await trio.open_tcp_listeners(settings.rtmp_port, host=settings.host or None)
+    try:
+        listeners = await trio.open_tcp_listeners(settings.rtmp_port, host=settings.host or None)
+    except OSError as exc:
+        where = f"{settings.host}:{settings.rtmp_port}"
+        raise OSError(exc.errno, f"cannot listen for RTMP on {where}: {exc.strerror}") from None
     addresses = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
     active = 0
 

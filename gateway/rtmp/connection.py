@@ -123,6 +123,11 @@ class Connection(client.ClientMixin):
     def bytes_sent(self) -> int:
         return self._bytes_sent
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send`` would return bytes (cheap: lets the caller skip a write)."""
+        return bool(self._out)
+
     def receive_data(self, data: bytes | bytearray) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed (EOF)."""
         self._check_error()
