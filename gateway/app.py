@@ -229,9 +229,19 @@ async def run_gateway(
         if handle_signals:
             root.start_soon(_watch_signals, stop)
         async with trio.open_nursery() as http:
-            http_bound = await http.start(
-                partial(hypercorn_serve, web_app, hconfig, shutdown_trigger=http_stop.wait)
-            )
+            try:
+                http_bound = await http.start(
+                    partial(hypercorn_serve, web_app, hconfig, shutdown_trigger=http_stop.wait)
+                )
+            except* OSError as group:  # hypercorn binds inside its own nursery
+                first: BaseException = group
+                while isinstance(first, BaseExceptionGroup):
+                    first = first.exceptions[0]
+                why = getattr(first, "strerror", None) or str(first)
+                where = hconfig.bind[0]
+                raise OSError(
+                    getattr(first, "errno", None), f"cannot listen for HTTP on {where}: {why}"
+                ) from None
             async with trio.open_nursery() as segmenters:
                 gw._segmenters = segmenters
                 async with trio.open_nursery() as ingest:

@@ -58,12 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_format, settings.log_level)
     from gateway.app import run_gateway  # heavy imports (PyAV, Quart) only when running
 
+    failed = False
     try:
         trio.run(run_gateway, settings)
-    except OSError as exc:
-        print(f"gateway: cannot start: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    except* OSError as group:  # a port in use, an unwritable --hls-dir: say so, no traceback
+        failed = True
+        for cause in _leaves(group):
+            print(f"gateway: cannot start: {cause}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _leaves(group: BaseExceptionGroup[OSError]) -> list[OSError]:
+    out: list[OSError] = []
+    for inner in group.exceptions:
+        out += _leaves(inner) if isinstance(inner, BaseExceptionGroup) else [inner]
+    return out
 
 
 if __name__ == "__main__":

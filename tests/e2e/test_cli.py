@@ -141,3 +141,26 @@ async def test_json_logs_and_sigint_exit_zero(tmp_path: Path) -> None:
     assert any(m.startswith("gateway listening: rtmp 127.0.0.1:") for m in messages)
     assert "received SIGINT: shutting down" in messages and messages[-1] == "gateway stopped"
     assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
+
+
+@pytest.mark.parametrize("which", ["rtmp", "http"])
+def test_port_in_use_is_one_clear_line(which: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        ports = {"rtmp": str(taken), "http": str(free_port())}
+        if which == "http":
+            ports = {"rtmp": str(free_port()), "http": str(taken)}
+        out = subprocess.run(
+            [*GATEWAY, "run", "--host", "127.0.0.1", "--rtmp-port", ports["rtmp"],
+             "--http-port", ports["http"]],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"gateway: cannot start: [Errno 98] cannot listen for {which.upper()} on "
+        f"127.0.0.1:{taken}: Address already in use"
+    )
+    assert "Traceback" not in out.stderr
