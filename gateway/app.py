@@ -221,6 +221,9 @@ async def run_gateway(
     hconfig = HypercornConfig()
     hconfig.bind = [f"{_bracket(settings.host)}:{settings.http_port}"]
     hconfig.graceful_timeout = settings.shutdown_timeout
+    hconfig.read_timeout = settings.http_read_timeout
+    hconfig.keep_alive_timeout = settings.http_keep_alive_timeout
+    hconfig.backlog = settings.http_backlog
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     http_stop = trio.Event()

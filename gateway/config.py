@@ -157,6 +157,26 @@ class Settings:
     cors_origins: str = field(
         default="*", metadata=_doc("Comma-separated origins allowed by CORS; '*' for any.")
     )
+    http_read_timeout: int = field(
+        default=30,
+        metadata=_doc(
+            "Seconds an HTTP client may stay silent in the middle of a request before it is "
+            "dropped (a request that never completes is dropped at the keep-alive timeout).",
+            minimum=1,
+        ),
+    )
+    http_keep_alive_timeout: float = field(
+        default=20.0,
+        metadata=_doc(
+            "Seconds an idle keep-alive HTTP connection is kept; players reload playlists every "
+            "target duration or so, so this covers the gap between reloads.",
+            minimum=1.0,
+        ),
+    )
+    http_backlog: int = field(
+        default=1024,
+        metadata=_doc("Pending HTTP connections the kernel queues before refusing.", minimum=16),
+    )
     shutdown_timeout: float = field(
         default=10.0,
         metadata=_doc(
