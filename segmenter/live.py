@@ -44,6 +44,8 @@ from segmenter.store import Store
 
 PLAYLIST_NAME = "index.m3u8"
 MAX_WARNINGS = 20  # distinct warnings kept in stats (oldest dropped first)
+# A keyframe gap this much above the target is the encoder's setting, not jitter: tell the operator.
+LONG_GOP_TOLERANCE_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class _Session:
     cutter: Cutter | None = None  # set once the track set is known (first media frame)
     interleaver: Interleaver | None = None
     wall_anchor: tuple[float, int] | None = None  # (wallclock s, output ms) of the first sample
+    long_gop_warned: bool = False
 
 
 class LiveStream:
@@ -285,6 +288,8 @@ class LiveStream:
                 gap = sample.pts - self._last_key_pts
                 self.keyframe_interval = gap / 1000
                 self._max_key_gap_ms = max(self._max_key_gap_ms, gap)
+                if gap > self.config.target_duration * 1000 + LONG_GOP_TOLERANCE_MS:
+                    self._warn_long_gop(gap)
             self._last_key_pts = sample.pts
         for ready in session.interleaver.push(sample):
             self._write(session, ready, now)
@@ -415,6 +420,18 @@ class LiveStream:
             self.store.delete(f"{self.path}/{uri}")
 
     # --- observability -------------------------------------------------------------------------
+
+    def _warn_long_gop(self, gap_ms: int) -> None:
+        # Once per session: the interval is the publisher's setting, not a passing event.
+        if self._session is None or self._session.long_gop_warned:
+            return
+        self._session.long_gop_warned = True
+        self._warn(
+            f"keyframe interval {gap_ms / 1000:.1f} s is longer than the "
+            f"{self.config.target_duration:g} s target: segments follow the keyframes, which adds "
+            "latency for viewers; set the encoder keyframe interval to "
+            f"{self.config.target_duration:g} s (OBS: Output > Keyframe Interval)"
+        )
 
     def _warn(self, message: str) -> None:
         if message in self.warnings:
