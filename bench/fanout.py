@@ -15,7 +15,7 @@ import trio
 from bench import publish
 from bench.procs import Procs, cpu_seconds, memory_kib
 from bench.report import Table
-from bench.targets import LABELS, Target, open_target
+from bench.targets import LABELS, Target, open_target, run_each
 
 # Seconds players get to connect and start receiving before the window opens.
 PLAYER_SETTLE = 3.0
@@ -74,12 +74,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
 async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
-    runs = []
-    for name in targets:
-        try:
-            runs.append(await run_one(name, opts, fixture, workdir))
-        except RuntimeError as exc:
-            runs.append({"target": name, "error": str(exc)})
+    runs = await run_each(run_one, targets, opts, fixture, workdir)
     cols = [LABELS[t] for t in targets]
     table = Table(f"fanout: RTMP players on one {fixture.name} stream", cols, "players")
     by = {r["target"]: r for r in runs}

@@ -19,7 +19,7 @@ import trio
 from bench import publish
 from bench.procs import Procs
 from bench.report import Table
-from bench.targets import APP, LABELS, open_target
+from bench.targets import APP, LABELS, open_target, run_each
 from gateway.rtmp import messages as m
 from gateway.rtmp.chunk import ChunkDecoder, ChunkEncoder, RawMessage
 from gateway.rtmp.handshake import ClientHandshake
@@ -123,10 +123,11 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
-    runs = [await run_one(name, opts, fixture, workdir) for name in targets]
+    runs = await run_each(run_one, targets, opts, fixture, workdir)
     cols = [LABELS[t] for t in targets]
     table = Table(f"firstframe: play request -> first frame, {fixture.name}", cols, "measure")
-    by = {r["target"]: r for r in runs}
+    by = {r["target"]: {"first_media_s": [], "first_keyframe_s": [], "failed": None, **r}
+          for r in runs}  # fmt: skip
     for field, label in (("first_media_s", "first media"), ("first_keyframe_s", "first keyframe")):
         for stat in ("p50_ms", "max_ms"):
             table.add(
@@ -136,6 +137,7 @@ async def run(
             )
     table.add("joins failed", "", {LABELS[t]: by[t]["failed"] for t in targets})
     for r in runs:
-        r["summary"] = {k: _stats(r[k]) for k in ("first_media_s", "first_keyframe_s")}
+        if "error" not in r:
+            r["summary"] = {k: _stats(r[k]) for k in ("first_media_s", "first_keyframe_s")}
     params = {"trials": opts.trials, "fixture": str(fixture), "targets": targets}
     return {"params": params, "runs": runs}, table

@@ -22,7 +22,7 @@ from bench.hls import PlaylistTracker
 from bench.procs import Procs
 from bench.proxy import Keyframe, KeyframeLog, serve_proxy
 from bench.report import Table
-from bench.targets import LABELS, open_target
+from bench.targets import LABELS, open_target, run_each
 
 # A segment whose EXTINF-predicted end is further than this from any keyframe is not matched.
 MATCH_TOLERANCE_MS = 500
@@ -188,12 +188,7 @@ def _edge_ms(tracker: PlaylistTracker, kf: KeyframeLog) -> float | None:
 async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
-    runs = []
-    for name in targets:
-        try:
-            runs.append(await run_one(name, opts, fixture, workdir))
-        except RuntimeError as exc:
-            runs.append({"target": name, "error": str(exc)})
+    runs = await run_each(run_one, targets, opts, fixture, workdir)
     cols = [LABELS[t] for t in targets]
     table = Table(f"latency: {fixture.name}, {opts.seconds:g} s, poll {opts.poll_ms:g} ms", cols)
     by = {r["target"]: r for r in runs}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -121,3 +122,20 @@ async def open_target(
     finally:
         with trio.CancelScope(shield=True):
             await procs.stop(proc)
+
+
+RunOne = Callable[[str, Any, Path, Path], Awaitable[dict[str, Any]]]
+
+
+async def run_each(
+    run_one: RunOne, targets: list[str], opts: Any, fixture: Path, workdir: Path
+) -> list[dict[str, Any]]:
+    """Run a scenario against each target in turn; a target that fails to start or to produce
+    a stream is reported with its error instead of ending the whole run."""
+    runs = []
+    for name in targets:
+        try:
+            runs.append(await run_one(name, opts, fixture, workdir))
+        except RuntimeError as exc:
+            runs.append({"target": name, "error": str(exc)})
+    return runs

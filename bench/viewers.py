@@ -22,7 +22,7 @@ from bench.hls import PlaylistTracker
 from bench.latency import percentile
 from bench.procs import Procs, cpu_seconds
 from bench.report import Table
-from bench.targets import LABELS, Target, open_target
+from bench.targets import LABELS, Target, open_target, run_each
 
 # Seconds over which viewers start, so they do not all poll in the same instant.
 RAMP_SECONDS = 2.0
@@ -144,12 +144,7 @@ def _ms(v: float | None) -> float | None:
 async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
-    runs = []
-    for name in targets:
-        try:
-            runs.append(await run_one(name, opts, fixture, workdir))
-        except RuntimeError as exc:
-            runs.append({"target": name, "error": str(exc)})
+    runs = await run_each(run_one, targets, opts, fixture, workdir)
     table = Table(
         f"viewers: {opts.viewers} on one {fixture.name} stream, {opts.seconds:g} s",
         [LABELS[t] for t in targets],

@@ -380,6 +380,16 @@ def _decode_from(data: bytes, pos: int, limits: AmfLimits) -> list[Any]:
 # --- encoding ---------------------------------------------------------------------------
 
 
+def encode_double(out: bytearray, marker: int, value: float) -> None:
+    """AMF0 number / AMF3 double: marker + IEEE-754 f64 (an int too large for it is refused)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise LocalProtocolError("amf-encode-number") from None
+    out.append(marker)
+    out += _F64.pack(number)
+
+
 def encode(*values: Any) -> bytes:
     """Encode ``values`` as concatenated AMF0 values (a command or data message body).
 
@@ -436,12 +446,7 @@ def _encode_value(out: bytearray, v: Any, depth: int) -> None:
     elif isinstance(v, bool):
         out += bytes((BOOLEAN, 1 if v else 0))
     elif isinstance(v, int | float):
-        try:
-            number = float(v)
-        except OverflowError:
-            raise LocalProtocolError("amf-encode-number") from None
-        out.append(NUMBER)
-        out += _F64.pack(number)
+        encode_double(out, NUMBER, v)
     elif isinstance(v, XmlDocument):
         _encode_long(out, XML_DOC, _encode_utf8(v))
     elif isinstance(v, str) and type(v) is not str and _is_amf3_only(v):

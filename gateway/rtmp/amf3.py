@@ -38,6 +38,7 @@ from gateway.rtmp.amf0 import (
     TypedObject,
     XmlDocument,
     _utf8,
+    encode_double,
 )
 from gateway.rtmp.errors import LocalProtocolError, RemoteProtocolError
 
@@ -260,12 +261,7 @@ def _encode(out: bytearray, v: Any, depth: int) -> None:
         out.append(INTEGER)
         _u29(out, v & U29_MAX)
     elif isinstance(v, int | float):
-        try:
-            number = float(v)
-        except OverflowError:
-            raise LocalProtocolError("amf-encode-number") from None
-        out.append(DOUBLE)
-        out += _F64.pack(number)
+        encode_double(out, DOUBLE, v)
     elif isinstance(v, str):
         marker = (
             XML_DOC if isinstance(v, XmlDocument) else XML if isinstance(v, Amf3Xml) else STRING
