@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,14 @@ from web.app import RESERVED_APP_NAMES
 log = logging.getLogger("gateway.rtmp")
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
+# While publishing, the kernel is asked (SO_RCVLOWAT) to wake the reader only once the rest of the
+# message in progress is queued, and between messages once at least this many bytes are: FFmpeg
+# sends a message header and its body in separate writes, and waking for each doubled the cost
+# per message. 9 = the smallest type-1 header (RTMP 1.0 §5.3.1.2.2: 1 + 7 bytes) + 1 payload byte.
+# Only a publisher that sends a message smaller than this and then nothing waits longer (EOF and
+# more data still wake the reader).
+PUBLISH_MIN_WAKE = 9
+_SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
 _MEDIA_TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
 _ids = itertools.count(1)
 
@@ -102,6 +111,8 @@ class Session:
         idle_timeout = self.settings.idle_timeout
         receive = self.sock.receive_some
         bytes_in = self.metrics.bytes_in
+        lowat = 1  # the socket's current SO_RCVLOWAT (1 = the kernel default)
+        can_lowat = _SO_RCVLOWAT is not None and isinstance(self.sock, trio.SocketStream)
         # One cancel scope for the whole loop whose deadline is moved before each read: a new
         # fail_at per read cost more than the protocol work of a small (audio) message.
         with trio.CancelScope() as scope:
@@ -113,6 +124,13 @@ class Session:
                     scope.deadline = now + idle_timeout
                 else:
                     scope.deadline = min(now + idle_timeout, setup_deadline)
+                if can_lowat:
+                    want = 1
+                    if self.published and not self.playing:
+                        want = min(max(conn.wanted_bytes, PUBLISH_MIN_WAKE), RECEIVE_SIZE)
+                    if want != lowat:
+                        lowat = want
+                        can_lowat = self._set_lowat(want)
                 data = await receive(RECEIVE_SIZE)
                 bytes_in.inc(len(data))
                 conn.receive_data(data)
@@ -125,6 +143,15 @@ class Session:
         cause = "setup-timeout" if not self.published else "idle-timeout"
         self.metrics.protocol_errors.labels(cause).inc()
         return cause.replace("-", " ")
+
+    def _set_lowat(self, value: int) -> bool:
+        """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
+        assert isinstance(self.sock, trio.SocketStream) and _SO_RCVLOWAT is not None
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, value)
+        except OSError:
+            return False
+        return True
 
     async def flush(self) -> None:
         """Write what the protocol queued; one writer at a time, bounded by send_timeout."""

@@ -81,12 +81,24 @@ class ChunkDecoder:
         self._pos = 0
         self._streams: dict[int, _InStream] = {}
         self._partial_bytes = 0
+        self._wanted = 1
+        self._after_chunk = 1  # wanted bytes if the input ends right after the last chunk
         self.chunk_size = DEFAULT_CHUNK_SIZE
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held that are not yet part of a complete message (payload + raw input)."""
         return self._partial_bytes + len(self._buf) - self._pos
+
+    @property
+    def wanted_bytes(self) -> int:
+        """After ``next_message`` returned None: input bytes (>= 1) that are most likely needed
+        before it can return a message - the rest of the message in progress, else 1.
+
+        A hint for the transport (e.g. a socket's receive low-water mark) to wake up once per
+        message instead of once per TCP segment; parsing never depends on it.
+        """
+        return self._wanted
 
     @property
     def partial_bytes(self) -> int:
@@ -136,7 +148,9 @@ class ChunkDecoder:
         """Parse one chunk: None = need data, True = consumed (message unfinished)."""
         buf, p = self._buf, self._pos
         n = len(buf)
+        self._wanted = 1  # header incomplete: its size is not known yet
         if p >= n:
+            self._wanted = self._after_chunk
             return None
         b0 = buf[p]
         fmt, csid = b0 >> 6, b0 & 0x3F
@@ -209,6 +223,7 @@ class ChunkDecoder:
             remaining = length - len(st.payload)
         size = min(self.chunk_size, remaining)
         if p + size > n:
+            self._wanted = p + remaining - n
             return None
         # The whole chunk is buffered: commit.
         if st is None:
@@ -232,8 +247,10 @@ class ChunkDecoder:
             self._partial_bytes += size
             if self._partial_bytes > self._limits.max_buffered_bytes:
                 raise RemoteProtocolError("buffer-overflow")
+            self._after_chunk = 1 + length - len(payload)  # type-3 header + the rest
             return True
         self._partial_bytes -= length - size
+        self._after_chunk = 1
         st.payload = None
         return RawMessage(csid, timestamp, type_id, stream_id, bytes(payload))
 

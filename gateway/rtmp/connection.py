@@ -125,8 +125,14 @@ class Connection(client.ClientMixin):
 
     @property
     def has_data_to_send(self) -> bool:
-        """Whether ``data_to_send`` would return bytes (cheap: lets the caller skip a write)."""
+        """Cheap test for output, so a caller can skip a write (and its lock)."""
         return bool(self._out)
+
+    @property
+    def wanted_bytes(self) -> int:
+        """After NEED_DATA: bytes most likely needed for the next event (a hint, >= 1)."""
+        handshaking = self._state in (State.HANDSHAKE, State.HANDSHAKE_ACK)
+        return 1 if handshaking else self._decoder.wanted_bytes
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed (EOF)."""

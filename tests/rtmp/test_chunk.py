@@ -315,3 +315,31 @@ def test_roundtrip_with_set_chunk_size(
         while (raw := dec.next_message()) is not None:
             got.append(raw)
     assert [Msg(r.csid, r.timestamp, r.type_id, r.stream_id, r.body) for r in got] == seq
+
+
+@settings(max_examples=200, deadline=None)
+@given(msgs=message_lists(), data=st.data())
+def test_wanted_bytes_never_asks_past_the_next_message(
+    msgs: list[Msg], data: st.DataObject
+) -> None:
+    """The wake-up hint is >= 1 and, for messages sent one after another (as encoders do), never
+    more than the bytes that complete the next message: a reader waiting for it cannot stall."""
+    wire = encode_all(msgs)
+    ends = []  # input offset at which each message completes
+    probe = ChunkDecoder(Limits())
+    for i in range(len(wire)):
+        probe.feed(wire[i : i + 1])
+        while probe.next_message() is not None:
+            ends.append(i + 1)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(wire)), max_size=8))))
+    dec = ChunkDecoder(Limits())
+    prev = 0
+    for cut in [*cuts, len(wire)]:
+        dec.feed(wire[prev:cut])
+        prev = cut
+        while dec.next_message() is not None:
+            pass
+        assert dec.wanted_bytes >= 1
+        following = [e for e in ends if e > cut]
+        if following:
+            assert cut + dec.wanted_bytes <= following[0]
