@@ -10,7 +10,7 @@ they continue across segments. Only the 4-bit continuity counters restart in a f
 ``ContinuityRewriter`` renumbers them per PID so they continue too (ISO/IEC 13818-1 §2.4.3.3),
 which FFmpeg's HLS reader checks. The alternative, one long-lived container split at the PAT before
 each keyframe, does not work for audio-only streams (no PAT is forced at an audio cut) and needs a
-byte-level search anyway; renumbering is a simple loop (~2.5 ms per 2 s segment at 1 Mbps).
+byte-level search anyway; renumbering is a simple loop (~2.6 ms per 2 s segment at 2.6 Mbps).
 Muxing runs inline (no threads): a thread made it slower because of GIL handoffs.
 """
 
@@ -61,25 +61,38 @@ class ContinuityRewriter:
         self._drop = drop_pids
 
     def rewrite(self, data: bytes) -> bytes:
+        n = len(data) // TS_PACKET
         if len(data) % TS_PACKET:
             raise MediaError("TS output is not a whole number of packets")
-        out = bytearray()
-        last = self._last
-        for pos in range(0, len(data), TS_PACKET):
-            if data[pos] != _TS_SYNC:
-                raise MediaError("TS output lost packet sync")
-            pid = ((data[pos + 1] & 0x1F) << 8) | data[pos + 2]
-            if pid in self._drop:
+        # Header bytes of all packets are gathered with strided slices (C loops); only the small
+        # per-packet renumbering runs in Python: ~4x faster than copying packet by packet.
+        if data[::TS_PACKET].count(_TS_SYNC) != n:
+            raise MediaError("TS output lost packet sync")
+        buf = bytearray(data)
+        flags = buf[3::TS_PACKET]
+        last, drop = self._last, self._drop
+        dropped = []
+        pids = zip(buf[1::TS_PACKET], buf[2::TS_PACKET], flags, strict=True)
+        for i, (hi, lo, f) in enumerate(pids):
+            pid = ((hi & 0x1F) << 8) | lo
+            if pid in drop:
+                dropped.append(i)
                 continue
-            flags = data[pos + 3]
-            # §2.4.3.3: the counter increments only on packets that carry a payload.
-            previous = last.get(pid, 15)
-            cc = (previous + 1) & 0x0F if flags & 0x10 else previous
-            out += data[pos : pos + 3]
-            out.append((flags & 0xF0) | cc)
-            out += data[pos + 4 : pos + TS_PACKET]
+            cc = last.get(pid, 15)
+            if f & 0x10:  # §2.4.3.3: the counter increments only on packets with a payload
+                cc = (cc + 1) & 0x0F
             last[pid] = cc
-        return bytes(out)
+            flags[i] = (f & 0xF0) | cc
+        buf[3::TS_PACKET] = flags
+        if not dropped:
+            return bytes(buf)
+        view = memoryview(buf)
+        parts, start = [], 0
+        for i in dropped:
+            parts.append(view[start : i * TS_PACKET])
+            start = (i + 1) * TS_PACKET
+        parts.append(view[start:])
+        return b"".join(parts)
 
 
 class TsMuxer:
