@@ -26,6 +26,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from gateway.config import Settings
 from gateway.hub import Gap, Hub, HubItem, SessionEnd, SessionStart, Stream, Subscriber
 from gateway.metrics import Metrics
+from gateway.pull import PullManager
 from gateway.relay import RelayManager
 from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
@@ -76,6 +77,7 @@ class Gateway:
     metrics: Metrics = field(default_factory=Metrics)
     hub: Hub = field(init=False)
     relays: RelayManager = field(init=False)
+    pulls: PullManager = field(init=False)
     lives: dict[str, LiveStream] = field(default_factory=dict)
     bound: Bound | None = None
     _segmenters: trio.Nursery | None = None
@@ -86,6 +88,7 @@ class Gateway:
             gop_cache_bytes=self.settings.gop_cache_bytes,
         )
         self.relays = RelayManager(self.settings, self.hub, self.metrics)
+        self.pulls = PullManager(self.settings, self.hub)
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -115,6 +118,7 @@ class Gateway:
             players=[p.describe() for p in sorted(s.players, key=lambda p: p.peer)],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
             relays=self.relays.relays_for(s.path),
+            pulls=self.pulls.pulls_for(s.path),
         )
         if pub is None and info.get("state") == "live":
             info["state"] = "waiting"
@@ -247,6 +251,7 @@ async def run_gateway(
                 ) from None
             async with trio.open_nursery() as segmenters:
                 gw._segmenters = segmenters
+                gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                 async with trio.open_nursery() as ingest:
                     rtmp_bound = await ingest.start(serve_rtmp, settings, gw.hub, gw.metrics)
                     gw.bound = Bound(rtmp_bound, http_bound)

@@ -145,6 +145,14 @@ class Settings:
         ),
     )
     # --- relays --------------------------------------------------------------------------------
+    pull: str = field(
+        default="",
+        metadata=_doc(
+            "Pull relays: entries APP/KEY=URL separated by spaces or commas; the gateway plays "
+            "URL (rtmp:// or rtmps://) and publishes it here as APP/KEY, retrying with backoff, "
+            "e.g. live/cam=rtmp://camera.local/live/main."
+        ),
+    )
     push: str = field(
         default="",
         metadata=_doc(
@@ -245,6 +253,9 @@ def _check(settings: Settings) -> Settings:
     from gateway.relay_config import parse_push  # the grammar lives with the relays
 
     parse_push(settings.push)
+    from gateway.pull import parse_pull
+
+    parse_pull(settings.pull)
     return settings
 
 

@@ -27,6 +27,9 @@ __all__ = ["FLASH_VER", "ClientMixin", "ClientState", "handle_command", "set_dat
 FLASH_VER: Final = "FMLE/3.0 (compatible; rtmp-gateway)"
 CONNECT_SUCCESS: Final = "NetConnection.Connect.Success"
 PUBLISH_START: Final = "NetStream.Publish.Start"
+PLAY_START: Final = "NetStream.Play.Start"
+# SetBufferLength a player announces after play (§7.1.7); FFmpeg sends 3000 ms too.
+PLAY_BUFFER_MS: Final = 3000
 SET_DATA_FRAME: Final = "@setDataFrame"
 _MAX_STREAM_ID: Final = 0xFFFFFFFF  # §6.1.1: message stream ids are u32
 
@@ -41,13 +44,14 @@ class ClientState:
     next_txn: float = 1.0  # §7.2.1.1: connect is transaction 1, later calls count up
     calls: dict[float, str] = field(default_factory=dict)  # txn -> command awaiting its answer
     publish_after: dict[float, tuple[str, str]] = field(default_factory=dict)  # createStream txn
+    play_after: dict[float, tuple[str, float]] = field(default_factory=dict)  # createStream txn
     connect_obj: dict[str, Any] | None = None
     deferred: list[Callable[[], object]] = field(default_factory=list)  # until connect succeeds
     window_sent: int = 0  # last Window Ack Size we announced (§5.4.5)
 
 
 class ClientMixin:
-    """Publisher methods of Connection(role=Role.CLIENT)."""
+    """Publisher and player methods of Connection(role=Role.CLIENT)."""
 
     def connect(
         self,
@@ -93,6 +97,18 @@ class ClientMixin:
             _call(conn, "releaseStream", name)
             _call(conn, "FCPublish", name)
             _client(conn).publish_after[_call(conn, "createStream")] = (name, publish_type)
+
+        _when_connected(conn, sequence)
+
+    def play(self, name: str, *, start: float = -1000.0) -> None:
+        """Play ``name`` (query allowed): createStream, then play on the new stream and announce
+        a buffer length, as FFmpeg does (§7.2.2.1; start -1000: live only). The answer is a
+        Status event (NetStream.Play.Start, or an error such as StreamNotFound); media then
+        arrives as Media events."""
+        conn = _conn(self)
+
+        def sequence() -> None:
+            _client(conn).play_after[_call(conn, "createStream")] = (name, start)
 
         _when_connected(conn, sequence)
 
@@ -231,6 +247,7 @@ def _on_create_reply(conn: Connection, cli: ClientState, cmd: m.Command) -> None
 
     pending = cli.publish_after.pop(cmd.transaction_id, None)
     if cmd.name == "_error":
+        cli.play_after.pop(cmd.transaction_id, None)
         info = _info(cmd)
         conn._queue(
             events.CallFailed("createStream", _text(info, "code"), _text(info, "description"))
@@ -249,20 +266,35 @@ def _on_create_reply(conn: Connection, cli: ClientState, cmd: m.Command) -> None
     conn._queue(events.StreamCreated(sid))
     if pending is not None:
         _publish_on(conn, sid, *pending)
+    play = cli.play_after.pop(cmd.transaction_id, None)
+    if play is not None:
+        _play_on(conn, sid, *play)
+
+
+def _play_on(conn: Connection, stream_id: int, name: str, start: float) -> None:
+    from gateway.rtmp.connection import CSID_STREAM, StreamState
+
+    st = conn.streams[stream_id]
+    st.name, st.state = name, StreamState.PLAY_PENDING
+    # play has no _result: transaction id 0, answered with onStatus (§7.2.2.1).
+    conn.send_command(CSID_STREAM, stream_id, "play", 0.0, None, name, start)
+    conn._send_control(m.user_control(m.SetBufferLength(stream_id, PLAY_BUFFER_MS)))
 
 
 def _on_status(conn: Connection, stream_id: int, info: dict[str, Any]) -> None:
     """§7.2.2: onStatus(0, null, {level, code, description}); moves a pending publish on."""
     from gateway.rtmp.connection import StreamState
 
-    pending = [sid for sid, s in conn.streams.items() if s.state is StreamState.PUBLISH_PENDING]
+    waiting = (StreamState.PUBLISH_PENDING, StreamState.PLAY_PENDING)
+    pending = [sid for sid, s in conn.streams.items() if s.state in waiting]
     if stream_id not in conn.streams and len(pending) == 1:
         stream_id = pending[0]  # some servers answer on message stream 0
     level, code = _text(info, "level"), _text(info, "code")
     st = conn.streams.get(stream_id)
-    if st is not None and st.state is StreamState.PUBLISH_PENDING:
-        if code == PUBLISH_START:
-            st.state = StreamState.PUBLISHING
+    if st is not None and st.state in waiting:
+        started = PUBLISH_START if st.state is StreamState.PUBLISH_PENDING else PLAY_START
+        if code == started:
+            st.state = StreamState.PUBLISHING if started == PUBLISH_START else StreamState.PLAYING
         elif level == "error":
             st.state = StreamState.CREATED
     conn._queue(events.Status(stream_id, level, code, _text(info, "description"), info))

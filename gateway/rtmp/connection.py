@@ -58,6 +58,10 @@ class StreamState(enum.Enum):
     PLAYING = "playing"
 
 
+_PUBLISHER_MEDIA: Final = frozenset((StreamState.PUBLISH_PENDING, StreamState.PUBLISHING))
+_PLAYER_MEDIA: Final = frozenset((StreamState.PLAY_PENDING, StreamState.PLAYING))
+
+
 class MessageStream:
     """A message stream made by createStream (§7.2.1.3)."""
 
@@ -364,7 +368,8 @@ class Connection(client.ClientMixin):
 
     def _on_media(self, stream_id: int, type_id: int, timestamp: int, body: bytes) -> None:
         st = self.streams.get(stream_id)
-        states = (StreamState.PUBLISH_PENDING, StreamState.PUBLISHING)
+        # A server takes media from its publishers; a client (pull relay) from what it plays.
+        states = _PLAYER_MEDIA if self._cli is not None else _PUBLISHER_MEDIA
         if st is None or st.state not in states or not body:
             self.dropped_messages += 1
             return

@@ -1,0 +1,206 @@
+"""Pull relays: ingest a stream from another RTMP server as if it had been published here.
+
+``Settings.pull`` holds entries ``APP/KEY=URL``: the gateway plays URL as an RTMP client (the
+sans-IO Connection in the client role) and feeds what it receives into the hub as the publisher of
+``APP/KEY``, so HLS, RTMP players and push relays work on it like on any published stream. A
+pull keeps trying with backoff for the life of the process; a local publisher that already holds
+the name wins (the pull waits), and the source stopping (UnpublishNotify) ends the session here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from gateway.config import ConfigError, Settings
+from gateway.hub import Hub, Stream, StreamBusy, valid_name
+from gateway.relay import _NET_ERRORS, Opener, _why, open_target
+from gateway.relay_config import Backoff, Target, parse_target
+from gateway.rtmp import events as ev
+from gateway.rtmp.connection import NEED_DATA, Connection, Role
+from gateway.rtmp.errors import ProtocolError
+from segmenter.flv import FlvTag, TagType
+
+log = logging.getLogger("gateway.pull")
+
+__all__ = ["PullManager", "PullRule", "parse_pull"]
+
+_ENTRY_SPLIT = re.compile(r"[\s,]+")
+_MEDIA_TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
+UNPUBLISHED = "NetStream.Play.UnpublishNotify"  # the source's publisher left (nginx, SRS, ours)
+RECEIVE_SIZE = 64 * 1024  # bytes per read: media comes in, as on a publisher's connection
+
+
+@dataclass(frozen=True)
+class PullRule:
+    app: str
+    key: str
+    target: Target
+
+
+def parse_pull(text: str) -> list[PullRule]:
+    """``APP/KEY=rtmp[s]://host[:port]/app/name`` entries, space or comma separated."""
+    rules: list[PullRule] = []
+    for entry in _ENTRY_SPLIT.split(text.strip()):
+        if not entry:
+            continue
+        where = f"pull: entry {entry!r}"
+        selector, sep, url = entry.partition("=")
+        app, _, key = selector.partition("/")
+        if not sep or not url or not valid_name(app) or not valid_name(key):
+            raise ConfigError(f"{where}: expected APP/KEY=rtmp://host/app/name")
+        if any(r.app == app and r.key == key for r in rules):
+            raise ConfigError(f"{where}: {app}/{key} is pulled twice")
+        try:
+            target = parse_target(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        rules.append(PullRule(app, key, target))
+    return rules
+
+
+class PullFailed(Exception):
+    """The source refused, dropped or stalled; the message becomes last_error."""
+
+
+@dataclass(eq=False)
+class Pull:
+    rule: PullRule
+    hub: Hub
+    settings: Settings
+    connection_id: int  # negative: never collides with accepted connections' ids
+    opener: Opener = open_target
+    backoff: Backoff = field(default_factory=Backoff)
+    state: str = "connecting"
+    reconnects: int = 0
+    bytes_received: int = 0
+    last_error: str | None = None
+    _stream: Stream | None = None
+
+    @property
+    def label(self) -> str:
+        return self.rule.target.label(self.rule.key)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.label,
+            "state": self.state,
+            "reconnects": self.reconnects,
+            "bytes_received": self.bytes_received,
+            "last_error": self.last_error,
+        }
+
+    async def run(self) -> None:
+        failures = 0
+        rng = random.Random()
+        while True:
+            self.state = "connecting"
+            try:
+                await self._attempt()
+                failures = 0
+                self.last_error = "source closed the connection"
+            except PullFailed as exc:
+                failures += 1
+                self.last_error = str(exc)
+            finally:
+                self._end("pull ended")
+            self.state = "backoff"
+            delay = self.backoff.delay(max(failures, 1), rng.random())
+            log.warning(
+                "pull %s/%s from %s: %s; retrying in %.1f s",
+                self.rule.app, self.rule.key, self.label, self.last_error, delay,
+            )  # fmt: skip
+            await trio.sleep(delay)
+            self.reconnects += 1
+
+    async def _attempt(self) -> None:
+        t = self.rule.target
+        try:
+            with trio.fail_after(self.settings.setup_timeout):
+                sock = await self.opener(t)
+            async with sock:
+                conn = Connection(Role.CLIENT)
+                conn.connect(t.app, t.tc_url)
+                conn.play(t.name)
+                while True:
+                    if out := conn.data_to_send():
+                        with trio.fail_after(self.settings.send_timeout):
+                            await sock.send_all(out)
+                    try:
+                        with trio.fail_after(self.settings.idle_timeout):
+                            data = await sock.receive_some(RECEIVE_SIZE)
+                    except trio.TooSlowError:
+                        raise PullFailed(
+                            f"nothing received for {self.settings.idle_timeout:g} s"
+                        ) from None
+                    self.bytes_received += len(data)
+                    conn.receive_data(data)
+                    while (event := conn.next_event()) is not NEED_DATA:
+                        assert not isinstance(event, type)
+                        self._on_event(event)
+                    if not data:
+                        return
+        except trio.TooSlowError:
+            raise PullFailed("source did not answer in time") from None
+        except _NET_ERRORS as exc:
+            raise PullFailed(f"connection failed: {_why(exc)}") from None
+        except ProtocolError as exc:
+            raise PullFailed(f"protocol error: {exc.reason}") from None
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Media):
+            kind = _MEDIA_TYPES.get(event.type)
+            if kind is not None:
+                self._publisher().publish(FlvTag(kind, event.timestamp, event.body))
+        elif isinstance(event, ev.ConnectResult) and not event.success:
+            raise PullFailed(f"connect refused: {event.code} {event.description}".strip())
+        elif isinstance(event, ev.CallFailed):
+            raise PullFailed(f"{event.command} refused: {event.code}".strip())
+        elif isinstance(event, ev.Status):
+            if event.level == "error":
+                raise PullFailed(f"play refused: {event.code} {event.description}".strip())
+            if event.code == "NetStream.Play.Start":
+                self.state = "playing"
+            elif event.code == UNPUBLISHED:
+                self._end("source unpublished")
+
+    def _publisher(self) -> Stream:
+        if self._stream is None:
+            app, key = self.rule.app, self.rule.key
+            try:
+                self._stream = self.hub.start_publish(
+                    app, key, peer=f"pull {self.label}", connection_id=self.connection_id,
+                    query={},
+                )  # fmt: skip
+            except StreamBusy as exc:
+                raise PullFailed(f"not pulling: {exc}") from None
+            log.info("publish start %s/%s pulled from %s", app, key, self.label)
+        return self._stream
+
+    def _end(self, why: str) -> None:
+        if self._stream is not None:
+            self.hub.end_publish(self._stream, self.connection_id)
+            log.info("publish stop %s (%s)", self._stream.path, why)
+            self._stream = None
+
+
+class PullManager:
+    """Owns one long-lived task per pull rule; :meth:`describe` feeds the API."""
+
+    def __init__(self, settings: Settings, hub: Hub, *, opener: Opener = open_target) -> None:
+        self.pulls = [
+            Pull(rule, hub, settings, connection_id=-(i + 1), opener=opener)
+            for i, rule in enumerate(parse_pull(settings.pull))
+        ]
+
+    def start(self, nursery: trio.Nursery) -> None:
+        for pull in self.pulls:
+            nursery.start_soon(pull.run)
+
+    def pulls_for(self, path: str) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.pulls if f"{p.rule.app}/{p.rule.key}" == path]
