@@ -47,9 +47,12 @@ def _dist(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
         "p50_ms": _ms(percentile(values, 50)),
+        "p90_ms": _ms(percentile(values, 90)),
         "p99_ms": _ms(percentile(values, 99)),
         "max_ms": _ms(max(values, default=None)),
         "mean_ms": _ms(statistics.fmean(values)) if values else None,
+        # Every sample when there are few (one per segment): a lone outlier is p99 at n = 30.
+        "samples_ms": [_ms(v) for v in sorted(values)] if len(values) <= 1000 else None,
     }
 
 
@@ -203,6 +206,7 @@ async def run(
         table.add(group, metric, values)
 
     row("keyframe->playlist", "p50 ms", lambda r: r["segment_latency"]["p50_ms"])
+    row("keyframe->playlist", "p90 ms", lambda r: r["segment_latency"]["p90_ms"])
     row("keyframe->playlist", "p99 ms", lambda r: r["segment_latency"]["p99_ms"])
     row("keyframe->playlist", "segments", lambda r: r["segment_latency"]["n"])
     row("keyframe->metric", "p50 ms", lambda r: r["metric_latency"]["p50_ms"])

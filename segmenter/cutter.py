@@ -48,6 +48,8 @@ FORCED_CUT_HEADROOM_MS = 200
 # A jump larger than this between consecutive timestamps of one track is a publisher clock jump
 # (or an unhandled 32-bit wrap): the timeline is rebased to stay continuous instead.
 MAX_TIMESTAMP_JUMP_MS = 10_000
+# Frame steps above this are gaps, not a track's cadence, and are not used to predict its next DTS.
+MAX_PREDICTED_STEP_MS = 250
 # Each publish session starts this far after the previous session's end on the output timeline,
 # so timestamps never decrease across reconnects and early audio never maps below zero.
 SESSION_GAP_MS = 1_000
@@ -115,8 +117,12 @@ class Interleaver:
     """A small reorder buffer releasing samples of several tracks in DTS order.
 
     RTMP carries audio and video on separate chunk streams: they arrive only roughly in DTS order.
-    A sample is released once every expected track has one waiting (nothing earlier can come),
-    or when the buffer spans more than ``max_delay_ms`` or holds ``max_samples`` (a stalled track).
+    A sample is released once nothing earlier can come: every expected track has a sample waiting,
+    or a track's next sample is predicted to come later (its last DTS plus its shortest frame step
+    seen, e.g. ~23 ms for AAC at 44.1 kHz: publishers that interleave in DTS order then get every
+    sample, a segment-closing keyframe included, out at once instead of one audio frame later). It
+    is also released when the buffer spans more than ``max_delay_ms`` or holds ``max_samples`` (a
+    stalled track). A sample that beats its prediction only lands a few ms out of order.
     """
 
     def __init__(self, tracks: set[str], max_delay_ms: int = 500, max_samples: int = 256) -> None:
@@ -125,21 +131,39 @@ class Interleaver:
         self._max_samples = max_samples
         self._heap: list[tuple[int, int, Sample]] = []
         self._pending: dict[str, int] = dict.fromkeys(self.tracks, 0)
+        self._last: dict[str, int] = {}  # DTS of the newest sample per track
+        self._step: dict[str, int] = {}  # shortest frame step seen per track (prediction)
         self._newest = 0
         self._seq = itertools.count()
 
     def push(self, sample: Sample) -> list[Sample]:
-        heapq.heappush(self._heap, (sample.dts, next(self._seq), sample))
-        self._pending[sample.kind] = self._pending.get(sample.kind, 0) + 1
-        self._newest = max(self._newest, sample.dts)
+        kind, dts = sample.kind, sample.dts
+        heap = self._heap
+        heapq.heappush(heap, (dts, next(self._seq), sample))
+        self._pending[kind] = self._pending.get(kind, 0) + 1
+        last = self._last.get(kind)
+        if last is not None and 0 < dts - last <= MAX_PREDICTED_STEP_MS:
+            self._step[kind] = min(dts - last, self._step.get(kind, MAX_PREDICTED_STEP_MS))
+        if last is None or dts > last:
+            self._last[kind] = dts
+        self._newest = max(self._newest, dts)
         out = []
-        while self._heap and (
-            all(self._pending.get(t, 0) for t in self.tracks)
-            or self._newest - self._heap[0][0] > self._max_delay
-            or len(self._heap) > self._max_samples
+        while heap and (
+            self._covered(heap[0][0])
+            or self._newest - heap[0][0] > self._max_delay
+            or len(heap) > self._max_samples
         ):
             out.append(self._pop())
         return out
+
+    def _covered(self, dts: int) -> bool:
+        """Whether no track can still deliver a sample before ``dts`` (waiting or predicted)."""
+        for track in self.tracks:
+            if not self._pending[track]:
+                step = self._step.get(track)
+                if step is None or self._last[track] + step < dts:
+                    return False
+        return True
 
     def flush(self) -> list[Sample]:
         return [self._pop() for _ in range(len(self._heap))]

@@ -208,6 +208,36 @@ def test_interleaver_orders_by_dts() -> None:
     assert len(il) == 0
 
 
+def test_interleaver_releases_at_once_when_the_other_track_is_predicted_later() -> None:
+    """A publisher interleaving in DTS order: once each track showed its cadence, every sample -
+    the keyframe that closes a segment included - comes out when it arrives."""
+    il = Interleaver({VIDEO, AUDIO}, max_delay_ms=500)
+    for s in [video(0, True), audio(10), video(33), audio(33), audio(56), video(66), audio(79)]:
+        il.push(s)
+    assert len(il) == 0
+    assert il.push(video(100, True)) == [video(100, True)]  # audio next at >= 79 + 23
+    assert il.push(audio(102)) == [audio(102)]  # video next at >= 100 + 33
+
+
+def test_interleaver_waits_when_a_track_lags_behind_its_prediction() -> None:
+    il = Interleaver({VIDEO, AUDIO}, max_delay_ms=500)
+    out = [r for s in [audio(0), audio(23), video(100, True), video(133)] for r in il.push(s)]
+    assert out == [audio(0), audio(23)]  # audio could still bring 24..100: the keyframe waits
+    assert il.push(audio(46)) == [audio(46)]
+    assert il.push(audio(69)) == [audio(69)]
+    assert il.push(audio(92)) == [audio(92), video(100, True)]  # next audio >= 115 > 100
+    # A gap is not a cadence: after 0 -> 400 the next audio is not assumed to be >= 800.
+    il2 = Interleaver({VIDEO, AUDIO}, max_delay_ms=500)
+    assert il2.push(audio(0)) == [] and il2.push(audio(400)) == []
+    assert [r for s in [video(0, True), video(33), video(66)] for r in il2.push(s)] == [
+        audio(0),
+        video(0, True),
+        video(33),
+        video(66),
+    ]
+    assert il2.push(video(450)) == [audio(400)]
+
+
 def test_interleaver_releases_a_stalled_track_after_the_delay() -> None:
     il = Interleaver({VIDEO, AUDIO}, max_delay_ms=500, max_samples=1000)
     released = [s for t in range(0, 700, 33) for s in il.push(video(t))]
