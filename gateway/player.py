@@ -33,6 +33,8 @@ log = logging.getLogger("gateway.player")
 # Milliseconds between the last tag of one publish session and the first of the next on the
 # player's clock: timestamps must not go backwards when the publisher reconnects.
 SESSION_GAP_MS = 40
+UNPUBLISH_NOTIFY = "NetStream.Play.UnpublishNotify"
+PUBLISH_NOTIFY = "NetStream.Play.PublishNotify"
 # Tags encoded between socket writes while the queue is busy: bounds the outbound buffer.
 FLUSH_EVERY = 32
 
@@ -146,7 +148,24 @@ async def play(
         for tag in start:
             _send(conn, stream_id, feed, tag)
         await flush()
-        async for item in rx:
+        left_at: float | None = None  # when the publisher left, while we wait for a new one
+        while True:
+            try:
+                if left_at is None:
+                    item = await rx.receive()
+                else:
+                    with trio.fail_at(left_at + settings.play_wait_timeout):
+                        item = await rx.receive()
+            except trio.TooSlowError:
+                # Nobody came back in time: now tell the player (FFmpeg and librtmp stop on it).
+                left_at = None
+                conn.send_status(
+                    stream_id, "status", UNPUBLISH_NOTIFY, f"{stream.path} is no longer published"
+                )
+                await flush()
+                continue
+            except trio.EndOfChannel:
+                return True
             if isinstance(item, FlvTag):
                 _send(conn, stream_id, feed, item)
             elif isinstance(item, Gap):
@@ -164,20 +183,16 @@ async def play(
                     )
                     return False
             elif isinstance(item, SessionEnd):
-                conn.send_status(
-                    stream_id,
-                    "status",
-                    "NetStream.Play.UnpublishNotify",
-                    f"{stream.path} is no longer published",
-                )
+                # A publisher that reconnects within play_wait_timeout is followed seamlessly:
+                # the player only sees a pause, then the new session's headers and frames.
+                left_at = trio.current_time()
             elif isinstance(item, SessionStart):
                 feed.new_session()
-                conn.send_status(
-                    stream_id,
-                    "status",
-                    "NetStream.Play.PublishNotify",
-                    f"{stream.path} is now published",
-                )
+                if left_at is None:  # the player was told the stream had ended
+                    conn.send_status(
+                        stream_id, "status", PUBLISH_NOTIFY, f"{stream.path} is now published"
+                    )
+                left_at = None
             unflushed += 1
             if rx.statistics().current_buffer_used == 0:
                 behind_since = None  # caught up
@@ -186,7 +201,6 @@ async def play(
                 # A write that cannot finish within send_timeout drops this player (TooSlowError).
                 await flush()
                 unflushed = 0
-        return True
     finally:
         # A player stuck in a write never received the last Gap: count that run too.
         metrics.player_dropped.inc(sub.undelivered_gap)

@@ -155,3 +155,29 @@ async def test_stalled_player_costs_nobody_else(nursery: trio.Nursery, tmp_path:
     gaps = [b - a for a, b in itertools.pairwise(segment_times)]
     assert len(segment_times) >= 4 and max(gaps) < 3.0, gaps  # 2 s segments kept coming
     assert gw.metrics.player_dropped._value.get() > 0
+
+
+async def test_player_follows_a_publisher_reconnect_without_reconnecting(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    out = tmp_path / "across.flv"
+    results = []
+
+    async def player() -> None:
+        args = play_args("ffmpeg-9", url(gateway, "re"), str(out), seconds=8)
+        results.append(await run_client(args, timeout=40))
+
+    async with trio.open_nursery() as nursery:
+        first = publish_args(imageio_ffmpeg_exe(), url(gateway, "re"), seconds=4)
+        nursery.start_soon(partial(run_client, first, timeout=30))
+        await wait_live(gateway, "re")
+        nursery.start_soon(player)
+        await trio.sleep(4.5)  # the first publisher is gone; the player is waiting
+        await run_client(
+            publish_args(imageio_ffmpeg_exe(), url(gateway, "re"), seconds=7), timeout=30
+        )
+    (result,) = results
+    assert result.returncode == 0, result.stderr
+    rec = decode(out)
+    # The first session can only have given ~4 s: the rest came from the second publisher.
+    assert rec.first_video_key and rec.video >= 6 * 30, rec

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_pulled_stream_becomes_hls_and_follows_the_source(nursery: trio.Nursery) -> None:
-    # A waits long for a publisher, so B's play (issued before FFmpeg starts) is picked up.
-    a, _ = await start_gateway(nursery, test_settings(play_wait_timeout=30.0))
+    # B plays before FFmpeg publishes: A holds the play up to 3 s, B retries with backoff.
+    a, _ = await start_gateway(nursery, test_settings(play_wait_timeout=3.0))
     assert a.bound is not None
     source = f"rtmp://127.0.0.1:{a.bound.rtmp_port}/live/src"
     b, _ = await start_gateway(nursery, test_settings(pull=f"live/mirror={source}"))
@@ -42,7 +42,7 @@ async def test_pulled_stream_becomes_hls_and_follows_the_source(nursery: trio.Nu
     assert frames >= 30  # 1 s keyframes at 30 fps: a whole GOP or more, decodable
     assert info["state"] == "live" and info["publisher"].startswith("pull rtmp://127.0.0.1:")
     assert info["pulls"][0]["state"] == "playing"
-    # The source's publisher left: A says UnpublishNotify and B's session ends too.
+    # The source's publisher left: after its grace A says UnpublishNotify and B's session ends.
     with trio.fail_after(10):
         while (s := b.hub.get("live", "mirror")) is not None and s.publisher is not None:
             await trio.sleep(0.1)
