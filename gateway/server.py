@@ -55,6 +55,7 @@ class Session:
     metrics: Metrics
     id: int = field(default_factory=lambda: next(_ids))
     app: str | None = None
+    connect_query: dict[str, list[str]] = field(default_factory=dict)
     published: dict[int, Stream] = field(default_factory=dict)
 
     playing: dict[int, trio.CancelScope] = field(default_factory=dict)
@@ -251,6 +252,8 @@ class Session:
             conn.reject_connect(f"invalid application name {app!r}")
             return
         self.app = app
+        # rtmp://host/live?token=x puts the query on the app/tcUrl: kept for authorisation.
+        self.connect_query = split_query("?" + event.query)[1] if event.query else {}
         conn.accept_connect()
 
     def _on_publish(self, conn: Connection, event: ev.PublishRequest) -> None:
@@ -258,6 +261,7 @@ class Session:
         key, query = split_query(event.name)
         if event.query:
             query = {**split_query("?" + event.query)[1], **query}
+        query = {**self.connect_query, **query}  # the stream name's parameters win
         if app is None:
             self._reject(
                 conn, event.stream_id, "NetStream.Publish.Denied", "publish before connect"

@@ -115,3 +115,15 @@ async def test_reserved_app_names_are_refused_at_connect(nursery: trio.Nursery, 
     result = events[-1]
     assert isinstance(result, ev.ConnectResult) and not result.success
     assert "reserved" in result.description
+
+
+async def test_query_of_connect_and_of_the_stream_name_are_kept(nursery: trio.Nursery) -> None:
+    client, hub, _, _ = await start_session(nursery)
+    conn = Connection(role=Role.CLIENT)
+    conn.connect("live?user=a&token=old", "rtmp://127.0.0.1/live?user=a&token=old")
+    conn.publish("key?token=new")
+    events = await pump(client, conn, ev.Status)
+    assert isinstance(events[-1], ev.Status) and events[-1].code == "NetStream.Publish.Start"
+    stream = hub.get("live", "key")
+    assert stream is not None and stream.publisher is not None
+    assert stream.publisher.query == {"user": ["a"], "token": ["new"]}
