@@ -128,7 +128,7 @@ class Session:
                 if can_lowat:
                     want = 1
                     if self.published and not self.playing:
-                        want = min(max(conn.wanted_bytes, PUBLISH_MIN_WAKE), RECEIVE_SIZE)
+                        want = min(conn.wanted_bytes(PUBLISH_MIN_WAKE), RECEIVE_SIZE)
                     if want != lowat:
                         lowat = want
                         can_lowat = self._set_lowat(want)

@@ -132,11 +132,16 @@ class Connection(client.ClientMixin):
         """Cheap test for output, so a caller can skip a write (and its lock)."""
         return bool(self._out)
 
-    @property
-    def wanted_bytes(self) -> int:
-        """After NEED_DATA: bytes most likely needed for the next event (a hint, >= 1)."""
-        handshaking = self._state in (State.HANDSHAKE, State.HANDSHAKE_ACK)
-        return 1 if handshaking else self._decoder.wanted_bytes
+    def wanted_bytes(self, floor: int = 1) -> int:
+        """After NEED_DATA: bytes to wait for before reading again (a hint for the transport):
+        at least ``floor``, the rest of the message in progress, but never past the byte that
+        makes our Acknowledgement due (§5.4.3: a peer may stop until it gets one)."""
+        if self._state in (State.HANDSHAKE, State.HANDSHAKE_ACK):
+            return 1
+        wanted = max(floor, self._decoder.wanted_bytes)
+        if self._peer_window:
+            return max(1, min(wanted, self._last_ack + self._peer_window - self._bytes_received))
+        return wanted
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Buffer bytes from the peer; ``b""`` means the peer closed (EOF)."""

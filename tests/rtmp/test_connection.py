@@ -204,6 +204,28 @@ def test_ping_set_buffer_length_and_ack_on_time() -> None:
     assert m.decode_control(3, raw.body) == m.Acknowledgement(before + 1000)
 
 
+def test_wanted_bytes_is_the_rest_of_the_message_but_never_past_a_due_ack() -> None:
+    conn, s = connected()
+    assert conn.wanted_bytes() == 1 and conn.wanted_bytes(9) == 9  # between messages
+    s.msg(6, 8, 1, bytes(100))  # 100-byte message in one chunk (128-byte chunks)
+    wire = s.data()
+    s.wire.clear()
+    conn.receive_data(wire[:30])
+    assert drain(conn) == []
+    assert conn.wanted_bytes(9) == len(wire) - 30  # exactly the rest of the message
+    conn.receive_data(wire[30:])
+    drain(conn)
+    # With an acknowledgement window announced, the hint stops at the byte that makes it due.
+    s.control(m.WindowAckSize(5000))
+    feed(conn, s)
+    Peer(conn).read()
+    s.msg(6, 8, 1, bytes(20_000))
+    wire = s.data()
+    conn.receive_data(wire[:100])
+    assert drain(conn) == []
+    assert 1 <= conn.wanted_bytes(9) <= 5000 < len(wire) - 100  # not the message's ~20 kB
+
+
 def test_unknown_commands() -> None:
     conn, s = connected()
     peer = Peer(conn)
