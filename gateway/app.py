@@ -126,7 +126,10 @@ class Gateway:
 
     # --- segmenters -------------------------------------------------------------------------
     def _start_segmenter(self, stream: Stream) -> None:
+        """Called at every publish start: starts the stream's segmenter unless it runs."""
         assert self._segmenters is not None, "segmenter nursery not running"
+        if stream.path in self.lives:
+            return
         # Attach now, synchronously, so the session's first tags are not missed.
         sub, receive = self.hub.attach(stream, "segmenter", self.settings.segmenter_queue)
         live = LiveStream(
@@ -161,6 +164,12 @@ class Gateway:
                 now = trio.current_time()
                 live.poll(now)
                 next_poll = now + POLL_INTERVAL
+                if stream.publisher is None and live.retirable(now, self.settings.hls_retention):
+                    # Ended long enough ago: free the segments and this task; the numbering
+                    # stays in the store for the next publisher (LiveStream resumes from it).
+                    live.retire(now)
+                    log.info("%s: retired after %g s ended", live.path, self.settings.hls_retention)
+                    return
         finally:
             # Shutdown: take what is already queued, then end the playlist (EXT-X-ENDLIST).
             self.hub.detach(stream, sub)
@@ -171,6 +180,9 @@ class Gateway:
                     break
             live.close(trio.current_time())
             receive.close()
+            if self.lives.get(live.path) is live:
+                del self.lives[live.path]
+            self.hub.discard_if_idle(stream)
 
     def _feed(self, live: LiveStream, item: HubItem) -> None:
         now = trio.current_time()

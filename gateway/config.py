@@ -139,6 +139,15 @@ class Settings:
     # 1024 tags ~ 14 s of 720p30 A/V (~73 tags/s), about the live window (6 x 2 s): a backlog
     # longer than the window is stale for players anyway, and under overload the queue is what
     # grows (8192 let RSS reach ~9 MB per 2.6 Mbit/s stream at 100 streams within 20 s).
+    hls_retention: float = field(
+        default=120.0,
+        metadata=_doc(
+            "Seconds an ended playlist (EXT-X-ENDLIST) and its segments stay downloadable before "
+            "they are deleted and the stream's resources freed; the media sequence is kept for "
+            "the next publisher of the same name.",
+            minimum=0.0,
+        ),
+    )
     segmenter_queue: int = field(
         default=1024,
         metadata=_doc(

@@ -232,12 +232,21 @@ class Hub:
         stream.metadata = stream.video_header = stream.audio_header = None
         stream.gop.clear()
         stream.gop_bytes = 0
-        if stream.sessions == 1 and self._on_stream_started is not None:
-            self._on_stream_started(stream)
+        if self._on_stream_started is not None:
+            self._on_stream_started(stream)  # at every publish start; the callee is idempotent
         stream._broadcast(SessionStart(trio.current_time()))
         stream.published_event.set()
         stream.published_event = trio.Event()
         return stream
+
+    def discard_if_idle(self, stream: Stream) -> bool:
+        """Forget ``stream`` when nothing holds it: no publisher, subscriber or player. A later
+        publish or play creates a fresh one (HLS numbering lives in the store, not here)."""
+        if stream.publisher is None and not stream.subscribers and not stream.players:
+            if self.streams.get((stream.app, stream.key)) is stream:
+                del self.streams[(stream.app, stream.key)]
+            return True
+        return False
 
     def lookup(self, app: str, key: str) -> Stream:
         """The stream for a name, created empty if nobody published it yet (players may wait)."""

@@ -130,6 +130,7 @@ async def play(
                 "NetStream.Play.StreamNotFound",
                 f"{stream.path} is not being published",
             )
+            hub.discard_if_idle(stream)  # players asking for names nobody publishes leave nothing
             await flush()
             return True
     # Snapshot and attach in one synchronous step: nothing is missed, nothing sent twice.
@@ -207,6 +208,8 @@ async def play(
         hub.detach(stream, sub)
         rx.close()
         stream.players.discard(stats)
+        if stream.sessions == 0:
+            hub.discard_if_idle(stream)
         metrics.players.dec()
         log.info(
             "play stop %s to %s (%d tags dropped, %d skipped)",

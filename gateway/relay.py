@@ -353,7 +353,7 @@ class Relay:
 
 
 class RelayManager:
-    """Owns every relay; :meth:`start` is called when a stream gets its first publisher ever."""
+    """Owns every relay; :meth:`start` is called when a stream gets a publisher."""
 
     def __init__(
         self,
@@ -371,7 +371,10 @@ class RelayManager:
 
     def start(self, stream: Stream, nursery: trio.Nursery) -> None:
         """Attach (synchronously, so the first session is not missed) and start the relays of
-        every rule matching ``stream``; one relay per distinct target URL."""
+        every rule matching ``stream``; one relay per distinct target URL. Called at every
+        publish start: a stream whose relays exist already is left alone."""
+        if stream.path in self._relays:
+            return
         urls = {
             r.target_url(stream.app, stream.key)
             for r in self.rules

@@ -144,6 +144,7 @@ class LiveStream:
         self.bitrate = {VIDEO: 0, AUDIO: 0}
         self._configs: tuple[AvcConfig | None, AacConfig | None] = (None, None)  # for stats
         self._resume: tuple[int, int] | None = None
+        self._ended_at: float | None = None  # when the current playlist got EXT-X-ENDLIST
         self._resume_orphans: tuple[list[str], float] | None = None
         self._resume_from_store()
 
@@ -388,6 +389,7 @@ class LiveStream:
             self._orphans += [(s.uri, deadline) for s in listed]
             self._retired.append(old)
             self._discontinuity = True
+        self._ended_at = None
         target = self._target_duration(first_segment)
         if self._session is not None and self._session.cutter is not None:
             self._session.cutter.set_target_duration(target)
@@ -403,8 +405,42 @@ class LiveStream:
         if self._playlist is not None:
             self.store.put(f"{self.path}/{PLAYLIST_NAME}", self._playlist.render().encode())
 
+    def retirable(self, now: float, retention: float) -> bool:
+        """Ended (EXT-X-ENDLIST) at least ``retention`` seconds ago, with no publisher."""
+        return (
+            self._session is None
+            and self._playlist is not None
+            and self._playlist.ended
+            and self._ended_at is not None
+            and now - self._ended_at >= retention
+        )
+
+    def retire(self, now: float) -> None:
+        """Delete every segment this stream still has in the store and leave an empty ended
+        playlist that only carries the numbering (RFC 8216 §6.2.2: a later playlist at this URL
+        continues it; LiveStream resumes from it)."""
+        playlist = self._playlist
+        if playlist is None:
+            return
+        uris = [s.uri for s in playlist.segments] + [u for u, _ in self._orphans]
+        for old in [playlist, *self._retired]:
+            uris += old.expired(math.inf)
+        tombstone = LivePlaylist(
+            playlist.target_duration,
+            self.config.window_segments,
+            media_sequence=playlist.next_media_sequence,
+            discontinuity_sequence=playlist.discontinuity_sequence
+            + sum(s.discontinuity for s in playlist.segments),
+        )
+        tombstone.end()
+        self._playlist, self._retired, self._orphans = tombstone, [], []
+        self._write_playlist()
+        for uri in uris:
+            self.store.delete(f"{self.path}/{uri}")
+
     def _end_playlist(self) -> None:
         if self._playlist is not None and not self._playlist.ended:
+            self._ended_at = self._now
             self._playlist.end()
             self._write_playlist()
             self._log.info("%s: playlist ended", self.path)

@@ -166,3 +166,20 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
         s.labels.get("route", "").endswith(".m3u8") or "<" in s.labels.get("route", "")
         for s in families["http_requests"].samples
     )
+
+
+async def test_ended_stream_is_retired_and_a_later_publisher_continues_numbering(
+    nursery: trio.Nursery,
+) -> None:
+    gw, _ = await start_gateway(nursery, test_settings(hls_end_grace=1.0, hls_retention=1.0))
+    await publish(gw, "short", 4)
+    first = m3u8.loads((gw.store.get("live/short/index.m3u8") or b"").decode())
+    with trio.fail_after(10):
+        while "live/short" in gw.lives or gw.hub.get("live", "short") is not None:
+            await trio.sleep(0.1)
+    assert gw.store.names("live/short/") == ["live/short/index.m3u8"]  # segments freed
+    assert gw.stream("live", "short") is None
+    await publish(gw, "short", 4)
+    again = m3u8.loads((gw.store.get("live/short/index.m3u8") or b"").decode())
+    assert again.media_sequence >= first.media_sequence + len(first.segments)
+    assert again.segments and again.segments[0].discontinuity

@@ -261,3 +261,29 @@ def test_stale_live_playlists_are_ended_at_startup(tmp_path: Path) -> None:
     text = store.get("live/a/index.m3u8")
     assert text is not None and m3u8.loads(text.decode()).is_endlist
     assert end_stale_playlists(store) == []
+
+
+def test_retire_frees_segments_and_keeps_numbering_for_the_next_publisher(
+    av_flv: bytes, tmp_path: Path
+) -> None:
+    store = MemoryStore()
+    live, _ = make(store)
+    publish(live, tags(av_flv), 0.0)
+    live.end_session(10.0)
+    assert not live.retirable(10.0, 0.0)  # not ended yet: a publisher may come back
+    live.poll(10.0 + live.config.end_grace)
+    ended = playlist(store)
+    assert ended.is_endlist
+    assert not live.retirable(10.0 + live.config.end_grace + 5, 60.0)
+    assert live.retirable(10.0 + live.config.end_grace + 60, 60.0)
+    live.retire(100.0)
+    assert store.names(PATH) == [f"{PATH}/{PLAYLIST_NAME}"]  # only the numbering is left
+    tomb = playlist(store)
+    assert tomb.is_endlist and tomb.segments == []
+    assert tomb.media_sequence == ended.media_sequence + len(ended.segments)
+    # A new publisher much later: a fresh LiveStream continues the numbering.
+    again, _ = make(store)
+    publish(again, tags(av_flv), 200.0)
+    again.end_session(210.0)
+    pl = playlist(store)
+    assert pl.media_sequence == tomb.media_sequence and pl.segments[0].discontinuity
