@@ -120,8 +120,8 @@ class Gateway:
             relays=self.relays.relays_for(s.path),
             pulls=self.pulls.pulls_for(s.path),
         )
-        if pub is None and info.get("state") == "live":
-            info["state"] = "waiting"
+        if pub is None and info.get("state", "live") == "live":
+            info["state"] = "waiting"  # publisher gone (grace running), or players waiting
         return info
 
     # --- segmenters -------------------------------------------------------------------------
