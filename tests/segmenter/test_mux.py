@@ -157,3 +157,44 @@ def test_write_without_configuration_is_a_media_error() -> None:
     with pytest.raises(MediaError):
         muxer.write(Sample(AUDIO, 0, 0, True, b"\x21"))
     assert muxer.cut() == b""
+
+
+def test_a_dropped_segment_leaves_continuity_counters_as_published(av_flv: bytes) -> None:
+    """Counters are renumbered while muxing; a segment abandoned by start() must not count."""
+    video: AvcConfig | None = None
+    audio: AacConfig | None = None
+    timeline = Timeline(start=1000)
+    samples = []
+    for tag in tags(av_flv):
+        packet = parse_tag(tag)
+        if isinstance(packet, SequenceHeader):
+            if packet.media == VIDEO:
+                video = parse_avcc(packet.config)
+            else:
+                audio = parse_asc(packet.config)
+        elif isinstance(packet, VideoFrame):
+            mapped = timeline.map(VIDEO, tag.timestamp, packet.composition_time)
+            assert mapped is not None
+            samples.append(Sample(VIDEO, *mapped, packet.keyframe, packet.data))
+        elif isinstance(packet, AudioFrame):
+            mapped = timeline.map(AUDIO, tag.timestamp)
+            assert mapped is not None
+            samples.append(Sample(AUDIO, *mapped, True, packet.data))
+    muxer = TsMuxer()
+    muxer.start(video, audio)
+    for s in samples[:100]:
+        muxer.write(s)
+    first = muxer.cut()
+    for s in samples[100:200]:
+        muxer.write(s)
+    muxer.start(video, audio)  # drops the unfinished segment
+    for s in samples[200:300]:
+        muxer.write(s)
+    second = muxer.cut()
+    last: dict[int, int] = {}
+    for p in packets(first + second):
+        cc, has_payload = p[3] & 0x0F, bool(p[3] & 0x10)
+        if pid(p) in last:
+            assert cc == (last[pid(p)] + has_payload) % 16
+        last[pid(p)] = cc
+    assert len(last) >= 4
