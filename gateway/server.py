@@ -31,12 +31,10 @@ log = logging.getLogger("gateway.rtmp")
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
 # While publishing, the kernel is asked (SO_RCVLOWAT) to wake the reader only once the rest of the
-# message in progress is queued, and between messages once at least this many bytes are: FFmpeg
-# sends a message header and its body in separate writes, and waking for each doubled the cost
-# per message. 9 = the smallest type-1 header (RTMP 1.0 §5.3.1.2.2: 1 + 7 bytes) + 1 payload byte.
-# Only a publisher that sends a message smaller than this and then nothing waits longer (EOF and
-# more data still wake the reader).
-PUBLISH_MIN_WAKE = 9
+# message in progress is queued, not for every TCP segment of it. Between messages it stays 1: a
+# publisher without TCP_NODELAY (FFmpeg's default) holds a message body back (Nagle) until the
+# header is acknowledged, and an unread header below the mark is only acknowledged after the
+# delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
 _SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
 _MEDIA_TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
 _ids = itertools.count(1)
@@ -128,7 +126,7 @@ class Session:
                 if can_lowat:
                     want = 1
                     if self.published and not self.playing:
-                        want = min(conn.wanted_bytes(PUBLISH_MIN_WAKE), RECEIVE_SIZE)
+                        want = min(conn.wanted_bytes(), RECEIVE_SIZE)
                     if want != lowat:
                         lowat = want
                         can_lowat = self._set_lowat(want)
