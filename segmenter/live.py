@@ -38,11 +38,19 @@ from segmenter.flv import (
     VideoFrame,
     parse_tag,
 )
+from segmenter.keeper import PLAYLIST_NAME, PlaylistKeeper, end_stale_playlists
 from segmenter.mux import SegmentMuxer, TsMuxer
-from segmenter.playlist import LivePlaylist, SegmentEntry, read_previous
+from segmenter.playlist import LivePlaylist, SegmentEntry
 from segmenter.store import Store
 
-PLAYLIST_NAME = "index.m3u8"
+__all__ = [
+    "PLAYLIST_NAME",
+    "LiveStream",
+    "SegmentInfo",
+    "SegmenterConfig",
+    "end_stale_playlists",
+]
+
 MAX_WARNINGS = 20  # distinct warnings kept in stats (oldest dropped first)
 # A keyframe gap this much above the target is the encoder's setting, not jitter: tell the operator.
 LONG_GOP_TOLERANCE_MS = 500
@@ -125,9 +133,7 @@ class LiveStream:
         self._log = log or logging.getLogger(f"segmenter.{path}")
         self._mux = muxer or TsMuxer()
         self._session: _Session | None = None
-        self._playlist: LivePlaylist | None = None
-        self._retired: list[LivePlaylist] = []  # ended playlists whose removals are pending
-        self._orphans: list[tuple[str, float]] = []  # (uri, delete-after) of retired listings
+        self._keeper = PlaylistKeeper(path, store, config.window_segments, self._log)
         self._discontinuity = False  # the next segment starts a new timeline/configuration
         self._timeline_end = 0
         self._left_at: float | None = None  # when the last publisher left
@@ -143,41 +149,19 @@ class LiveStream:
         self.keyframe_interval: float | None = None
         self.bitrate = {VIDEO: 0, AUDIO: 0}
         self._configs: tuple[AvcConfig | None, AacConfig | None] = (None, None)  # for stats
-        self._resume: tuple[int, int] | None = None
-        self._ended_at: float | None = None  # when the current playlist got EXT-X-ENDLIST
-        self._resume_orphans: tuple[list[str], float] | None = None
-        self._resume_from_store()
-
-    def _resume_from_store(self) -> None:
-        """A playlist left by an earlier process (disk store): continue its numbering with a
-        discontinuity, and delete its segments once nobody can still be fetching them."""
-        data = self.store.get(f"{self.path}/{PLAYLIST_NAME}")
-        previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
-        if previous is None:
-            return
-        self._resume = (previous.next_media_sequence, previous.discontinuity_sequence)
-        # RFC 8216 §6.2.2: listed segments stay available for their duration plus the playlist's;
-        # the clock starts at the first call that passes ``now``.
-        self._resume_orphans = ([u for u in previous.uris if "/" not in u], 2 * previous.duration)
-        self._log.info(
-            "%s: resuming after restart at media sequence %d", self.path, self._resume[0]
-        )
 
     # --- publisher lifecycle -------------------------------------------------------------------
 
     def begin_session(self, now: float) -> None:
         """A publisher started (first or reconnect): new timeline, prefix and discontinuity."""
         self._now = now
-        if self._resume_orphans is not None:
-            uris, delay = self._resume_orphans
-            self._orphans += [(uri, now + delay) for uri in uris]
-            self._resume_orphans = None
+        self._keeper.start_clock(now)
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
         self._session = _Session(Timeline(start), f"{secrets.token_hex(4)}")
         self._max_key_gap_ms = 0
-        self._discontinuity = self._playlist is not None
+        self._discontinuity = self._keeper.playlist is not None
         self._left_at = None
 
     def end_session(self, now: float) -> None:
@@ -195,17 +179,17 @@ class LiveStream:
     def close(self, now: float) -> None:
         """Shutdown: flush, end the playlist (EXT-X-ENDLIST) and delete expired segments."""
         self.end_session(now)
-        self._end_playlist()
-        self._delete_expired(now)
+        self._keeper.end(now)
+        self._keeper.delete_expired(now)
 
     def poll(self, now: float) -> None:
         """Housekeeping: ENDLIST once no publisher came back within ``end_grace``; expiry."""
         self._now = now
         left = self._left_at
         if self._session is None and left is not None and now - left >= self.config.end_grace:
-            self._end_playlist()
+            self._keeper.end(now)
             self._left_at = None
-        self._delete_expired(now)
+        self._keeper.delete_expired(now)
 
     # --- media ---------------------------------------------------------------------------------
 
@@ -262,7 +246,7 @@ class LiveStream:
             self._restart_tracks(session, now)  # a track appeared: new track set
         if session.cutter is None:
             tracks = {k for k, c in ((VIDEO, session.video), (AUDIO, session.audio)) if c}
-            playlist = self._playlist
+            playlist = self._keeper.playlist
             session.cutter = Cutter(
                 round(self.config.target_duration * 1000),
                 playlist.target_duration
@@ -351,7 +335,7 @@ class LiveStream:
         entry = SegmentEntry(uri, duration, discontinuity, pdt)
         self.store.put(f"{self.path}/{uri}", data)
         playlist.add_segment(entry, now)
-        self._write_playlist()
+        self._keeper.write()
         self.segment_count += 1
         self._published_at = now
         self.bitrate = {k: round(v * 8 / duration) for k, v in seg_bytes.items()}
@@ -373,87 +357,24 @@ class LiveStream:
         return min(max(floor, derived, first), ceiling)
 
     def _current_playlist(self, first_segment: float) -> LivePlaylist:
-        old = self._playlist
-        if old is not None and not old.ended:
-            return old
-        sequence, discontinuities = 0, 0
-        if old is None and self._resume is not None:
-            sequence, discontinuities = self._resume
-            self._discontinuity = True
-        elif old is not None:
-            # A new playlist at the same URL after ENDLIST: numbering continues (RFC 8216 §6.2.2).
-            sequence = old.next_media_sequence
-            listed = old.segments
-            discontinuities = old.discontinuity_sequence + sum(s.discontinuity for s in listed)
-            deadline = self._now + 2 * sum(s.duration for s in listed)
-            self._orphans += [(s.uri, deadline) for s in listed]
-            self._retired.append(old)
-            self._discontinuity = True
-        self._ended_at = None
+        playlist = self._keeper.playlist
+        if playlist is not None and not playlist.ended:
+            return playlist
+        # A new playlist at the same URL (first, after ENDLIST, or after a restart): numbering
+        # continues (RFC 8216 §6.2.2) and its first segment is a discontinuity if it follows one.
+        self._discontinuity = self._discontinuity or self._keeper.continues
         target = self._target_duration(first_segment)
         if self._session is not None and self._session.cutter is not None:
             self._session.cutter.set_target_duration(target)
-        self._playlist = LivePlaylist(
-            target,
-            self.config.window_segments,
-            media_sequence=sequence,
-            discontinuity_sequence=discontinuities,
-        )
-        return self._playlist
-
-    def _write_playlist(self) -> None:
-        if self._playlist is not None:
-            self.store.put(f"{self.path}/{PLAYLIST_NAME}", self._playlist.render().encode())
+        return self._keeper.open(target, self._now)
 
     def retirable(self, now: float, retention: float) -> bool:
-        """Ended (EXT-X-ENDLIST) at least ``retention`` seconds ago, with no publisher."""
-        return (
-            self._session is None
-            and self._playlist is not None
-            and self._playlist.ended
-            and self._ended_at is not None
-            and now - self._ended_at >= retention
-        )
+        """No publisher, and the playlist ended (EXT-X-ENDLIST) ``retention`` seconds ago."""
+        return self._session is None and self._keeper.retirable(now, retention)
 
     def retire(self, now: float) -> None:
-        """Delete every segment this stream still has in the store and leave an empty ended
-        playlist that only carries the numbering (RFC 8216 §6.2.2: a later playlist at this URL
-        continues it; LiveStream resumes from it)."""
-        playlist = self._playlist
-        if playlist is None:
-            return
-        uris = [s.uri for s in playlist.segments] + [u for u, _ in self._orphans]
-        for old in [playlist, *self._retired]:
-            uris += old.expired(math.inf)
-        tombstone = LivePlaylist(
-            playlist.target_duration,
-            self.config.window_segments,
-            media_sequence=playlist.next_media_sequence,
-            discontinuity_sequence=playlist.discontinuity_sequence
-            + sum(s.discontinuity for s in playlist.segments),
-        )
-        tombstone.end()
-        self._playlist, self._retired, self._orphans = tombstone, [], []
-        self._write_playlist()
-        for uri in uris:
-            self.store.delete(f"{self.path}/{uri}")
-
-    def _end_playlist(self) -> None:
-        if self._playlist is not None and not self._playlist.ended:
-            self._ended_at = self._now
-            self._playlist.end()
-            self._write_playlist()
-            self._log.info("%s: playlist ended", self.path)
-
-    def _delete_expired(self, now: float) -> None:
-        uris = self._playlist.expired(now) if self._playlist is not None else []
-        for old in self._retired:
-            uris += old.expired(now)
-        self._retired = [p for p in self._retired if p.pending_removals]
-        uris += [uri for uri, deadline in self._orphans if deadline <= now]
-        self._orphans = [(uri, d) for uri, d in self._orphans if d > now]
-        for uri in uris:
-            self.store.delete(f"{self.path}/{uri}")
+        """Free the segments; only the numbering stays in the store (PlaylistKeeper.retire)."""
+        self._keeper.retire()
 
     # --- observability -------------------------------------------------------------------------
 
@@ -484,7 +405,7 @@ class LiveStream:
     def state(self) -> str:
         if self._session is not None:
             return "live"
-        if self._playlist is not None and self._playlist.ended:
+        if self._keeper.playlist is not None and self._keeper.playlist.ended:
             return "ended"
         return "waiting"
 
@@ -495,7 +416,7 @@ class LiveStream:
             self._count_timeline(self._session)
         video, audio = self._configs
         codecs = [c.codec_string for c in (video, audio) if c is not None]
-        playlist = self._playlist
+        playlist = self._keeper.playlist
         return {
             "path": self.path,
             "state": self.state,
@@ -519,19 +440,3 @@ class LiveStream:
             **self.counters,
             "warnings": list(self.warnings),
         }
-
-
-def end_stale_playlists(store: Store) -> list[str]:
-    """At start-up: a live playlist left by a process that died can never grow again; end it
-    (RFC 8216 §6.2.1 allows adding EXT-X-ENDLIST) so players stop waiting. A publisher coming
-    back later continues the numbering (LiveStream resumes from it)."""
-    ended = []
-    for name in store.names():
-        if not name.endswith(f"/{PLAYLIST_NAME}"):
-            continue
-        data = store.get(name)
-        previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
-        if data is not None and previous is not None and not previous.ended:
-            store.put(name, data.rstrip(b"\n") + b"\n#EXT-X-ENDLIST\n")
-            ended.append(name)
-    return ended

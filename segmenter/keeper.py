@@ -1,0 +1,148 @@
+"""A stream's playlists in the store, across publishers and restarts (RFC 8216 §6.2.1, §6.2.2).
+
+:class:`PlaylistKeeper` owns which LivePlaylist is current, ended playlists whose removed segments
+still await deletion, segments left by an earlier run (resumed with a discontinuity), EXT-X-ENDLIST,
+and retirement; :func:`end_stale_playlists` ends what a dead process left live. The numbering of
+a URL never goes back: every new playlist continues from the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from segmenter.playlist import LivePlaylist, read_previous
+from segmenter.store import Store
+
+PLAYLIST_NAME = "index.m3u8"
+
+
+class PlaylistKeeper:
+    def __init__(self, path: str, store: Store, window_segments: int, log: logging.Logger) -> None:
+        self.path = path
+        self.store = store
+        self._window = window_segments
+        self._log = log
+        self.playlist: LivePlaylist | None = None
+        self._retired: list[LivePlaylist] = []  # ended playlists whose removals are pending
+        self._orphans: list[tuple[str, float]] = []  # (uri, delete-after) of retired listings
+        self.ended_at: float | None = None  # when the current playlist got EXT-X-ENDLIST
+        self._resume: tuple[int, int] | None = None  # numbering left by an earlier run
+        self._resume_orphans: tuple[list[str], float] | None = None
+        self._read_previous()
+
+    def _read_previous(self) -> None:
+        """A playlist left by an earlier process (disk store): continue its numbering with a
+        discontinuity, and delete its segments once nobody can still be fetching them."""
+        data = self.store.get(f"{self.path}/{PLAYLIST_NAME}")
+        previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
+        if previous is None:
+            return
+        self._resume = (previous.next_media_sequence, previous.discontinuity_sequence)
+        # §6.2.2: listed segments stay available for their duration plus the playlist's; the
+        # clock starts at the first call that passes ``now`` (start_clock).
+        self._resume_orphans = ([u for u in previous.uris if "/" not in u], 2 * previous.duration)
+        self._log.info("%s: resuming at media sequence %d", self.path, self._resume[0])
+
+    def start_clock(self, now: float) -> None:
+        if self._resume_orphans is not None:
+            uris, delay = self._resume_orphans
+            self._orphans += [(uri, now + delay) for uri in uris]
+            self._resume_orphans = None
+
+    @property
+    def continues(self) -> bool:
+        """The next playlist continues an earlier one (its first segment is a discontinuity)."""
+        return self.playlist is not None or self._resume is not None
+
+    def open(self, target_duration: int, now: float) -> LivePlaylist:
+        """Start a new playlist (none yet, or the current one ended); numbering continues."""
+        old = self.playlist
+        sequence, discontinuities = self._resume or (0, 0)
+        if old is not None:
+            sequence = old.next_media_sequence
+            listed = old.segments
+            discontinuities = old.discontinuity_sequence + sum(s.discontinuity for s in listed)
+            deadline = now + 2 * sum(s.duration for s in listed)
+            self._orphans += [(s.uri, deadline) for s in listed]
+            self._retired.append(old)
+        self._resume = None
+        self.ended_at = None
+        self.playlist = LivePlaylist(
+            target_duration,
+            self._window,
+            media_sequence=sequence,
+            discontinuity_sequence=discontinuities,
+        )
+        return self.playlist
+
+    def write(self) -> None:
+        if self.playlist is not None:
+            self.store.put(f"{self.path}/{PLAYLIST_NAME}", self.playlist.render().encode())
+
+    def end(self, now: float) -> None:
+        """EXT-X-ENDLIST on the current playlist (once)."""
+        if self.playlist is not None and not self.playlist.ended:
+            self.ended_at = now
+            self.playlist.end()
+            self.write()
+            self._log.info("%s: playlist ended", self.path)
+
+    def delete_expired(self, now: float) -> None:
+        uris = self.playlist.expired(now) if self.playlist is not None else []
+        for old in self._retired:
+            uris += old.expired(now)
+        self._retired = [p for p in self._retired if p.pending_removals]
+        uris += [uri for uri, deadline in self._orphans if deadline <= now]
+        self._orphans = [(uri, d) for uri, d in self._orphans if d > now]
+        self._delete(uris)
+
+    def retirable(self, now: float, retention: float) -> bool:
+        """The current playlist ended at least ``retention`` seconds ago."""
+        return (
+            self.playlist is not None
+            and self.playlist.ended
+            and self.ended_at is not None
+            and now - self.ended_at >= retention
+        )
+
+    def retire(self) -> None:
+        """Delete every segment still in the store and leave an empty ended playlist that only
+        carries the numbering (§6.2.2: a later playlist at this URL continues it)."""
+        playlist = self.playlist
+        if playlist is None:
+            return
+        uris = [s.uri for s in playlist.segments] + [u for u, _ in self._orphans]
+        for old in [playlist, *self._retired]:
+            uris += old.expired(math.inf)
+        tombstone = LivePlaylist(
+            playlist.target_duration,
+            self._window,
+            media_sequence=playlist.next_media_sequence,
+            discontinuity_sequence=playlist.discontinuity_sequence
+            + sum(s.discontinuity for s in playlist.segments),
+        )
+        tombstone.end()
+        self.playlist, self._retired, self._orphans = tombstone, [], []
+        self.write()
+        self._delete(uris)
+
+    def _delete(self, uris: list[str]) -> None:
+        for uri in uris:
+            self.store.delete(f"{self.path}/{uri}")
+
+
+def end_stale_playlists(store: Store) -> list[str]:
+    """At start-up: a live playlist left by a process that died can never grow again; end it
+    (§6.2.1 allows adding EXT-X-ENDLIST) so players stop waiting. A publisher coming back later
+    continues the numbering (PlaylistKeeper resumes from it)."""
+    ended = []
+    for name in store.names():
+        if not name.endswith(f"/{PLAYLIST_NAME}"):
+            continue
+        data = store.get(name)
+        previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
+        if data is not None and previous is not None and not previous.ended:
+            store.put(name, data.rstrip(b"\n") + b"\n#EXT-X-ENDLIST\n")
+            ended.append(name)
+    return ended
