@@ -66,11 +66,23 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
                 seen_counts.append(pl.media_sequence + len(pl.segments))
             await trio.sleep(0.1)
 
+    async def publisher_gone() -> None:
+        # The server has seen the publisher leave and the segmenter flushed its last segment.
+        with trio.fail_after(10):
+            while (
+                (s := gw.hub.get("live", "disk")) is None
+                or s.publisher is not None
+                or (gw.lives["live/disk"].state == "live")
+            ):
+                await trio.sleep(0.05)
+
     async with trio.open_nursery() as inner:
         inner.start_soon(watch)
         await publish(gw, "disk", 7)
+        await publisher_gone()
         # The publisher reconnects on the same key before the grace period ends.
         await publish(gw, "disk", 5)
+        await publisher_gone()
         inner.cancel_scope.cancel()
     assert len(set(seen_counts)) >= 4, f"playlist did not grow live: {sorted(set(seen_counts))}"
     assert seen_counts == sorted(seen_counts)  # segment count never goes back
