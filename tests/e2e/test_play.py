@@ -174,10 +174,11 @@ async def test_player_follows_a_publisher_reconnect_without_reconnecting(
         nursery.start_soon(partial(run_client, first, timeout=30))
         await wait_live(gateway, "re")
         nursery.start_soon(player)
-        await trio.sleep(4.5)  # the first publisher is gone; the player is waiting
-        await run_client(
-            publish_args(imageio_ffmpeg_exe(), url(gateway, "re"), seconds=7), timeout=30
-        )
+        with trio.fail_after(15):  # the first publisher is gone; the player is waiting
+            while (s := gateway.hub.get("live", "re")) is not None and s.publisher is not None:
+                await trio.sleep(0.05)
+        second = publish_args(imageio_ffmpeg_exe(), url(gateway, "re"), seconds=7)
+        assert (await run_client(second, timeout=30)).returncode == 0
     (result,) = results
     assert result.returncode == 0, result.stderr
     rec = decode(out)
