@@ -38,6 +38,9 @@ async def test_player_page_plays_live_stream_across_publisher_reconnect(gateway:
 
     async def publisher_goes_and_comes_back() -> None:
         await publisher_session(12)
+        with trio.fail_after(10):  # the server has seen the first publisher leave
+            while (s := gateway.hub.get("live", "cam")) is not None and s.publisher is not None:
+                await trio.sleep(0.05)
         await publisher_session(16)
 
     with trio.fail_after(120):
