@@ -159,7 +159,16 @@ class Gateway:
             while True:
                 with trio.move_on_at(next_poll):
                     item = await receive.receive()
-                    self._feed(live, item)
+                    # One scope and one clock read per wake-up, not per tag: take what is
+                    # already queued (at most segmenter_queue items) without checkpoints.
+                    now = trio.current_time()
+                    self._feed(live, item, now)
+                    while True:
+                        try:
+                            item = receive.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        self._feed(live, item, now)
                     continue
                 now = trio.current_time()
                 live.poll(now)
@@ -173,19 +182,19 @@ class Gateway:
         finally:
             # Shutdown: take what is already queued, then end the playlist (EXT-X-ENDLIST).
             self.hub.detach(stream, sub)
+            now = trio.current_time()
             while True:
                 try:
-                    self._feed(live, receive.receive_nowait())
+                    self._feed(live, receive.receive_nowait(), now)
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
-            live.close(trio.current_time())
+            live.close(now)
             receive.close()
             if self.lives.get(live.path) is live:
                 del self.lives[live.path]
             self.hub.discard_if_idle(stream)
 
-    def _feed(self, live: LiveStream, item: HubItem) -> None:
-        now = trio.current_time()
+    def _feed(self, live: LiveStream, item: HubItem, now: float) -> None:
         try:
             if isinstance(item, FlvTag):
                 live.feed(item, now)

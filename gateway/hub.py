@@ -100,15 +100,15 @@ class PublisherInfo:
     connection_id: int
 
 
-def is_keyframe(tag: FlvTag) -> bool:
-    """A video tag that starts a decodable picture: FrameType 1 (FLV E.4.3.1), not a header."""
+def _key_frame_type(tag: FlvTag) -> bool:
+    """Video with FrameType 1 (FLV E.4.3.1; bit 7 is Enhanced RTMP's IsExHeader)."""
     body = tag.body
-    return (
-        tag.type is TagType.VIDEO
-        and len(body) >= 2
-        and (body[0] >> 4) & 0x07 == 1
-        and not is_sequence_header(tag)
-    )
+    return tag.type is TagType.VIDEO and len(body) >= 2 and (body[0] >> 4) & 0x07 == 1
+
+
+def is_keyframe(tag: FlvTag) -> bool:
+    """A video tag that starts a decodable picture: a key frame that is not a header."""
+    return _key_frame_type(tag) and not is_sequence_header(tag)
 
 
 def is_sequence_header(tag: FlvTag) -> bool:
@@ -170,7 +170,8 @@ class Stream:
             sub.offer(tag)
 
     def _cache(self, tag: FlvTag) -> None:
-        if is_keyframe(tag):
+        # publish() already knows this is not a header: only the frame type is left to check.
+        if _key_frame_type(tag):
             self.gop.clear()
             self.gop_bytes = 0
         elif not self.gop:
