@@ -56,8 +56,8 @@ class Session:
     connect_query: dict[str, list[str]] = field(default_factory=dict)
     published: dict[int, Stream] = field(default_factory=dict)
 
-    playing: dict[int, trio.CancelScope] = field(default_factory=dict)
-    feeds: dict[int, PlayerFeed] = field(default_factory=dict)
+    # Plays in progress by message stream id: the task's cancel scope and the feed pause acts on.
+    playing: dict[int, tuple[trio.CancelScope, PlayerFeed]] = field(default_factory=dict)
     _send_lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
     _nursery: trio.Nursery | None = None
     _conn: Connection = field(init=False)
@@ -185,7 +185,7 @@ class Session:
                 if stream is not None:
                     self._end_publish(stream, "publisher ended the stream")
                 if isinstance(event, ev.StreamDeleted) and event.stream_id in self.playing:
-                    self.playing.pop(event.stream_id).cancel()
+                    self.playing.pop(event.stream_id)[0].cancel()
             elif isinstance(event, ev.ConnectionClosed):
                 return
 
@@ -198,30 +198,32 @@ class Session:
             )
             return
         if event.stream_id in self.playing:
-            self.playing.pop(event.stream_id).cancel()  # a new play replaces the old one (§7.2.2.1)
+            # A new play replaces the old one (§7.2.2.1).
+            self.playing.pop(event.stream_id)[0].cancel()
         stream = self.hub.lookup(self.app, key)
-        scope = trio.CancelScope()
-        self.playing[event.stream_id] = scope
-        self.feeds[event.stream_id] = PlayerFeed()
+        scope, feed = trio.CancelScope(), PlayerFeed()
+        self.playing[event.stream_id] = (scope, feed)
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_player, scope, event.stream_id, stream)
+        self._nursery.start_soon(self._run_player, scope, feed, event.stream_id, stream)
 
     def _on_pause(self, conn: Connection, event: ev.PauseRequest) -> None:
-        feed = self.feeds.get(event.stream_id)
-        if feed is None:
+        current = self.playing.get(event.stream_id)
+        if current is None:
             return
-        feed.pause(event.pause)
+        current[1].pause(event.pause)
         code = "NetStream.Pause.Notify" if event.pause else "NetStream.Unpause.Notify"
         conn.send_status(event.stream_id, "status", code, "paused" if event.pause else "resumed")
 
-    async def _run_player(self, scope: trio.CancelScope, stream_id: int, stream: Stream) -> None:
+    async def _run_player(
+        self, scope: trio.CancelScope, feed: PlayerFeed, stream_id: int, stream: Stream
+    ) -> None:
         with scope:
-            await self._guarded(self._play(stream_id, stream))
-        if self.playing.get(stream_id) is scope:
+            await self._guarded(self._play(feed, stream_id, stream))
+        current = self.playing.get(stream_id)
+        if current is not None and current[0] is scope:
             del self.playing[stream_id]
-            self.feeds.pop(stream_id, None)
 
-    async def _play(self, stream_id: int, stream: Stream) -> str | None:
+    async def _play(self, feed: PlayerFeed, stream_id: int, stream: Stream) -> str | None:
         keep = await play(
             conn=self._conn,
             stream_id=stream_id,
@@ -231,7 +233,7 @@ class Session:
             metrics=self.metrics,
             flush=self.flush,
             peer=self.peer,
-            feed=self.feeds.get(stream_id),
+            feed=feed,
         )
         return None if keep else "player stayed behind longer than player_max_lag"
 
