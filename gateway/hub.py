@@ -27,6 +27,10 @@ log = logging.getLogger("gateway.hub")
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
+# RTMP message types carried as FLV tags (the ids are the same: FLV spec E.4.1, RTMP §7.1).
+MEDIA_TYPES: dict[int, TagType] = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
+
+
 class StreamBusy(Exception):
     """A publisher is already live on this name (answered with NetStream.Publish.BadName)."""
 

@@ -11,27 +11,24 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from gateway.config import ConfigError, Settings
-from gateway.hub import Hub, Stream, StreamBusy, valid_name
+from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, valid_name
 from gateway.relay import _NET_ERRORS, Opener, _why, open_target
-from gateway.relay_config import Backoff, Target, parse_target
+from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
-from segmenter.flv import FlvTag, TagType
+from segmenter.flv import FlvTag
 
 log = logging.getLogger("gateway.pull")
 
 __all__ = ["PullManager", "PullRule", "parse_pull"]
 
-_ENTRY_SPLIT = re.compile(r"[\s,]+")
-_MEDIA_TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
 UNPUBLISHED = "NetStream.Play.UnpublishNotify"  # the source's publisher left (nginx, SRS, ours)
 RECEIVE_SIZE = 64 * 1024  # bytes per read: media comes in, as on a publisher's connection
 
@@ -46,7 +43,7 @@ class PullRule:
 def parse_pull(text: str) -> list[PullRule]:
     """``APP/KEY=rtmp[s]://host[:port]/app/name`` entries, space or comma separated."""
     rules: list[PullRule] = []
-    for entry in _ENTRY_SPLIT.split(text.strip()):
+    for entry in ENTRY_SPLIT.split(text.strip()):
         if not entry:
             continue
         where = f"pull: entry {entry!r}"
@@ -154,7 +151,7 @@ class Pull:
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.Media):
-            kind = _MEDIA_TYPES.get(event.type)
+            kind = MEDIA_TYPES.get(event.type)
             if kind is not None:
                 self._publisher().publish(FlvTag(kind, event.timestamp, event.body))
         elif isinstance(event, ev.ConnectResult) and not event.success:

@@ -26,7 +26,7 @@ BACKOFF_MAX = 30.0  # s, the cap of the doubling
 BACKOFF_FACTOR = 2.0
 BACKOFF_JITTER = 0.2  # +-20 %: relays to one target that failed together do not retry together
 DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
-_ENTRY_SPLIT = re.compile(r"[\s,]+")
+ENTRY_SPLIT = re.compile(r"[\s,]+")  # between entries of the push and pull settings
 _PLACEHOLDERS = ("{app}", "{key}")
 
 
@@ -86,7 +86,7 @@ class PushRule:
 def parse_push(text: str) -> list[PushRule]:
     """Parse and validate ``Settings.push`` (grammar in the module docstring)."""
     rules = []
-    for entry in _ENTRY_SPLIT.split(text.strip()):
+    for entry in ENTRY_SPLIT.split(text.strip()):
         if not entry:
             continue
         where = f"push: entry {entry!r}"

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import trio
 
 from gateway.config import Settings
-from gateway.hub import Hub, Stream, StreamBusy, split_query, valid_name
+from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
 from gateway.player import PlayerFeed, play
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
 from gateway.rtmp.limits import Limits
-from segmenter.flv import FlvTag, TagType
+from segmenter.flv import FlvTag
 from web.app import RESERVED_APP_NAMES
 
 log = logging.getLogger("gateway.rtmp")
@@ -36,7 +36,6 @@ RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyfr
 # header is acknowledged, and an unread header below the mark is only acknowledged after the
 # delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
 _SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
-_MEDIA_TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
 _ids = itertools.count(1)
 
 
@@ -169,7 +168,7 @@ class Session:
                 return
             if isinstance(event, ev.Media):
                 stream = self.published.get(event.stream_id)
-                kind = _MEDIA_TYPES.get(event.type)
+                kind = MEDIA_TYPES.get(event.type)
                 if stream is not None and kind is not None:
                     stream.publish(FlvTag(kind, event.timestamp, event.body))
             elif isinstance(event, ev.ConnectRequest):
