@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -36,6 +37,11 @@ RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyfr
 # header is acknowledged, and an unread header below the mark is only acknowledged after the
 # delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
 _SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
+# Reads served without waiting before the reader yields to other tasks anyway.
+FAIR_READS = 16
+# Fraction of idle_timeout by which the idle deadline may lag the last read (so it is
+# re-registered at most a few times per timeout, not per read).
+DEADLINE_SLACK = 0.05
 _ids = itertools.count(1)
 
 
@@ -107,21 +113,24 @@ class Session:
     async def _read_loop(self, conn: Connection) -> str:
         setup_deadline = trio.current_time() + self.settings.setup_timeout
         idle_timeout = self.settings.idle_timeout
-        receive = self.sock.receive_some
+        # The idle deadline is moved at most once per DEADLINE_SLACK of the timeout, not per
+        # read: re-registering a deadline cost more than parsing a small (audio) message.
+        slack = idle_timeout * DEADLINE_SLACK
+        receive = self._receiver()
         bytes_in = self.metrics.bytes_in
         lowat = 1  # the socket's current SO_RCVLOWAT (1 = the kernel default)
         can_lowat = _SO_RCVLOWAT is not None and isinstance(self.sock, trio.SocketStream)
-        # One cancel scope for the whole loop whose deadline is moved before each read: a new
-        # fail_at per read cost more than the protocol work of a small (audio) message.
         with trio.CancelScope() as scope:
             while True:
                 now = trio.current_time()
                 if self.playing:
-                    scope.deadline = math.inf  # players may send nothing for long; writes bounded
+                    deadline = math.inf  # players may send nothing for long; writes bounded
                 elif self.published:
-                    scope.deadline = now + idle_timeout
+                    deadline = now + idle_timeout
                 else:
-                    scope.deadline = min(now + idle_timeout, setup_deadline)
+                    deadline = min(now + idle_timeout, setup_deadline)
+                if deadline < scope.deadline or deadline - scope.deadline > slack:
+                    scope.deadline = deadline
                 if can_lowat:
                     want = 1
                     if self.published and not self.playing:
@@ -129,7 +138,7 @@ class Session:
                     if want != lowat:
                         lowat = want
                         can_lowat = self._set_lowat(want)
-                data = await receive(RECEIVE_SIZE)
+                data = await receive()
                 bytes_in.inc(len(data))
                 conn.receive_data(data)
                 self._handle_events(conn)
@@ -141,6 +150,36 @@ class Session:
         cause = "setup-timeout" if not self.published else "idle-timeout"
         self.metrics.protocol_errors.labels(cause).inc()
         return cause.replace("-", " ")
+
+    def _receiver(self) -> Callable[[], Awaitable[bytes | bytearray]]:
+        """The read of the loop. On a TCP socket: read() first and wait for readiness only when
+        nothing is queued. trio's receive_some yields to the scheduler on every call, even with
+        data ready; a publisher's small messages made that round trip the largest per-message cost.
+        Every FAIR_READS reads without a wait still yield once, so a flood cannot starve others."""
+        if not isinstance(self.sock, trio.SocketStream):
+            stream = self.sock
+            return lambda: stream.receive_some(RECEIVE_SIZE)
+        fd = self.sock.socket.fileno()
+        read, wait_readable = os.read, trio.lowlevel.wait_readable
+        checkpoint = trio.lowlevel.checkpoint
+        ready_reads = 0
+
+        async def receive() -> bytes:
+            nonlocal ready_reads
+            while True:
+                try:
+                    data = read(fd, RECEIVE_SIZE)
+                except BlockingIOError:
+                    ready_reads = 0
+                    await wait_readable(fd)
+                    continue
+                ready_reads += 1
+                if ready_reads >= FAIR_READS:
+                    ready_reads = 0
+                    await checkpoint()
+                return data
+
+        return receive
 
     def _set_lowat(self, value: int) -> bool:
         """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
