@@ -5,7 +5,8 @@ Task tree (every task has an owner):
     +-- signal watcher (SIGINT/SIGTERM -> graceful shutdown)
     +-- RTMP server (own cancel scope: stopped first on shutdown)
     |     +-- one task per connection
-    +-- segmenters (own nursery: one task per stream, fed by a bounded hub queue)
+    +-- segmenters (own nursery: one housekeeping task per stream; the segmenting itself runs
+    |                in the publisher's task as a hub sink)
     +-- hypercorn (Quart app; drained last)
 """
 
@@ -24,7 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from gateway.config import Settings
-from gateway.hub import Gap, Hub, HubItem, SessionEnd, SessionStart, Stream, Subscriber
+from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.metrics import Metrics
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
@@ -130,8 +131,6 @@ class Gateway:
         assert self._segmenters is not None, "segmenter nursery not running"
         if stream.path in self.lives:
             return
-        # Attach now, synchronously, so the session's first tags are not missed.
-        sub, receive = self.hub.attach(stream, "segmenter", self.settings.segmenter_queue)
         live = LiveStream(
             stream.path,
             self.store,
@@ -140,39 +139,24 @@ class Gateway:
             log=logging.getLogger(f"segmenter.{stream.path}"),
         )
         self.lives[stream.path] = live
-        self._segmenters.start_soon(self._run_segmenter, stream, sub, receive, live)
+        # The segmenter is a sink: it runs in the publisher's task, tag by tag (no queue to
+        # overflow, no task switch per tag). Attached now, synchronously, so the session's first
+        # tags are not missed; its task only does housekeeping and the final ENDLIST.
+        sink = partial(self._feed, live)
+        self.hub.add_sink(stream, sink)
+        self._segmenters.start_soon(self._run_segmenter, stream, sink, live)
         self.relays.start(stream, self._segmenters)  # push relays share the segmenters' nursery
 
     def _on_segment(self, info: SegmentInfo) -> None:
         self.metrics.segments.inc()
         self.metrics.segment_duration.observe(info.duration)
 
-    async def _run_segmenter(
-        self,
-        stream: Stream,
-        sub: Subscriber,
-        receive: trio.MemoryReceiveChannel[HubItem],
-        live: LiveStream,
-    ) -> None:
-        next_poll = trio.current_time() + POLL_INTERVAL
+    async def _run_segmenter(self, stream: Stream, sink: Sink, live: LiveStream) -> None:
         try:
             while True:
-                with trio.move_on_at(next_poll):
-                    item = await receive.receive()
-                    # One scope and one clock read per wake-up, not per tag: take what is
-                    # already queued (at most segmenter_queue items) without checkpoints.
-                    now = trio.current_time()
-                    self._feed(live, item, now)
-                    while True:
-                        try:
-                            item = receive.receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        self._feed(live, item, now)
-                    continue
+                await trio.sleep(POLL_INTERVAL)
                 now = trio.current_time()
                 live.poll(now)
-                next_poll = now + POLL_INTERVAL
                 if stream.publisher is None and live.retirable(now, self.settings.hls_retention):
                     # Ended long enough ago: free the segments and this task; the numbering
                     # stays in the store for the next publisher (LiveStream resumes from it).
@@ -180,21 +164,15 @@ class Gateway:
                     log.info("%s: retired after %g s ended", live.path, self.settings.hls_retention)
                     return
         finally:
-            # Shutdown: take what is already queued, then end the playlist (EXT-X-ENDLIST).
-            self.hub.detach(stream, sub)
-            now = trio.current_time()
-            while True:
-                try:
-                    self._feed(live, receive.receive_nowait(), now)
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            live.close(now)
-            receive.close()
+            # Shutdown (ingest is already stopped) or retirement: end the playlist (ENDLIST).
+            self.hub.remove_sink(stream, sink)
+            live.close(trio.current_time())
             if self.lives.get(live.path) is live:
                 del self.lives[live.path]
             self.hub.discard_if_idle(stream)
 
-    def _feed(self, live: LiveStream, item: HubItem, now: float) -> None:
+    def _feed(self, live: LiveStream, item: HubItem) -> None:
+        now = trio.current_time()
         try:
             if isinstance(item, FlvTag):
                 live.feed(item, now)
@@ -202,12 +180,6 @@ class Gateway:
                 live.begin_session(now)
             elif isinstance(item, SessionEnd):
                 live.end_session(now)
-            elif isinstance(item, Gap):
-                # Lost tags break the timeline: close what we have, resume as a new session.
-                self.metrics.segmenter_gaps.inc(item.dropped)
-                log.warning("%s: segmenter queue overflowed, %d tags lost", live.path, item.dropped)
-                live.end_session(now)
-                live.begin_session(now)
         except Exception:
             # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
             log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)

@@ -148,14 +148,6 @@ class Settings:
             minimum=0.0,
         ),
     )
-    segmenter_queue: int = field(
-        default=1024,
-        metadata=_doc(
-            "Tags buffered between a publisher and its segmenter; overflow becomes a counted "
-            "discontinuity, never back-pressure on the publisher.",
-            minimum=64,
-        ),
-    )
     # --- relays --------------------------------------------------------------------------------
     pull: str = field(
         default="",

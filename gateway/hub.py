@@ -1,9 +1,11 @@
 """Streams keyed by app and stream name: one publisher each, many subscribers.
 
-The publisher's reader calls :meth:`Stream.publish` for every tag; it never waits: each subscriber
-has a bounded channel fed with ``send_nowait``, and what a full subscriber does is its own policy
-(the segmenter marks a gap, a player skips to the next keyframe). The latest metadata and sequence
-headers are kept so a late subscriber can start.
+The publisher's reader calls :meth:`Stream.publish` for every tag; it never waits. Subscribers
+that do I/O (players, relays) have a bounded channel fed with ``send_nowait``, and what a full one
+does is its own policy (a player skips to the next keyframe). Sinks are synchronous and run in the
+publisher's task: the HLS segmenter is one, as its work is CPU in this thread either way and a
+queue hop per tag cost more than the work. The latest metadata and sequence headers are kept so a
+late subscriber can start.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Gap:
 
 
 HubItem = FlvTag | SessionStart | SessionEnd | Gap
+# A synchronous consumer called with every item in the publisher's task; it must not block.
+Sink = Callable[[HubItem], None]
 
 
 @dataclass(eq=False)
@@ -141,6 +145,7 @@ class Stream:
     video_header: FlvTag | None = None
     audio_header: FlvTag | None = None
     subscribers: set[Subscriber] = field(default_factory=set)
+    sinks: list[Sink] = field(default_factory=list)
     # Tags since the newest video keyframe, so a new player starts with a picture at once.
     gop: list[FlvTag] = field(default_factory=list)
     gop_bytes: int = 0
@@ -172,6 +177,8 @@ class Stream:
             self._cache(tag)
         for sub in self.subscribers:
             sub.offer(tag)
+        for sink in self.sinks:
+            sink(tag)
 
     def _cache(self, tag: FlvTag) -> None:
         # publish() already knows this is not a header: only the frame type is left to check.
@@ -196,6 +203,8 @@ class Stream:
     def _broadcast(self, item: HubItem) -> None:
         for sub in self.subscribers:
             sub.offer(item)
+        for sink in self.sinks:
+            sink(item)
 
 
 class Hub:
@@ -245,9 +254,14 @@ class Hub:
         return stream
 
     def discard_if_idle(self, stream: Stream) -> bool:
-        """Forget ``stream`` when nothing holds it: no publisher, subscriber or player. A later
-        publish or play creates a fresh one (HLS numbering lives in the store, not here)."""
-        if stream.publisher is None and not stream.subscribers and not stream.players:
+        """Forget ``stream`` when nothing holds it: no publisher, subscriber, sink or player. A
+        later publish or play creates a fresh one (HLS numbering lives in the store, not here)."""
+        if (
+            stream.publisher is None
+            and not stream.subscribers
+            and not stream.sinks
+            and not stream.players
+        ):
             if self.streams.get((stream.app, stream.key)) is stream:
                 del self.streams[(stream.app, stream.key)]
             return True
@@ -277,6 +291,14 @@ class Hub:
     def detach(self, stream: Stream, sub: Subscriber) -> None:
         stream.subscribers.discard(sub)
         sub.send_channel.close()
+
+    def add_sink(self, stream: Stream, sink: Sink) -> None:
+        """Call ``sink`` with every item published from now on; :meth:`remove_sink` on exit."""
+        stream.sinks.append(sink)
+
+    def remove_sink(self, stream: Stream, sink: Sink) -> None:
+        if sink in stream.sinks:
+            stream.sinks.remove(sink)
 
     @contextmanager
     def subscribe(

@@ -44,11 +44,6 @@ class Metrics:
             buckets=(0.5, 1, 1.5, 2, 2.5, 3, 4, 6, 8, 10, 15),
             registry=r,
         )
-        self.segmenter_gaps = Counter(
-            "hls_segmenter_dropped_tags",
-            "Tags dropped because a segmenter queue was full (each run is a discontinuity)",
-            registry=r,
-        )
         # --- push relays (gateway.relay); ``target`` is the redacted target URL -------------
         self.relay_reconnects = Counter(
             "relay_reconnects", "Push relay reconnect attempts", ["target"], registry=r
