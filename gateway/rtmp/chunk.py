@@ -104,7 +104,7 @@ class ChunkDecoder:
     def partial_bytes(self) -> int:
         return self._partial_bytes
 
-    def feed(self, data: bytes | bytearray) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos >= _COMPACT_AT:
             del self._buf[: self._pos]
             self._pos = 0

@@ -143,8 +143,9 @@ class Connection(client.ClientMixin):
             return max(1, min(wanted, self._last_ack + self._peer_window - self._bytes_received))
         return wanted
 
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Buffer bytes from the peer; ``b""`` means the peer closed (EOF)."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer (copy) bytes from the peer; ``b""`` means the peer closed (EOF). The caller may
+        reuse ``data``'s memory once this returns."""
         self._check_error()
         if self._eof:
             raise LocalProtocolError("receive-after-eof")

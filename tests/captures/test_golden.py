@@ -72,3 +72,36 @@ def test_capture_replay_is_split_invariant(name: str) -> None:
     rng = random.Random(name)
     for _ in range(5):
         assert replay(splits(data, rng)) == whole
+
+
+def replay_through_one_buffer(data: bytes, rng: random.Random) -> list[object]:
+    """Like the server's reader: every read lands in the same buffer, handed over as a view
+    and overwritten by the next read (with junk first, so a kept reference would show)."""
+    conn = Connection(random_bytes=lambda n: bytes(n))
+    buffer = bytearray(4096)
+    view = memoryview(buffer)
+    out: list[object] = []
+    pos = 0
+    while True:
+        n = min(rng.randint(1, len(buffer)), len(data) - pos)
+        buffer[:] = b"\xa5" * len(buffer)
+        buffer[:n] = data[pos : pos + n]
+        pos += n
+        conn.receive_data(view[:n])
+        while (event := conn.next_event()) is not NEED_DATA:
+            out.append(event)
+            if isinstance(event, ev.ConnectRequest):
+                conn.accept_connect()
+            elif isinstance(event, ev.PublishRequest):
+                conn.accept_publish(event.stream_id)
+            elif isinstance(event, ev.ConnectionClosed):
+                return out
+        conn.data_to_send()
+        if n == 0:
+            return out
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_capture_replay_through_a_reused_read_buffer(name: str) -> None:
+    data = (HERE / name).read_bytes()
+    assert replay_through_one_buffer(data, random.Random(name)) == replay([data])
