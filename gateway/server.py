@@ -157,10 +157,13 @@ class Session:
         return cause.replace("-", " ")
 
     def _receiver(self) -> Callable[[], Awaitable[bytes | bytearray | memoryview]]:
-        """The read of the loop. On a TCP socket: read() first and wait for readiness only when
-        nothing is queued. trio's receive_some yields to the scheduler on every call, even with
-        data ready; a publisher's small messages made that round trip the largest per-message cost.
-        Every FAIR_READS reads without a wait still yield once, so a flood cannot starve others.
+        """The read of the loop. On a TCP socket: after a read that drained the socket (returned
+        less than the buffer), wait for readiness before the next read; otherwise read at once.
+        trio's receive_some yields to the scheduler on every call even with data ready, and
+        reading until EAGAIN costs a failed syscall per wake-up: for a publisher's small messages
+        those were the largest per-message costs. Waiting first also honours SO_RCVLOWAT, which
+        a read does not (it returns what is there). Every FAIR_READS reads without a wait still
+        yield once, so a flood cannot starve other connections.
         Reads go into one reused buffer (a fresh 64 KiB bytes per read was malloc churn); the
         view returned is valid until the next read, and Connection.receive_data copies it."""
         if not isinstance(self.sock, trio.SocketStream):
@@ -171,22 +174,27 @@ class Session:
         checkpoint = trio.lowlevel.checkpoint
         buffer = bytearray(RECEIVE_SIZE)
         buffers, view = [buffer], memoryview(buffer)
+        drained = False
         ready_reads = 0
 
         async def receive() -> memoryview:
-            nonlocal ready_reads
+            nonlocal drained, ready_reads
             while True:
-                try:
-                    data = view[: readv(fd, buffers)]
-                except BlockingIOError:
+                if drained:
                     ready_reads = 0
                     await wait_readable(fd)
+                try:
+                    n = readv(fd, buffers)
+                except BlockingIOError:
+                    drained = True
                     continue
-                ready_reads += 1
-                if ready_reads >= FAIR_READS:
-                    ready_reads = 0
-                    await checkpoint()
-                return data
+                drained = n < RECEIVE_SIZE
+                if not drained:
+                    ready_reads += 1
+                    if ready_reads >= FAIR_READS:
+                        ready_reads = 0
+                        await checkpoint()
+                return view[:n]
 
         return receive
 
