@@ -3,11 +3,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segmenter.codecs import AacConfig, AvcConfig, MediaError, parse_asc, parse_avcc
 from segmenter.cutter import AUDIO, VIDEO, Cutter, Interleaver, Sample, Timeline
 from segmenter.flv import AudioFrame, SequenceHeader, TagType, VideoFrame, parse_tag
-from segmenter.mux import TS_PACKET, ContinuityRewriter, TsMuxer
+from segmenter.mux import TS_PACKET, ContinuityRewriter, TsMuxer, _Sink
 from tests.segmenter.media import decode, flv_file, tags
 
 
@@ -137,6 +139,76 @@ def test_continuity_rewriter_skips_packets_without_payload() -> None:
         rewriter.rewrite(b"\x47" * 10)
     with pytest.raises(MediaError):
         rewriter.rewrite(b"\x00" * TS_PACKET)
+
+
+def renumber_one_by_one(counters: dict[int, int], drop: frozenset[int], ts: bytes) -> bytes:
+    """The rewrite spelled out per packet (ISO/IEC 13818-1 §2.4.3.3), as the reference."""
+    out = []
+    for p in packets(ts):
+        if pid(p) in drop:
+            continue
+        cc = counters.get(pid(p), 15)
+        if p[3] & 0x10:
+            cc = (cc + 1) % 16
+        counters[pid(p)] = cc
+        out.append(p[:3] + bytes([(p[3] & 0xF0) | cc]) + p[4:])
+    return b"".join(out)
+
+
+# Header byte 1 keeps its error/start/priority bits; PIDs as FFmpeg writes them and the extremes.
+_headers = st.tuples(
+    st.sampled_from([0x0000, 0x0011, 0x0100, 0x0101, 0x1000, 0x1FFF]),
+    st.integers(0, 7),
+    st.integers(0, 255),
+)
+
+
+def ts_stream(headers: list[tuple[int, int, int]]) -> bytes:
+    return b"".join(
+        bytes((0x47, (bits << 5) | (p >> 8), p & 0xFF, flags)) + bytes([i % 251]) * 184
+        for i, (p, bits, flags) in enumerate(headers)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(_headers, max_size=60), max_size=6),
+    st.dictionaries(st.sampled_from([0x0000, 0x0100, 0x1FFF]), st.integers(0, 15)),
+)
+def test_continuity_rewriter_matches_per_packet_renumbering(
+    chunks: list[list[tuple[int, int, int]]], start: dict[int, int]
+) -> None:
+    drop = frozenset({0x11})
+    rewriter = ContinuityRewriter(drop)
+    rewriter.counters = dict(start)
+    expected_counters = dict(start)
+    for chunk in chunks:
+        ts = ts_stream(chunk)
+        assert rewriter.rewrite(ts) == renumber_one_by_one(expected_counters, drop, ts)
+    assert rewriter.counters == expected_counters
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(_headers, min_size=1, max_size=40),
+    st.lists(st.integers(1, 2_000)),
+    st.integers(1, 3_000),
+)
+def test_sink_renumbers_writes_split_anywhere(
+    headers: list[tuple[int, int, int]], sizes: list[int], batch: int
+) -> None:
+    """FFmpeg's writes end anywhere in a packet; batches of them must renumber like the whole."""
+    ts = ts_stream(headers)
+    sink = _Sink(ContinuityRewriter(frozenset({0x11})), batch)
+    at = 0
+    for size in [*sizes, len(ts)]:
+        assert sink.write(ts[at : at + size]) == len(ts[at : at + size])
+        at += size
+    assert sink.take() == renumber_one_by_one({}, frozenset({0x11}), ts)
+    torn = _Sink(ContinuityRewriter())
+    torn.write(ts[:-1])
+    with pytest.raises(MediaError):
+        torn.take()
 
 
 @pytest.mark.parametrize("drop", [TagType.VIDEO, TagType.AUDIO])
