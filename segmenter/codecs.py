@@ -255,18 +255,24 @@ def parse_avcc(record: bytes) -> AvcConfig:
     )
 
 
-def iter_nal_units(data: bytes, nal_length_size: int) -> Iterator[bytes]:
-    """Split length-prefixed (AVCC) NAL units (ISO/IEC 14496-15 §5.3.4.2)."""
-    pos = 0
-    while pos < len(data):
-        if pos + nal_length_size > len(data):
+def _nal_spans(data: bytes, nal_length_size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each length-prefixed (AVCC) NAL unit (ISO/IEC 14496-15 §5.3.4.2)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + nal_length_size > end:
             raise MediaError("NAL length prefix truncated")
         size = int.from_bytes(data[pos : pos + nal_length_size], "big")
         pos += nal_length_size
-        if size == 0 or pos + size > len(data):
+        if size == 0 or pos + size > end:
             raise MediaError(f"NAL unit of {size} bytes overruns the frame")
-        yield data[pos : pos + size]
+        yield pos, pos + size
         pos += size
+
+
+def iter_nal_units(data: bytes, nal_length_size: int) -> Iterator[bytes]:
+    """Split length-prefixed (AVCC) NAL units (ISO/IEC 14496-15 §5.3.4.2)."""
+    for start, end in _nal_spans(data, nal_length_size):
+        yield data[start:end]
 
 
 def avcc_to_annexb(data: bytes, config: AvcConfig) -> tuple[bytes, bool]:
@@ -275,20 +281,22 @@ def avcc_to_annexb(data: bytes, config: AvcConfig) -> tuple[bytes, bool]:
     Returns (annex_b_bytes, has_idr). MPEG-TS carries H.264 as Annex-B (ISO/IEC 13818-1 §2.14) and a
     segment must be decodable alone, so every IDR needs its parameter sets in front.
     """
-    out = bytearray()
+    # One join over views of the frame: each NAL unit is copied once (frames are ~10-150 kB).
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
     seen_sps = False
     has_idr = False
-    for nal in iter_nal_units(data, config.nal_length_size):
-        nal_type = nal[0] & 0x1F
+    for start, end in _nal_spans(data, config.nal_length_size):
+        nal_type = data[start] & 0x1F
         if nal_type == NAL_SPS:
             seen_sps = True
         elif nal_type == NAL_IDR and not has_idr:
             has_idr = True
             if not seen_sps:
                 for ps in (*config.sps, *config.pps):
-                    out += START_CODE + ps
-        out += START_CODE + nal
-    return bytes(out), has_idr
+                    parts += (START_CODE, ps)
+        parts += (START_CODE, view[start:end])
+    return b"".join(parts), has_idr
 
 
 @dataclass(frozen=True, slots=True)
