@@ -188,6 +188,11 @@ class Decision:
     closed: tuple[int, int] | None = None
 
 
+# The decisions without a cut, shared: one per sample would be an allocation per tag.
+_KEEP = Decision(keep=True)
+_DROP = Decision(keep=False)
+
+
 class Cutter:
     """Cut decisions for one track configuration (see the module docstring for the policy)."""
 
@@ -205,12 +210,12 @@ class Cutter:
     def decide(self, sample: Sample) -> Decision:
         key = sample.kind == VIDEO and sample.keyframe
         if self._need_key and sample.kind == VIDEO and not key:
-            return Decision(keep=False)
+            return _DROP
         if self.start is None:
             if self.has_video and not key:
-                return Decision(keep=False)  # the first segment starts with an IDR
+                return _DROP  # the first segment starts with an IDR
             self._open(sample.pts, sample)
-            return Decision(keep=True)
+            return _KEEP
         elapsed = sample.pts - self.start
         if self._kept == 0:
             # Empty since a forced cut dropped video: never cut an empty segment; if no media came
@@ -219,7 +224,7 @@ class Cutter:
                 self.start = self._end = sample.pts
             self._need_key = self._need_key and not key
             self._track(sample)
-            return Decision(keep=True)
+            return _KEEP
         if elapsed >= self.target_ms and (key or not self.has_video):
             return self._cut(sample.pts, sample, forced=False)
         if max(elapsed, sample.dts - self.start) >= self.limit_ms:
@@ -235,7 +240,7 @@ class Cutter:
         if key:
             self._need_key = False
         self._track(sample)
-        return Decision(keep=True)
+        return _KEEP
 
     def set_target_duration(self, target_duration_s: int) -> None:
         """The playlist fixed its TARGETDURATION (rule 1): force-cut below it from now on."""

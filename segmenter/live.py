@@ -54,6 +54,7 @@ __all__ = [
 MAX_WARNINGS = 20  # distinct warnings kept in stats (oldest dropped first)
 # A keyframe gap this much above the target is the encoder's setting, not jitter: tell the operator.
 LONG_GOP_TOLERANCE_MS = 500
+_FRAMES = (VideoFrame, AudioFrame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +203,10 @@ class LiveStream:
         assert session is not None
         try:
             packet = parse_tag(tag)
-            if isinstance(packet, SequenceHeader):
-                self._configure(session, packet, now)
-            elif isinstance(packet, VideoFrame | AudioFrame):
+            if isinstance(packet, _FRAMES):  # first: nearly every tag is one
                 self._media(session, tag.timestamp, packet, now)
+            elif isinstance(packet, SequenceHeader):
+                self._configure(session, packet, now)
             elif isinstance(packet, Unsupported):
                 self.counters["unsupported"] += 1
                 self._warn(f"{packet.reason}: only H.264 (avc1) and AAC (mp4a) are segmented")
@@ -238,8 +239,15 @@ class LiveStream:
     def _media(
         self, session: _Session, timestamp: int, packet: VideoFrame | AudioFrame, now: float
     ) -> None:
-        kind: Kind = VIDEO if isinstance(packet, VideoFrame) else AUDIO
-        if (session.video if kind == VIDEO else session.audio) is None:
+        kind: Kind
+        config: AvcConfig | AacConfig | None
+        if isinstance(packet, VideoFrame):
+            kind, config = VIDEO, session.video
+            cts, key = packet.composition_time, packet.keyframe
+        else:
+            kind, config = AUDIO, session.audio
+            cts, key = 0, True
+        if config is None:
             self.counters["dropped"] += 1  # a frame before its sequence header
             return
         if session.interleaver is not None and kind not in session.interleaver.tracks:
@@ -261,12 +269,11 @@ class LiveStream:
             )
             self._mux.start(session.video, session.audio)
             self._configs = (session.video, session.audio)
-        assert session.interleaver is not None
-        cts = packet.composition_time if isinstance(packet, VideoFrame) else 0
+        interleaver = session.interleaver
+        assert interleaver is not None
         mapped = session.timeline.map(kind, timestamp, cts)
         if mapped is None:
             return  # counted by the timeline as late
-        key = packet.keyframe if isinstance(packet, VideoFrame) else True
         sample = Sample(kind, mapped[0], mapped[1], key, packet.data)
         if kind == VIDEO and key:
             if self._last_key_pts is not None and sample.pts > self._last_key_pts:
@@ -276,7 +283,7 @@ class LiveStream:
                 if gap > self.config.target_duration * 1000 + LONG_GOP_TOLERANCE_MS:
                     self._warn_long_gop(gap)
             self._last_key_pts = sample.pts
-        for ready in session.interleaver.push(sample):
+        for ready in interleaver.push(sample):
             self._write(session, ready, now)
 
     def _write(self, session: _Session, sample: Sample, now: float) -> None:
