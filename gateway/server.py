@@ -37,8 +37,6 @@ RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyfr
 # header is acknowledged, and an unread header below the mark is only acknowledged after the
 # delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
 _SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
-# Reads served without waiting before the reader yields to other tasks anyway.
-FAIR_READS = 16
 # Fraction of idle_timeout by which the idle deadline may lag the last read (so it is
 # re-registered at most a few times per timeout, not per read).
 DEADLINE_SLACK = 0.05
@@ -162,8 +160,8 @@ class Session:
         trio's receive_some yields to the scheduler on every call even with data ready, and
         reading until EAGAIN costs a failed syscall per wake-up: for a publisher's small messages
         those were the largest per-message costs. Waiting first also honours SO_RCVLOWAT, which
-        a read does not (it returns what is there). Every FAIR_READS reads without a wait still
-        yield once, so a flood cannot starve other connections.
+        a read does not (it returns what is there). A read that filled the buffer is followed by
+        a plain yield, so a peer that keeps the socket full cannot starve other connections.
         Reads go into one reused buffer (a fresh 64 KiB bytes per read was malloc churn); the
         view returned is valid until the next read, and Connection.receive_data copies it."""
         if not isinstance(self.sock, trio.SocketStream):
@@ -175,25 +173,20 @@ class Session:
         buffer = bytearray(RECEIVE_SIZE)
         buffers, view = [buffer], memoryview(buffer)
         drained = False
-        ready_reads = 0
 
         async def receive() -> memoryview:
-            nonlocal drained, ready_reads
+            nonlocal drained
             while True:
                 if drained:
-                    ready_reads = 0
                     await wait_readable(fd)
+                else:
+                    await checkpoint()  # the last read filled the buffer: let others run first
                 try:
                     n = readv(fd, buffers)
                 except BlockingIOError:
                     drained = True
                     continue
                 drained = n < RECEIVE_SIZE
-                if not drained:
-                    ready_reads += 1
-                    if ready_reads >= FAIR_READS:
-                        ready_reads = 0
-                        await checkpoint()
                 return view[:n]
 
         return receive

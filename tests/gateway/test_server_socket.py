@@ -1,0 +1,146 @@
+"""The session's socket read path over real loopback TCP (read-first, wait when drained,
+SO_RCVLOWAT, fairness, lazily moved idle deadline): memory streams take another path."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import trio
+
+from gateway.config import Settings
+from gateway.hub import FlvTag, Hub, Stream
+from gateway.metrics import Metrics
+from gateway.rtmp import events as ev
+from gateway.rtmp.connection import NEED_DATA, Connection, Role
+from gateway.server import serve_rtmp
+
+AVC_HEADER = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x00\x01\x00\x00"
+
+
+async def start_server(
+    nursery: trio.Nursery, **settings: object
+) -> tuple[int, Hub, Metrics, dict[str, list[FlvTag]]]:
+    """Run serve_rtmp on a free port; the tags published on each live/KEY are collected by KEY."""
+    hub, metrics = Hub(), Metrics()
+    seen: dict[str, list[FlvTag]] = defaultdict(list)
+    hub_settings = Settings(host="127.0.0.1", rtmp_port=0, **settings)  # type: ignore[arg-type]
+
+    def started(stream: Stream) -> None:
+        tags = seen[stream.key]
+        hub.add_sink(stream, lambda item: tags.append(item) if isinstance(item, FlvTag) else None)
+
+    hub._on_stream_started = started
+    bound = await nursery.start(serve_rtmp, hub_settings, hub, metrics)
+    return bound[0][1], hub, metrics, seen
+
+
+async def publisher(port: int, key: str) -> tuple[trio.SocketStream, Connection, int]:
+    sock = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = Connection(role=Role.CLIENT)
+    conn.connect("live", f"rtmp://127.0.0.1:{port}/live")
+    conn.publish(key)
+    with trio.fail_after(5):
+        while True:
+            while (event := conn.next_event()) is not NEED_DATA:
+                if isinstance(event, ev.Status) and event.code == "NetStream.Publish.Start":
+                    return sock, conn, event.stream_id
+            if out := conn.data_to_send():
+                await sock.send_all(out)
+            conn.receive_data(await sock.receive_some(65536))
+
+
+async def test_large_message_trickled_in_small_pieces_arrives_whole(nursery: trio.Nursery) -> None:
+    # A 300 kB keyframe sent in 1 kB writes: the reader waits on SO_RCVLOWAT mid-message and
+    # must still deliver it complete, followed by a small message sent right after.
+    port, _, _, tags = await start_server(nursery)
+    seen = tags["big"]
+    sock, conn, sid = await publisher(port, "big")
+    body = b"\x17\x01\x00\x00\x00" + bytes(range(256)) * 1200
+    conn.send_media(sid, 9, 0, AVC_HEADER)
+    conn.send_media(sid, 9, 40, body)
+    conn.send_media(sid, 8, 41, b"\xaf\x01abc")
+    out = conn.data_to_send()
+    for i in range(0, len(out), 1000):
+        await sock.send_all(out[i : i + 1000])
+        if i % 50_000 == 0:
+            await trio.sleep(0.01)
+    with trio.fail_after(5):
+        while len(seen) < 3:
+            await trio.sleep(0.01)
+    assert [(t.timestamp, bytes(t.body)) for t in seen[1:]] == [(40, body), (41, b"\xaf\x01abc")]
+    await sock.aclose()
+
+
+async def test_silent_publisher_hits_the_idle_timeout(nursery: trio.Nursery) -> None:
+    port, hub, metrics, tags = await start_server(nursery, idle_timeout=0.5)
+    sock, conn, sid = await publisher(port, "quiet")
+    for i in range(20):  # keep it busy for longer than the timeout first: not idle yet
+        conn.send_media(sid, 8, i * 20, b"\xaf\x01" + bytes(100))
+        await sock.send_all(conn.data_to_send())
+        await trio.sleep(0.05)
+    last = trio.current_time()
+    with trio.fail_after(5):
+        assert await sock.receive_some(65536) == b""  # the server closes the connection
+    waited = trio.current_time() - last
+    assert 0.4 <= waited <= 1.5
+    assert len(tags["quiet"]) == 20
+    assert metrics.protocol_errors.labels("idle-timeout")._value.get() == 1
+    stream = hub.get("live", "quiet")
+    assert stream is not None and stream.publisher is None
+
+
+FLOODER = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+sock.setblocking(True)
+block = open(sys.argv[2], "rb").read()
+try:
+    while True:
+        sock.sendall(block)
+except OSError:
+    pass
+"""
+
+
+async def test_a_flooding_publisher_does_not_starve_another(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # One publisher's bytes come from another process as fast as loopback takes them, so its
+    # socket always has a full read waiting; another sends a message every 10 ms and each must
+    # still be taken in promptly: the reader yields after every read that filled its buffer.
+    port, _, _, seen = await start_server(nursery)
+    flood_sock, flood, fsid = await publisher(port, "flood")
+    calm_sock, calm, csid = await publisher(port, "calm")
+    for ts in range(20_000):  # small messages: parsing is slower than loopback can send them
+        flood.send_media(fsid, 9, ts % 50_000, b"\x27\x01\x00\x00\x00" + bytes(100))
+    block = tmp_path / "block"
+    block.write_bytes(flood.data_to_send())  # starts with a full (fmt 0) header: repeatable
+    fd = flood_sock.socket.fileno()
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", FLOODER, str(fd), str(block)], pass_fds=[fd]
+    )
+    try:
+        await trio.sleep(0.3)
+        delays = []
+        for i in range(30):
+            ts = 100_000 + i
+            calm.send_media(csid, 8, ts, b"\xaf\x01" + bytes(50))
+            sent = trio.current_time()
+            await calm_sock.send_all(calm.data_to_send())
+            with trio.fail_after(5):
+                while not seen["calm"] or seen["calm"][-1].timestamp != ts:
+                    await trio.sleep(0.001)
+            delays.append(trio.current_time() - sent)
+            await trio.sleep(0.01)
+        # A liveness bound, not a speed target: one 64 KiB read of tiny messages alone takes
+        # ~10-30 ms to parse here; a reader that never yielded would hold the calm one for
+        # as long as the flood lasts.
+        assert sorted(delays)[len(delays) // 2] < 0.25, delays
+        assert len(seen["flood"]) > 20_000  # the flood was being read meanwhile
+    finally:
+        proc.kill()
+        await proc.wait()
+        await flood_sock.aclose()
+        await calm_sock.aclose()
