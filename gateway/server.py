@@ -37,6 +37,9 @@ RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyfr
 # header is acknowledged, and an unread header below the mark is only acknowledged after the
 # delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
 _SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
+# A smaller rest saves at most one wake-up (it comes in one or two TCP segments) and costs two
+# setsockopt calls (set, then back to 1), so the mark is only used for larger rests.
+LOWAT_MIN = 8 * 1024
 # Fraction of idle_timeout by which the idle deadline may lag the last read (so it is
 # re-registered at most a few times per timeout, not per read).
 DEADLINE_SLACK = 0.05
@@ -135,6 +138,8 @@ class Session:
                     want = 1
                     if self.published and not self.playing:
                         want = min(conn.wanted_bytes(), RECEIVE_SIZE)
+                        if want < LOWAT_MIN:
+                            want = 1
                     if want != lowat:
                         lowat = want
                         can_lowat = self._set_lowat(want)
@@ -195,7 +200,7 @@ class Session:
         """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
         assert isinstance(self.sock, trio.SocketStream) and _SO_RCVLOWAT is not None
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, value)
+            self.sock.socket.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, value)
         except OSError:
             return False
         return True
