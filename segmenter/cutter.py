@@ -146,13 +146,17 @@ class Interleaver:
             self._step[kind] = min(dts - last, self._step.get(kind, MAX_PREDICTED_STEP_MS))
         if last is None or dts > last:
             self._last[kind] = dts
-        self._newest = max(self._newest, dts)
-        out = []
-        while heap and (
-            self._covered(heap[0][0])
-            or self._newest - heap[0][0] > self._max_delay
-            or len(heap) > self._max_samples
-        ):
+        if dts > self._newest:
+            self._newest = dts
+        out: list[Sample] = []
+        while heap:
+            first = heap[0][0]
+            if not (
+                self._covered(first)
+                or self._newest - first > self._max_delay
+                or len(heap) > self._max_samples
+            ):
+                break
             out.append(self._pop())
         return out
 

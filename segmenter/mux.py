@@ -18,7 +18,6 @@ Muxing runs inline (no threads): a thread made it slower because of GIL handoffs
 from __future__ import annotations
 
 import contextlib
-from fractions import Fraction
 from typing import Protocol
 
 import av
@@ -30,7 +29,7 @@ from segmenter.cutter import AUDIO, Sample
 TS_PACKET = 188
 _TS_SYNC = 0x47
 _SDT_PID = 0x11  # DVB Service Description Table (ETSI EN 300 468 §5.1.3)
-_MS = Fraction(1, 1000)  # samples carry millisecond timestamps (the FLV clock)
+_TS_PER_MS = 90  # MPEG-TS clock ticks per millisecond (samples carry the FLV ms clock)
 # ContinuityRewriter tables: byte 3 of a TS header is scrambling(2) adaptation(2) counter(4).
 _NO_PAYLOAD = bytes(0 if b & 0x10 else 1 for b in range(256))
 _HIGH_NIBBLE = bytes(b & 0xF0 for b in range(256))
@@ -216,9 +215,10 @@ class TsMuxer:
         container = self._container or self._open()
         packet = av.Packet(payload)
         packet.stream = self._streams[sample.kind]
-        packet.time_base = _MS
-        packet.dts = sample.dts
-        packet.pts = sample.pts
+        # Given in the stream's 90 kHz time base (ISO/IEC 13818-1 §2.4.2.2; ms * 90 is exactly what
+        # PyAV's rescale from 1/1000 gave): no Fraction to convert or rescale per packet.
+        packet.dts = sample.dts * _TS_PER_MS
+        packet.pts = sample.pts * _TS_PER_MS
         packet.is_keyframe = sample.keyframe
         try:
             container.mux_one(packet)
