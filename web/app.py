@@ -15,10 +15,12 @@ from typing import Any, Protocol
 import prometheus_client
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, NotFound
 
 from segmenter.store import Store
 from web import api, hls, pages
+from web.httputil import cors_headers, plain_error, preflight_headers
 from web.names import CONVERTERS
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
 
@@ -95,15 +97,6 @@ class HttpMetrics:
         )
 
 
-def _cors_headers(config: WebConfig, origin: str | None) -> dict[str, str]:
-    # Fetch standard §3.2 (CORS protocol): "*" or an echo of an allowed origin plus Vary: Origin.
-    if "*" in config.cors_origins:
-        return {"Access-Control-Allow-Origin": "*"}
-    if origin is not None and origin in config.cors_origins:
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-    return {}
-
-
 def create_app(
     store: Store,
     status: StatusSource,
@@ -129,30 +122,23 @@ def create_app(
         g.started = time.perf_counter()
         if request.method == "OPTIONS" and request.url_rule is not None:
             # CORS preflight (Fetch §3.2.2): answer for any route that exists.
-            headers = {
-                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-                # hls.js may ask for byte ranges of segments.
-                "Access-Control-Allow-Headers": "Range",
-                "Access-Control-Max-Age": str(config.cors_max_age),
-                "Allow": "GET, HEAD, OPTIONS",
-            }
-            response = Response(b"", status=204, headers=headers)
+            response = Response(
+                b"", status=204, headers=Headers(preflight_headers(config.cors_max_age))
+            )
             del response.headers["Content-Type"]  # a 204 has no content to describe
             return response
         return None
 
     @web.after_request
     async def _finish(response: Response) -> Response:
-        for name, value in _cors_headers(config, request.headers.get("Origin")).items():
-            if name == "Vary" and "Vary" in response.headers:
-                response.headers["Vary"] = response.headers["Vary"] + ", " + value
-            else:
-                response.headers[name] = value
-        if "Access-Control-Allow-Origin" in response.headers:
-            # Let players read the range answer (Fetch §3.2.3: only safelisted headers by default).
-            response.headers["Access-Control-Expose-Headers"] = (
-                "Content-Length, Content-Range, Accept-Ranges"
-            )
+        headers = response.headers
+        for name, value in cors_headers(
+            config.cors_origins,
+            request.headers.get("Origin"),
+            headers.get("Vary"),
+            "Access-Control-Allow-Origin" in headers,
+        ):
+            headers[name] = value
         rule = request.url_rule
         route = rule.rule if rule is not None else config.unmatched_route_label
         metrics.requests.labels(route=route, status=str(response.status_code)).inc()
@@ -167,20 +153,20 @@ def create_app(
         message = error.description or error.name
         if error.code == 404 and message == NotFound.description:
             message = "no such stream, file or page"  # shorter than werkzeug's advice
+        allow = [(k, v) for k, v in error.get_headers() if k.lower() == "allow" and code == 405]
         if request.path.startswith("/api/"):
             response = Response(
                 api.dumps({"error": error.name.lower(), "message": message}),
                 status=code,
                 content_type="application/json",
             )
-        else:
-            response = Response(f"{code} {error.name}: {message}\n", status=code)
-            response.content_type = "text/plain; charset=utf-8"
-        if code == 405 and error.get_headers():
-            response.headers.update({k: v for k, v in error.get_headers() if k.lower() == "allow"})
-        # An error may be temporary (stream not started yet): never let a cache keep it.
-        response.headers["Cache-Control"] = "no-cache"
-        return response
+            for name, value in allow:
+                response.headers[name] = value
+            # An error may be temporary (stream not started yet): never let a cache keep it.
+            response.headers["Cache-Control"] = "no-cache"
+            return response
+        headers, body = plain_error(code, error.name, message, allow)
+        return Response(body, status=code, headers=Headers(headers))
 
     @web.errorhandler(Exception)
     async def _crash(error: Exception) -> Response:
@@ -190,4 +176,7 @@ def create_app(
         response.headers["Cache-Control"] = "no-cache"
         return response
 
+    # HLS requests skip Quart (see web.hls); hypercorn and the test client both call asgi_app.
+    fast = hls.fast_path(web.asgi_app, store, config, metrics)
+    web.asgi_app = fast  # type: ignore[method-assign,assignment]
     return web

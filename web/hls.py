@@ -1,20 +1,58 @@
-"""HLS delivery: playlists and segments straight out of the store (RFC 8216 §4, RFC 9110)."""
+"""HLS delivery: playlists and segments straight out of the store (RFC 8216 §4, RFC 9110).
+
+The answers are decided by plain functions (``playlist_reply``, ``segment_reply``). They are sent
+by a raw-ASGI fast path (``fast_path``) placed in front of Quart, because a playlist is polled by
+every viewer every few seconds and Quart's per-request machinery cost more CPU than the answer;
+that CPU is taken from ingest on the same trio loop. The Quart routes stay for what the fast path
+hands on (other methods -> 405, absolute-form targets, requests with a body, store errors -> 500)
+and answer from the same functions, so both paths send the same bytes.
+"""
 
 from __future__ import annotations
 
 import gzip
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
 from quart import Response, abort, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 
 from segmenter.store import Store
-from web.httputil import Unsatisfiable, accepts_gzip, parse_byte_range
+from web.httputil import (
+    Unsatisfiable,
+    accepts_gzip,
+    cors_headers,
+    parse_byte_range,
+    plain_error,
+    preflight_headers,
+)
 from web.names import PLAYLIST_MIME, segment_mime, store_name
 
 if TYPE_CHECKING:
-    from web.app import WebConfig
+    from collections.abc import Coroutine
+    from typing import Any
+
+    from web.app import HttpMetrics, WebConfig
+
+    # The type of Quart.asgi_app, so that the wrapper can stand in for it.
+    ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]
+
+# The Quart rules; also the route label of the request metrics, whichever path answers.
+PLAYLIST_ROUTE = "/<name:app>/<name:key>/<playlist:file>"
+SEGMENT_ROUTE = "/<name:app>/<name:key>/<segment:file>"
+
+# status, headers (lower-case names, wire order, Content-Length last), body (also for HEAD).
+Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
 def playlist_cache_control(max_age: float) -> str:
@@ -28,18 +66,52 @@ def segment_cache_control(max_age: int) -> str:
     return f"public, max-age={max_age}, immutable"
 
 
-def body_response(data: bytes, status: int, headers: dict[str, str]) -> Response:
-    """A response whose Content-Length is the body's, with the body dropped for HEAD.
+def missing_message(app: str, key: str, file: str) -> str:
+    return f"{file} of stream {app}/{key} does not exist (yet)"
 
-    Hypercorn drops HEAD bodies anyway; dropping it here keeps the test client honest too.
-    """
-    head = request.method == "HEAD"
-    response = Response(b"" if head else data, status=status, headers=headers)
-    response.headers["Content-Length"] = str(len(data))
-    return response
+
+def playlist_reply(data: bytes, accept_encoding: str | None, config: WebConfig) -> Reply:
+    headers = [
+        ("content-type", PLAYLIST_MIME),
+        ("cache-control", playlist_cache_control(config.playlist_max_age)),
+        # The body depends on Accept-Encoding (RFC 9110 §12.5.5).
+        ("vary", "Accept-Encoding"),
+    ]
+    if len(data) >= config.gzip_min_size and accepts_gzip(accept_encoding):
+        # mtime=0: identical playlists compress to identical bytes.
+        data = gzip.compress(data, compresslevel=config.gzip_level, mtime=0)
+        headers.append(("content-encoding", "gzip"))
+    headers.append(("content-length", str(len(data))))
+    return 200, headers, data
+
+
+def segment_reply(
+    file: str, data: bytes, range_header: str | None, if_range: bool, config: WebConfig
+) -> Reply:
+    headers = [
+        ("content-type", segment_mime(file)),
+        ("cache-control", segment_cache_control(config.segment_max_age)),
+        ("accept-ranges", "bytes"),
+    ]
+    # We send no validators, so no If-Range matches: send it all (RFC 9110 §13.1.5).
+    wanted = None if if_range else parse_byte_range(range_header, len(data))
+    if wanted is None:
+        status, body = 200, data
+    elif isinstance(wanted, Unsatisfiable):
+        headers[0] = ("content-type", "text/plain; charset=utf-8")
+        headers[1] = ("cache-control", "no-cache")
+        headers.append(("content-range", wanted.content_range(len(data))))
+        status, body = 416, f"416 Range Not Satisfiable: {file} has {len(data)} bytes\n".encode()
+    else:
+        headers.append(("content-range", wanted.content_range(len(data))))
+        status, body = 206, data[wanted.start : wanted.end + 1]
+    headers.append(("content-length", str(len(body))))
+    return status, headers, body
 
 
 def install(web: QuartTrio, store: Store, config: WebConfig) -> None:
+    """The Quart routes: what the fast path hands on (see the module docstring)."""
+
     async def read(app: str, key: str, file: str) -> bytes:
         name = store_name(app, key, file)
         if name is None:
@@ -49,45 +121,136 @@ def install(web: QuartTrio, store: Store, config: WebConfig) -> None:
         else:
             data = store.get(name)
         if data is None:
-            abort(404, f"{file} of stream {app}/{key} does not exist (yet)")
+            abort(404, missing_message(app, key, file))
         return data
 
-    @web.route("/<name:app>/<name:key>/<playlist:file>", methods=["GET"])
+    def send(reply: Reply) -> Response:
+        status, headers, body = reply
+        # Hypercorn drops HEAD bodies anyway; dropping it here keeps the test client honest too.
+        response = Response(b"" if request.method == "HEAD" else body, status, Headers(headers))
+        response.headers["Content-Length"] = str(len(body))  # Quart set the sent body's
+        return response
+
+    @web.route(PLAYLIST_ROUTE, methods=["GET"])
     async def playlist(app: str, key: str, file: str) -> Response:
         data = await read(app, key, file)
-        headers = {
-            "Content-Type": PLAYLIST_MIME,
-            "Cache-Control": playlist_cache_control(config.playlist_max_age),
-            # The body depends on Accept-Encoding (RFC 9110 §12.5.5).
-            "Vary": "Accept-Encoding",
-        }
-        if len(data) >= config.gzip_min_size and accepts_gzip(
-            request.headers.get("Accept-Encoding")
-        ):
-            # mtime=0: identical playlists compress to identical bytes.
-            data = gzip.compress(data, compresslevel=config.gzip_level, mtime=0)
-            headers["Content-Encoding"] = "gzip"
-        return body_response(data, 200, headers)
+        return send(playlist_reply(data, request.headers.get("Accept-Encoding"), config))
 
-    @web.route("/<name:app>/<name:key>/<segment:file>", methods=["GET"])
+    @web.route(SEGMENT_ROUTE, methods=["GET"])
     async def segment(app: str, key: str, file: str) -> Response:
         data = await read(app, key, file)
-        headers = {
-            "Content-Type": segment_mime(file),
-            "Cache-Control": segment_cache_control(config.segment_max_age),
-            "Accept-Ranges": "bytes",
+        range_header = request.headers.get("Range")
+        return send(segment_reply(file, data, range_header, "If-Range" in request.headers, config))
+
+
+def fast_path(inner: ASGIApp, store: Store, config: WebConfig, metrics: HttpMetrics) -> ASGIApp:
+    """Wrap Quart's ``asgi_app``: answer GET, HEAD and OPTIONS of ``/<app>/<key>/<file>`` with
+    no Quart request context, routing, hooks or Response objects; hand everything else on.
+
+    It must send what Quart would (the routes above, the before/after_request hooks and error
+    handlers of web.app), and count the request in the same metrics. A path is ours exactly when
+    Quart's URL map would route it to PLAYLIST_ROUTE or SEGMENT_ROUTE: three components that the
+    converters (the same patterns as store_name) accept; no other rule has that shape.
+    """
+    preflight = preflight_headers(config.cors_max_age)
+    # prometheus_client's labels() validates and locks on every call; keep the children.
+    counters: dict[tuple[str, int], Callable[[], None]] = {}
+    timers: dict[str, Callable[[float], None]] = {}
+
+    def record(route: str, status: int, seconds: float) -> None:
+        count = counters.get((route, status))
+        if count is None:
+            count = counters[route, status] = metrics.requests.labels(
+                route=route, status=str(status)
+            ).inc
+        count()
+        observe = timers.get(route)
+        if observe is None:
+            observe = timers[route] = metrics.duration.labels(route=route).observe
+        observe(seconds)
+
+    async def answer(scope: Scope, send: ASGISendCallable) -> bool:
+        """Answer the request, or return False (having sent nothing) to hand it on to Quart."""
+        started = time.perf_counter()
+        if scope["type"] != "http" or scope.get("root_path"):
+            return False
+        method = scope["method"]
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            return False  # Quart's 405, with its Allow header
+        parts = scope["path"].split("/")
+        if len(parts) != 4 or parts[0]:
+            return False  # also an absolute-form target, which Quart parses
+        _, app, key, file = parts
+        name = store_name(app, key, file)
+        if name is None or app == "api":
+            return False  # Quart's 404 under /api/ is JSON ("api" is a reserved app name anyway)
+        playlist = file.endswith(".m3u8")
+        origin = accept_encoding = range_header = None
+        if_range = False
+        for raw_name, raw_value in scope["headers"]:
+            # Quart reads the first of repeated headers, as latin-1.
+            header = raw_name.lower()
+            if header == b"origin":
+                if origin is None:
+                    origin = raw_value.decode("latin-1")
+            elif header == b"accept-encoding":
+                if accept_encoding is None:
+                    accept_encoding = raw_value.decode("latin-1")
+            elif header == b"range":
+                if range_header is None:
+                    range_header = raw_value.decode("latin-1")
+            elif header == b"if-range":
+                if_range = True
+            elif header == b"transfer-encoding" or (
+                header == b"content-length" and raw_value.strip() != b"0"
+            ):
+                return False  # a body we would have to drain: rare, leave it to Quart
+        route = PLAYLIST_ROUTE if playlist else SEGMENT_ROUTE
+        # Replies drop their body for HEAD (but keep its Content-Length); error pages do not, as
+        # in Quart (hypercorn does not send them).
+        head = method == "HEAD"
+        if method == "OPTIONS":
+            # CORS preflight (web.app _start): answered for any route that exists.
+            status, headers, body = 204, [*preflight, ("content-length", "0")], b""
+        else:
+            try:
+                if config.read_in_thread:
+                    data = await trio.to_thread.run_sync(store.get, name)
+                else:
+                    data = store.get(name)
+            except Exception:
+                return False  # Quart reads again, logs the error and sends its 500 page
+            if data is None:
+                status, head = 404, False
+                headers, body = plain_error(404, "Not Found", missing_message(app, key, file))
+            elif playlist:
+                status, headers, body = playlist_reply(data, accept_encoding, config)
+            else:
+                status, headers, body = segment_reply(file, data, range_header, if_range, config)
+        # web.app _finish: CORS headers set over the response's own, then the metrics.
+        vary = next((value for name, value in headers if name == "vary"), None)
+        for name, value in cors_headers(config.cors_origins, origin, vary, False):
+            if name == "vary" and vary is not None:
+                headers = [(n, value if n == "vary" else v) for n, v in headers]
+            else:
+                headers.append((name, value))
+        record(route, status, time.perf_counter() - started)
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(n.encode(), v.encode()) for n, v in headers],
         }
-        wanted = parse_byte_range(request.headers.get("Range"), len(data))
-        if "If-Range" in request.headers:
-            # We send no validators, so no If-Range matches: send it all (RFC 9110 §13.1.5).
-            wanted = None
-        if wanted is None:
-            return body_response(data, 200, headers)
-        headers["Content-Range"] = wanted.content_range(len(data))
-        if isinstance(wanted, Unsatisfiable):
-            headers["Content-Type"] = "text/plain; charset=utf-8"
-            headers["Cache-Control"] = "no-cache"
-            message = f"416 Range Not Satisfiable: {file} has {len(data)} bytes\n"
-            return body_response(message.encode(), 416, headers)
-        part = data[wanted.start : wanted.end + 1]
-        return body_response(part, 206, headers)
+        await send(start)
+        end: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": b"" if head else body,
+            "more_body": False,
+        }
+        await send(end)
+        return True
+
+    async def asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if not await answer(scope, send):
+            await inner(scope, receive, send)
+
+    return asgi

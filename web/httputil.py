@@ -106,3 +106,53 @@ def accepts_gzip(header: str | None) -> bool:
         if coding == "*":
             star = quality > 0
     return bool(star)
+
+
+# What a cross-origin player may read besides the safelisted headers (Fetch §3.2.3): the range
+# answer of a segment.
+EXPOSE_HEADERS = "Content-Length, Content-Range, Accept-Ranges"
+
+
+def cors_headers(
+    allowed: tuple[str, ...], origin: str | None, vary: str | None, has_allow_origin: bool
+) -> list[tuple[str, str]]:
+    """The CORS headers to set (each replacing one of the same name) on a response.
+
+    Fetch §3.2 (CORS protocol): "*" or an echo of an allowed ``origin`` plus Vary: Origin, merged
+    into the response's own ``vary``. ``has_allow_origin``: the response already carries one.
+    """
+    out: list[tuple[str, str]] = []
+    if "*" in allowed:
+        out.append(("access-control-allow-origin", "*"))
+    elif origin is not None and origin in allowed:
+        out.append(("access-control-allow-origin", origin))
+        out.append(("vary", "Origin" if vary is None else vary + ", Origin"))
+    if out or has_allow_origin:
+        out.append(("access-control-expose-headers", EXPOSE_HEADERS))
+    return out
+
+
+def preflight_headers(max_age: int) -> list[tuple[str, str]]:
+    """Headers of the 204 answer to a CORS preflight (Fetch §3.2.2), in the order sent."""
+    return [
+        ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+        # hls.js may ask for byte ranges of segments.
+        ("access-control-allow-headers", "Range"),
+        ("access-control-max-age", str(max_age)),
+        ("allow", "GET, HEAD, OPTIONS"),
+    ]
+
+
+def plain_error(
+    code: int, reason: str, message: str, extra: list[tuple[str, str]] | None = None
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Headers and body of a plain-text error page. Never cacheable: an error may be temporary
+    (stream not started yet). ``extra`` headers go before Cache-Control (e.g. Allow)."""
+    body = f"{code} {reason}: {message}\n".encode()
+    headers = [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(body))),
+        *(extra or ()),
+        ("cache-control", "no-cache"),
+    ]
+    return headers, body
