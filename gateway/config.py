@@ -66,6 +66,17 @@ class Settings:
             "Seconds a write to a peer may take before the peer is dropped.", minimum=0.1
         ),
     )
+    rtmp_read_interval: float = field(
+        default=0.005,
+        metadata=_doc(
+            "Seconds between reads of publishing connections: one task reads them all per "
+            "tick, which costs far less CPU than a wake-up per TCP arrival per connection, for "
+            "up to this much added delay per message. 0 = each connection wakes on its own "
+            "data (also the case on platforms without epoll).",
+            minimum=0.0,
+            maximum=0.1,
+        ),
+    )
     max_message_size: int = field(
         default=8 * 1024 * 1024,
         metadata=_doc(

@@ -21,6 +21,8 @@ from gateway.config import Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
 from gateway.player import PlayerFeed, play
+from gateway.readmux import ReadMux
+from gateway.readmux import available as readmux_available
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
@@ -45,7 +47,21 @@ LOWAT_MIN = 8 * 1024
 DEADLINE_SLACK = 0.05
 # Bytes read before the shared bytes-received counter is updated.
 METRIC_BATCH = 256 * 1024
+# Reads of one publisher per tick of the shared reader (each up to the mux's 64 KiB buffer):
+# a keyframe is taken whole, a flood cannot hold the tick.
+READS_PER_TICK = 8
 _ids = itertools.count(1)
+
+
+def _set_lowat(sock: trio.socket.SocketType, value: int) -> bool:
+    """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
+    if _SO_RCVLOWAT is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, value)
+    except OSError:
+        return False
+    return True
 
 
 def rtmp_limits(settings: Settings) -> Limits:
@@ -70,6 +86,8 @@ class Session:
     _nursery: trio.Nursery | None = None
     _conn: Connection = field(init=False)
     _cause: str = "closed by peer"
+    # The shared reader for publishing connections (None: this connection waits on its own).
+    mux: ReadMux | None = None
 
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
@@ -123,8 +141,17 @@ class Session:
         counted = 0  # bytes read since the last update of the rtmp_bytes_received counter
         lowat = 1  # the socket's current SO_RCVLOWAT (1 = the kernel default)
         can_lowat = _SO_RCVLOWAT is not None and isinstance(self.sock, trio.SocketStream)
+        mux = self.mux if isinstance(self.sock, trio.SocketStream) else None
         with trio.CancelScope() as scope:
             while True:
+                if mux is not None and self.published and not self.playing:
+                    # Only publishing: the shared reader takes over until that changes.
+                    scope.deadline = math.inf
+                    cause = await _MuxedRead(self, conn, mux, lowat).run()
+                    if cause is not None:
+                        return cause
+                    lowat = 1
+                    continue
                 now = trio.current_time()
                 if self.playing:
                     deadline = math.inf  # players may send nothing for long; writes bounded
@@ -198,12 +225,8 @@ class Session:
 
     def _set_lowat(self, value: int) -> bool:
         """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
-        assert isinstance(self.sock, trio.SocketStream) and _SO_RCVLOWAT is not None
-        try:
-            self.sock.socket.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, value)
-        except OSError:
-            return False
-        return True
+        assert isinstance(self.sock, trio.SocketStream)
+        return _set_lowat(self.sock.socket, value)
 
     async def flush(self) -> None:
         """Write what the protocol queued; one writer at a time, bounded by send_timeout."""
@@ -351,6 +374,91 @@ class Session:
         log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
 
 
+class _MuxedRead:
+    """A publishing connection read by the shared :class:`ReadMux` task.
+
+    The mux calls :meth:`on_readable` (synchronously, in its task) when the socket has data;
+    it reads, parses and publishes like the connection's own loop would, and sets
+    ``attention`` for what only the connection's task can do: write (acks, answers), end on
+    EOF or a failure, or go back to its own loop when it stops being a pure publisher. The
+    connection's task sleeps on ``attention`` and checks the idle timeout now and then.
+    """
+
+    def __init__(self, session: Session, conn: Connection, mux: ReadMux, lowat: int) -> None:
+        assert isinstance(session.sock, trio.SocketStream)
+        self.session, self.conn, self.mux = session, conn, mux
+        self.sock = session.sock.socket
+        self.fd = self.sock.fileno()
+        self.attention = trio.Event()
+        self.failure: Exception | None = None
+        self.eof = False
+        self.last_read = trio.current_time()
+        self.lowat = lowat
+        self.counted = 0
+
+    async def run(self) -> str | None:
+        """A cause to end the connection, or None once it is no longer only publishing."""
+        session, conn = self.session, self.conn
+        idle_timeout = session.settings.idle_timeout
+        self.mux.add(self.fd, self.on_readable)
+        try:
+            while True:
+                with trio.move_on_after(idle_timeout * DEADLINE_SLACK):
+                    await self.attention.wait()
+                self.attention = trio.Event()  # before any await: a later signal is not lost
+                if self.failure is not None:
+                    raise self.failure
+                if conn.has_data_to_send:
+                    await session.flush()
+                if self.eof:
+                    return "closed by peer"
+                if not session.published or session.playing:
+                    return None
+                if trio.current_time() - self.last_read > idle_timeout:
+                    session.metrics.protocol_errors.labels("idle-timeout").inc()
+                    return "idle timeout"
+        finally:
+            self.mux.remove(self.fd)
+            session.metrics.bytes_in.inc(self.counted)
+            if self.lowat != 1 and self.failure is None and not self.eof:
+                _set_lowat(self.sock, 1)
+
+    def on_readable(self) -> None:
+        """Called by the mux; never raises (failures are handed to the connection's task)."""
+        if self.failure is not None or self.eof:
+            return
+        conn, session, mux = self.conn, self.session, self.mux
+        try:
+            for _ in range(READS_PER_TICK):
+                try:
+                    n = os.readv(self.fd, mux.buffers)
+                except BlockingIOError:
+                    break
+                self.counted += n
+                conn.receive_data(mux.view[:n])
+                session._handle_events(conn)
+                if n == 0:
+                    self.eof = True
+                    break
+                if n < len(mux.buffer):
+                    break  # drained
+            self.last_read = trio.current_time()
+            if self.counted >= METRIC_BATCH:
+                session.metrics.bytes_in.inc(self.counted)
+                self.counted = 0
+            # Mid-message, the epoll set reports the socket again only once the rest is there.
+            rest = conn.wanted_bytes()
+            want = min(rest, RECEIVE_SIZE) if rest >= LOWAT_MIN else 1
+            if want != self.lowat and not self.eof:
+                self.lowat = want
+                _set_lowat(self.sock, want)
+        except Exception as exc:  # a protocol error or a broken socket ends this connection only
+            self.failure = exc
+        done = self.failure is not None or self.eof
+        if done or conn.has_data_to_send or not session.published or session.playing:
+            self.attention.set()
+
+
 async def serve_rtmp(
     settings: Settings,
     hub: Hub,
@@ -387,7 +495,7 @@ async def serve_rtmp(
         active += 1
         metrics.connections_total.inc()
         metrics.connections_active.inc()
-        session = Session(sock, peer, settings, hub, metrics)
+        session = Session(sock, peer, settings, hub, metrics, mux=mux)
         log.info("rtmp connection #%d from %s", session.id, peer)
         try:
             await session.run()
@@ -399,7 +507,12 @@ async def serve_rtmp(
             active -= 1
             metrics.connections_active.dec()
 
+    mux = None
+    if settings.rtmp_read_interval > 0 and readmux_available():
+        mux = ReadMux(settings.rtmp_read_interval)
     async with trio.open_nursery() as nursery:
+        if mux is not None:
+            nursery.start_soon(mux.run)
         for lst in listeners:
             nursery.start_soon(trio.serve_listeners, handle, [lst])
         task_status.started([(str(a[0]), int(a[1])) for a in addresses])

@@ -1,12 +1,18 @@
-"""The session's socket read path over real loopback TCP (read-first, wait when drained,
-SO_RCVLOWAT, fairness, lazily moved idle deadline): memory streams take another path."""
+"""The session's socket read paths over real loopback TCP: memory streams take another path.
+
+Every test runs twice: with the shared reader (rtmp_read_interval > 0: gateway.readmux reads all
+publishing sockets per tick) and with each connection waiting on its own socket (0): wait when
+drained, SO_RCVLOWAT mid-message, fairness, lazily moved idle deadline.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 
 from gateway.config import Settings
@@ -17,6 +23,11 @@ from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.server import serve_rtmp
 
 AVC_HEADER = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x00\x01\x00\x00"
+
+
+@pytest.fixture(params=[0.005, 0.0], ids=["shared-reader", "own-reader"])
+def read_interval(request: pytest.FixtureRequest) -> float:
+    return float(request.param)
 
 
 async def start_server(
@@ -51,10 +62,12 @@ async def publisher(port: int, key: str) -> tuple[trio.SocketStream, Connection,
             conn.receive_data(await sock.receive_some(65536))
 
 
-async def test_large_message_trickled_in_small_pieces_arrives_whole(nursery: trio.Nursery) -> None:
+async def test_large_message_trickled_in_small_pieces_arrives_whole(
+    nursery: trio.Nursery, read_interval: float
+) -> None:
     # A 300 kB keyframe sent in 1 kB writes: the reader waits on SO_RCVLOWAT mid-message and
     # must still deliver it complete, followed by a small message sent right after.
-    port, _, _, tags = await start_server(nursery)
+    port, _, _, tags = await start_server(nursery, rtmp_read_interval=read_interval)
     seen = tags["big"]
     sock, conn, sid = await publisher(port, "big")
     body = b"\x17\x01\x00\x00\x00" + bytes(range(256)) * 1200
@@ -73,8 +86,12 @@ async def test_large_message_trickled_in_small_pieces_arrives_whole(nursery: tri
     await sock.aclose()
 
 
-async def test_silent_publisher_hits_the_idle_timeout(nursery: trio.Nursery) -> None:
-    port, hub, metrics, tags = await start_server(nursery, idle_timeout=0.5)
+async def test_silent_publisher_hits_the_idle_timeout(
+    nursery: trio.Nursery, read_interval: float
+) -> None:
+    port, hub, metrics, tags = await start_server(
+        nursery, idle_timeout=0.5, rtmp_read_interval=read_interval
+    )
     sock, conn, sid = await publisher(port, "quiet")
     for i in range(20):  # keep it busy for longer than the timeout first: not idle yet
         conn.send_media(sid, 8, i * 20, b"\xaf\x01" + bytes(100))
@@ -105,12 +122,12 @@ except OSError:
 
 
 async def test_a_flooding_publisher_does_not_starve_another(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, read_interval: float
 ) -> None:
     # One publisher's bytes come from another process as fast as loopback takes them, so its
     # socket always has a full read waiting; another sends a message every 10 ms and each must
     # still be taken in promptly: the reader yields after every read that filled its buffer.
-    port, _, _, seen = await start_server(nursery)
+    port, _, _, seen = await start_server(nursery, rtmp_read_interval=read_interval)
     flood_sock, flood, fsid = await publisher(port, "flood")
     calm_sock, calm, csid = await publisher(port, "calm")
     for ts in range(20_000):  # small messages: parsing is slower than loopback can send them
@@ -144,3 +161,81 @@ async def test_a_flooding_publisher_does_not_starve_another(
         await proc.wait()
         await flood_sock.aclose()
         await calm_sock.aclose()
+
+
+async def pump_until(
+    sock: trio.SocketStream, conn: Connection, done: Callable[[object], bool]
+) -> list[object]:
+    seen: list[object] = []
+    with trio.fail_after(5):
+        while True:
+            while (event := conn.next_event()) is not NEED_DATA:
+                seen.append(event)
+                if done(event):
+                    return seen
+            if out := conn.data_to_send():
+                await sock.send_all(out)
+            conn.receive_data(await sock.receive_some(65536))
+
+
+async def test_acks_and_republish_on_one_connection(
+    nursery: trio.Nursery, read_interval: float
+) -> None:
+    # The reader's writes (acknowledgements, answers to unpublish and publish) still go out,
+    # and a connection that unpublishes and publishes again is read throughout.
+    port, hub, _, tags = await start_server(nursery, rtmp_read_interval=read_interval)
+    sock, conn, sid = await publisher(port, "first")
+    body = b"\x27\x01\x00\x00\x00" + bytes(500_000)
+    for i in range(12):  # 6 MB: more than two 2.5 MB acknowledgement windows
+        conn.send_media(sid, 9, i, body)
+        await sock.send_all(conn.data_to_send())
+    with trio.fail_after(5):
+        while conn.peer_acknowledged < 5_000_000:
+            conn.receive_data(await sock.receive_some(65536))
+            while conn.next_event() is not NEED_DATA:
+                pass
+    with trio.fail_after(5):
+        while len(tags["first"]) < 12:
+            await trio.sleep(0.01)
+    conn.delete_stream(sid)
+    conn.publish("second")
+    events = await pump_until(
+        sock, conn, lambda e: isinstance(e, ev.Status) and e.code == "NetStream.Publish.Start"
+    )
+    status = events[-1]
+    assert isinstance(status, ev.Status)
+    first = hub.get("live", "first")
+    assert first is None or first.publisher is None
+    conn.send_media(status.stream_id, 8, 7, b"\xaf\x01xyz")
+    await sock.send_all(conn.data_to_send())
+    with trio.fail_after(5):
+        while not tags["second"]:
+            await trio.sleep(0.01)
+    assert bytes(tags["second"][0].body) == b"\xaf\x01xyz"
+    await sock.aclose()
+
+
+async def test_a_publisher_that_also_plays_gets_its_media(
+    nursery: trio.Nursery, read_interval: float
+) -> None:
+    # Publishing, then playing its own stream on the same connection: the connection leaves
+    # the shared reader (it has a player to feed) and both directions keep working.
+    port, _, _, tags = await start_server(nursery, rtmp_read_interval=read_interval)
+    sock, conn, sid = await publisher(port, "loop")
+    conn.send_media(sid, 9, 0, AVC_HEADER)
+    conn.send_media(sid, 9, 0, b"\x17\x01\x00\x00\x00key")
+    await sock.send_all(conn.data_to_send())
+    conn.play("loop")
+    await pump_until(
+        sock, conn, lambda e: isinstance(e, ev.Status) and e.code == "NetStream.Play.Start"
+    )
+    # (No GOP cache in this hub: the player starts at the next keyframe.)
+    conn.send_media(sid, 9, 40, b"\x17\x01\x00\x00\x00key2")
+    conn.send_media(sid, 8, 41, b"\xaf\x01late")
+    await sock.send_all(conn.data_to_send())
+    events = await pump_until(
+        sock, conn, lambda e: isinstance(e, ev.Media) and e.body == b"\xaf\x01late"
+    )
+    assert any(isinstance(e, ev.Media) and e.body.endswith(b"key2") for e in events)
+    assert len(tags["loop"]) == 4
+    await sock.aclose()

@@ -1,0 +1,57 @@
+"""gateway.readmux: the shared reader's tick, registration and timer."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import trio
+
+from gateway import readmux
+from gateway.readmux import ReadMux, periodic_timerfd
+
+
+async def test_timerfd_ticks_at_its_interval() -> None:
+    fd = periodic_timerfd(0.01)
+    assert fd is not None
+    try:
+        start = trio.current_time()
+        for _ in range(10):
+            await trio.lowlevel.wait_readable(fd)
+            os.read(fd, 8)
+        assert 0.08 <= trio.current_time() - start <= 0.5
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("timer", ["timerfd", "trio-sleep"])
+async def test_readers_run_only_while_registered_and_readable(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, timer: str
+) -> None:
+    if timer == "trio-sleep":
+        monkeypatch.setattr(readmux, "periodic_timerfd", lambda interval: None)
+    mux = ReadMux(0.002)
+    nursery.start_soon(mux.run)
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    got: list[bytes] = []
+
+    def reader() -> None:
+        got.append(b.recv(100))
+
+    mux.add(b.fileno(), reader)
+    await trio.sleep(0.05)
+    assert got == []  # nothing to read: never called
+    a.send(b"one")
+    with trio.fail_after(2):
+        while not got:
+            await trio.sleep(0.001)
+    assert got == [b"one"]
+    mux.remove(b.fileno())
+    mux.remove(b.fileno())  # idempotent
+    a.send(b"two")
+    await trio.sleep(0.05)
+    assert got == [b"one"]
+    a.close()
+    b.close()
