@@ -70,7 +70,33 @@ def missing_message(app: str, key: str, file: str) -> str:
     return f"{file} of stream {app}/{key} does not exist (yet)"
 
 
-def playlist_reply(data: bytes, accept_encoding: str | None, config: WebConfig) -> Reply:
+class PlaylistGzip:
+    """gzip of recently served playlists, by content. A playlist changes once per segment but is
+    fetched by every viewer in between, and deflate costs more than the rest of the answer."""
+
+    def __init__(self, level: int, entries: int = 512) -> None:
+        self._level = level
+        self._entries = entries  # bounds memory at about entries x 2 playlists
+        self._cache: dict[bytes, bytes] = {}
+
+    def __call__(self, data: bytes) -> bytes:
+        # A MemoryStore hands out the same bytes object each time, whose hash is cached.
+        compressed = self._cache.get(data)
+        if compressed is None:
+            # mtime=0: identical playlists compress to identical bytes.
+            compressed = gzip.compress(data, compresslevel=self._level, mtime=0)
+            if len(self._cache) >= self._entries:
+                del self._cache[next(iter(self._cache))]  # the oldest
+            self._cache[data] = compressed
+        return compressed
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def playlist_reply(
+    data: bytes, accept_encoding: str | None, config: WebConfig, compress: PlaylistGzip
+) -> Reply:
     headers = [
         ("content-type", PLAYLIST_MIME),
         ("cache-control", playlist_cache_control(config.playlist_max_age)),
@@ -78,8 +104,7 @@ def playlist_reply(data: bytes, accept_encoding: str | None, config: WebConfig) 
         ("vary", "Accept-Encoding"),
     ]
     if len(data) >= config.gzip_min_size and accepts_gzip(accept_encoding):
-        # mtime=0: identical playlists compress to identical bytes.
-        data = gzip.compress(data, compresslevel=config.gzip_level, mtime=0)
+        data = compress(data)
         headers.append(("content-encoding", "gzip"))
     headers.append(("content-length", str(len(data))))
     return 200, headers, data
@@ -111,6 +136,7 @@ def segment_reply(
 
 def install(web: QuartTrio, store: Store, config: WebConfig) -> None:
     """The Quart routes: what the fast path hands on (see the module docstring)."""
+    compress = PlaylistGzip(config.gzip_level)
 
     async def read(app: str, key: str, file: str) -> bytes:
         name = store_name(app, key, file)
@@ -134,7 +160,8 @@ def install(web: QuartTrio, store: Store, config: WebConfig) -> None:
     @web.route(PLAYLIST_ROUTE, methods=["GET"])
     async def playlist(app: str, key: str, file: str) -> Response:
         data = await read(app, key, file)
-        return send(playlist_reply(data, request.headers.get("Accept-Encoding"), config))
+        accept_encoding = request.headers.get("Accept-Encoding")
+        return send(playlist_reply(data, accept_encoding, config, compress))
 
     @web.route(SEGMENT_ROUTE, methods=["GET"])
     async def segment(app: str, key: str, file: str) -> Response:
@@ -153,6 +180,7 @@ def fast_path(inner: ASGIApp, store: Store, config: WebConfig, metrics: HttpMetr
     converters (the same patterns as store_name) accept; no other rule has that shape.
     """
     preflight = preflight_headers(config.cors_max_age)
+    compress = PlaylistGzip(config.gzip_level)
     # prometheus_client's labels() validates and locks on every call; keep the children.
     counters: dict[tuple[str, int], Callable[[], None]] = {}
     timers: dict[str, Callable[[float], None]] = {}
@@ -224,7 +252,7 @@ def fast_path(inner: ASGIApp, store: Store, config: WebConfig, metrics: HttpMetr
                 status, head = 404, False
                 headers, body = plain_error(404, "Not Found", missing_message(app, key, file))
             elif playlist:
-                status, headers, body = playlist_reply(data, accept_encoding, config)
+                status, headers, body = playlist_reply(data, accept_encoding, config, compress)
             else:
                 status, headers, body = segment_reply(file, data, range_header, if_range, config)
         # web.app _finish: CORS headers set over the response's own, then the metrics.

@@ -3,6 +3,7 @@ Quart's own HLS routes, hooks and error handlers would; everything else is hande
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import logging
 from typing import Any
@@ -18,6 +19,7 @@ from segmenter.store import MemoryStore
 from tests.web.conftest import PLAYLIST, SEGMENT, FakeStatus
 from tests.web.server import parse_response, raw_request, serving
 from web.app import WebConfig, create_app
+from web.hls import PlaylistGzip
 
 PLAYLIST_URL = "/live/cam1/index.m3u8"
 SEGMENT_URL = "/live/cam1/ab12-00012.ts"
@@ -299,3 +301,26 @@ async def test_head_of_missing_file_over_hypercorn(app: QuartTrio) -> None:
     assert head.headers["content-length"] == get.headers["content-length"] == str(len(get.content))
     assert get.content.endswith(b"does not exist (yet)\n")
     assert head.content == b""
+
+
+async def test_gzip_follows_playlist_updates(store: MemoryStore, app: QuartTrio) -> None:
+    client = app.test_client()
+    for sequence in range(7, 12):
+        playlist = PLAYLIST.replace(b"SEQUENCE:7", f"SEQUENCE:{sequence}".encode())
+        store.put("live/cam1/index.m3u8", playlist)
+        for _ in range(2):
+            response = await client.get(PLAYLIST_URL, headers={"Accept-Encoding": "gzip"})
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(await response.get_data()) == playlist
+
+
+def test_playlist_gzip_cache_is_bounded() -> None:
+    compress = PlaylistGzip(level=6, entries=3)
+    playlists = [PLAYLIST + f"#{n}\n".encode() for n in range(5)]
+    for playlist in playlists * 2:
+        compressed = compress(playlist)
+        assert compressed == gzip.compress(playlist, compresslevel=6, mtime=0)
+        assert len(compress) <= 3
+    copy = bytes(bytearray(playlists[4]))
+    assert copy is not playlists[4]
+    assert compress(copy) is compress(playlists[4])  # by content, not identity
