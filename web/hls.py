@@ -4,8 +4,8 @@ The answers are decided by plain functions (``playlist_reply``, ``segment_reply`
 by a raw-ASGI fast path (``fast_path``) placed in front of Quart, because a playlist is polled by
 every viewer every few seconds and Quart's per-request machinery cost more CPU than the answer;
 that CPU is taken from ingest on the same trio loop. The Quart routes stay for what the fast path
-hands on (other methods -> 405, absolute-form targets, requests with a body, store errors -> 500)
-and answer from the same functions, so both paths send the same bytes.
+hands on (other methods -> 405, absolute-form targets, requests with a body, the reserved app
+name "api", store errors -> 500) and answer from the same functions, so both send the same bytes.
 """
 
 from __future__ import annotations
