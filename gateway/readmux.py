@@ -8,7 +8,8 @@ are registered once in a private, level-triggered epoll set; one task sleeps ``i
 that set which sockets are readable (one ``epoll_wait(0)``), and calls each one's reader
 synchronously. The cost per tick is shared by every publisher, and a reader takes everything
 that arrived during the tick in one go. The price is up to ``interval`` of added delay per
-message (the setting ``rtmp_read_interval``; 0 turns this off).
+message (the setting ``rtmp_read_interval``; 0 turns this off), paid only while data comes
+more often than that (see :meth:`ReadMux.run`).
 
 Only the I/O layer uses this; readers are :class:`gateway.server.Session` callbacks that must
 not raise (they hand failures to their own task).
@@ -90,22 +91,42 @@ class ReadMux:
                 self._epoll.unregister(fd)
 
     async def run(self) -> None:
-        """Until cancelled. Sleeps on an event (no ticks) while no connection is registered."""
+        """Until cancelled. Sleeps on an event (no ticks) while no connection is registered.
+
+        Ticks pay off only when data arrives more often than they come. So the task starts by
+        waiting for any registered socket to be readable (the private epoll set's own fd), which
+        adds no delay; once such wake-ups come less than ``interval`` apart it switches to
+        ticking, and a tick that finds nothing to read switches it back.
+        """
         perf_counter = time.perf_counter
         timer = periodic_timerfd(self.interval)
+        epoll_fd = self._epoll.fileno()
+        ticking = False
+        last_wake = 0.0
         try:
             while True:
                 if not self._readers:
                     self._added = trio.Event()
                     await self._added.wait()
-                if timer is None:
+                if not ticking:
+                    await trio.lowlevel.wait_readable(epoll_fd)
+                elif timer is None:
                     await trio.sleep(self.interval)
                 else:
                     await trio.lowlevel.wait_readable(timer)
                     with contextlib.suppress(BlockingIOError):
                         os.read(timer, 8)  # the expiration count: any number is one tick
                 started = perf_counter()
-                for fd, _ in self._epoll.poll(0):
+                ready = self._epoll.poll(0)
+                if ticking and not ready:
+                    ticking = False
+                elif not ticking and started - last_wake < self.interval:
+                    ticking = True
+                    if timer is not None:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(timer, 8)  # forget expirations from before: tick from now
+                last_wake = started
+                for fd, _ in ready:
                     reader = self._readers.get(fd)
                     if reader is not None:
                         reader()

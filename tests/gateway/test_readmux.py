@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import trio
@@ -53,5 +54,36 @@ async def test_readers_run_only_while_registered_and_readable(
     a.send(b"two")
     await trio.sleep(0.05)
     assert got == [b"one"]
+    a.close()
+    b.close()
+
+
+async def test_frequent_arrivals_are_batched_into_ticks(nursery: trio.Nursery) -> None:
+    # Data every ~1 ms with a 20 ms interval: the mux switches to ticking and each reader call
+    # takes many writes at once; without ticks it would be about one call per write.
+    mux = ReadMux(0.02)
+    nursery.start_soon(mux.run)
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    calls, received = 0, 0
+
+    def reader() -> None:
+        nonlocal calls, received
+        calls += 1
+        received += len(b.recv(1 << 20))
+
+    mux.add(b.fileno(), reader)
+
+    def send() -> None:
+        for _ in range(300):
+            a.send(b"x")
+            time.sleep(0.001)
+
+    await trio.to_thread.run_sync(send)
+    with trio.fail_after(2):
+        while received < 300:
+            await trio.sleep(0.01)
+    assert calls < 100, calls
+    mux.remove(b.fileno())
     a.close()
     b.close()
