@@ -52,11 +52,26 @@ async def publisher(port: int, key: str) -> tuple[trio.SocketStream, Connection,
     conn = Connection(role=Role.CLIENT)
     conn.connect("live", f"rtmp://127.0.0.1:{port}/live")
     conn.publish(key)
+    status = (await pump_until(sock, conn, _publish_started))[-1]
+    assert isinstance(status, ev.Status)
+    return sock, conn, status.stream_id
+
+
+def _publish_started(event: object) -> bool:
+    return isinstance(event, ev.Status) and event.code == "NetStream.Publish.Start"
+
+
+async def pump_until(
+    sock: trio.SocketStream, conn: Connection, done: Callable[[object], bool]
+) -> list[object]:
+    """Exchange bytes with the server until an event satisfies ``done``; the events seen."""
+    seen: list[object] = []
     with trio.fail_after(5):
         while True:
             while (event := conn.next_event()) is not NEED_DATA:
-                if isinstance(event, ev.Status) and event.code == "NetStream.Publish.Start":
-                    return sock, conn, event.stream_id
+                seen.append(event)
+                if done(event):
+                    return seen
             if out := conn.data_to_send():
                 await sock.send_all(out)
             conn.receive_data(await sock.receive_some(65536))
@@ -163,21 +178,6 @@ async def test_a_flooding_publisher_does_not_starve_another(
         await calm_sock.aclose()
 
 
-async def pump_until(
-    sock: trio.SocketStream, conn: Connection, done: Callable[[object], bool]
-) -> list[object]:
-    seen: list[object] = []
-    with trio.fail_after(5):
-        while True:
-            while (event := conn.next_event()) is not NEED_DATA:
-                seen.append(event)
-                if done(event):
-                    return seen
-            if out := conn.data_to_send():
-                await sock.send_all(out)
-            conn.receive_data(await sock.receive_some(65536))
-
-
 async def test_acks_and_republish_on_one_connection(
     nursery: trio.Nursery, read_interval: float
 ) -> None:
@@ -199,10 +199,7 @@ async def test_acks_and_republish_on_one_connection(
             await trio.sleep(0.01)
     conn.delete_stream(sid)
     conn.publish("second")
-    events = await pump_until(
-        sock, conn, lambda e: isinstance(e, ev.Status) and e.code == "NetStream.Publish.Start"
-    )
-    status = events[-1]
+    status = (await pump_until(sock, conn, _publish_started))[-1]
     assert isinstance(status, ev.Status)
     first = hub.get("live", "first")
     assert first is None or first.publisher is None
