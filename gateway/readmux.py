@@ -11,8 +11,8 @@ that arrived during the tick in one go. The price is up to ``interval`` of added
 message (the setting ``rtmp_read_interval``; 0 turns this off), paid only while data comes
 more often than that (see :meth:`ReadMux.run`).
 
-Only the I/O layer uses this; readers are :class:`gateway.server.Session` callbacks that must
-not raise (they hand failures to their own task).
+Only the I/O layer uses this: :class:`MuxedPublisher` is how a :class:`gateway.server.Session`
+hands its socket over while it only publishes. It also holds the read-path tuning both use.
 """
 
 from __future__ import annotations
@@ -21,16 +21,50 @@ import contextlib
 import ctypes
 import os
 import select
+import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
+if TYPE_CHECKING:
+    from gateway.rtmp.connection import Connection
+    from gateway.server import Session
+
+# While publishing, the kernel is asked (SO_RCVLOWAT) to wake the reader only once the rest of the
+# message in progress is queued, not for every TCP segment of it. Between messages it stays 1: a
+# publisher without TCP_NODELAY (FFmpeg's default) holds a message body back (Nagle) until the
+# header is acknowledged, and an unread header below the mark is only acknowledged after the
+# delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
+SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
+# A smaller rest saves at most one wake-up (it comes in one or two TCP segments) and costs two
+# setsockopt calls (set, then back to 1), so the mark is only used for larger rests.
+LOWAT_MIN = 8 * 1024
+# Fraction of idle_timeout by which the idle deadline may lag the last read (so it is
+# re-registered at most a few times per timeout, not per read).
+DEADLINE_SLACK = 0.05
+# Bytes read before the shared bytes-received counter is updated.
+METRIC_BATCH = 256 * 1024
+# Reads of one publisher per tick of the shared reader (each up to the mux's 64 KiB buffer):
+# a keyframe is taken whole, a flood cannot hold the tick.
+READS_PER_TICK = 8
 # A batch that has run this long yields to other tasks (HTTP, players) before going on.
 BATCH_SLICE = 0.005
 # Bytes per read. Readers run one at a time, so they share one buffer (and each connection's
 # decoder copies what it is given).
 READ_SIZE = 64 * 1024
+
+
+def set_lowat(sock: trio.socket.SocketType, value: int) -> bool:
+    """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
+    if SO_RCVLOWAT is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVLOWAT, value)
+    except OSError:
+        return False
+    return True
 
 
 def available() -> bool:
@@ -137,3 +171,88 @@ class ReadMux:
             self._epoll.close()
             if timer is not None:
                 os.close(timer)
+
+
+class MuxedPublisher:
+    """A publishing connection read by the shared :class:`ReadMux` task.
+
+    The mux calls :meth:`on_readable` (synchronously, in its task) when the socket has data;
+    it reads, parses and publishes like the connection's own loop would, and sets
+    ``attention`` for what only the connection's task can do: write (acks, answers), end on
+    EOF or a failure, or go back to its own loop when it stops being a pure publisher. The
+    connection's task sleeps on ``attention`` and checks the idle timeout now and then.
+    """
+
+    def __init__(self, session: Session, conn: Connection, mux: ReadMux, lowat: int) -> None:
+        assert isinstance(session.sock, trio.SocketStream)
+        self.session, self.conn, self.mux = session, conn, mux
+        self.sock = session.sock.socket
+        self.fd = self.sock.fileno()
+        self.attention = trio.Event()
+        self.failure: Exception | None = None
+        self.eof = False
+        self.last_read = trio.current_time()
+        self.lowat = lowat
+        self.counted = 0
+
+    async def run(self) -> str | None:
+        """A cause to end the connection, or None once it is no longer only publishing."""
+        session, conn = self.session, self.conn
+        idle_timeout = session.settings.idle_timeout
+        self.mux.add(self.fd, self.on_readable)
+        try:
+            while True:
+                with trio.move_on_after(idle_timeout * DEADLINE_SLACK):
+                    await self.attention.wait()
+                self.attention = trio.Event()  # before any await: a later signal is not lost
+                if self.failure is not None:
+                    raise self.failure
+                if conn.has_data_to_send:
+                    await session.flush()
+                if self.eof:
+                    return "closed by peer"
+                if not session.published or session.playing:
+                    return None
+                if trio.current_time() - self.last_read > idle_timeout:
+                    session.metrics.protocol_errors.labels("idle-timeout").inc()
+                    return "idle timeout"
+        finally:
+            self.mux.remove(self.fd)
+            session.metrics.bytes_in.inc(self.counted)
+            if self.lowat != 1 and self.failure is None and not self.eof:
+                set_lowat(self.sock, 1)
+
+    def on_readable(self) -> None:
+        """Called by the mux; never raises (failures are handed to the connection's task)."""
+        if self.failure is not None or self.eof:
+            return
+        conn, session, mux = self.conn, self.session, self.mux
+        try:
+            for _ in range(READS_PER_TICK):
+                try:
+                    n = os.readv(self.fd, mux.buffers)
+                except BlockingIOError:
+                    break
+                self.counted += n
+                conn.receive_data(mux.view[:n])
+                session._handle_events(conn)
+                if n == 0:
+                    self.eof = True
+                    break
+                if n < len(mux.buffer):
+                    break  # drained
+            self.last_read = trio.current_time()
+            if self.counted >= METRIC_BATCH:
+                session.metrics.bytes_in.inc(self.counted)
+                self.counted = 0
+            # Mid-message, the epoll set reports the socket again only once the rest is there.
+            rest = conn.wanted_bytes()
+            want = min(rest, READ_SIZE) if rest >= LOWAT_MIN else 1
+            if want != self.lowat and not self.eof:
+                self.lowat = want
+                set_lowat(self.sock, want)
+        except Exception as exc:  # a protocol error or a broken socket ends this connection only
+            self.failure = exc
+        done = self.failure is not None or self.eof
+        if done or conn.has_data_to_send or not session.published or session.playing:
+            self.attention.set()

@@ -1,4 +1,4 @@
-"""RTMP listener and per-connection sessions: the only place RTMP bytes meet sockets.
+"""RTMP listener and per-connection sessions: with gateway.readmux, where RTMP bytes meet sockets.
 
 Each connection is one task owning one sans-IO :class:`gateway.rtmp.connection.Connection`. Every
 wait has a deadline (setup, idle read, write); every failure is contained to its connection and
@@ -11,7 +11,6 @@ import itertools
 import logging
 import math
 import os
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +20,15 @@ from gateway.config import Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
 from gateway.player import PlayerFeed, play
-from gateway.readmux import ReadMux
+from gateway.readmux import (
+    DEADLINE_SLACK,
+    LOWAT_MIN,
+    METRIC_BATCH,
+    SO_RCVLOWAT,
+    MuxedPublisher,
+    ReadMux,
+    set_lowat,
+)
 from gateway.readmux import available as readmux_available
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
@@ -33,35 +40,7 @@ from web.app import RESERVED_APP_NAMES
 log = logging.getLogger("gateway.rtmp")
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
-# While publishing, the kernel is asked (SO_RCVLOWAT) to wake the reader only once the rest of the
-# message in progress is queued, not for every TCP segment of it. Between messages it stays 1: a
-# publisher without TCP_NODELAY (FFmpeg's default) holds a message body back (Nagle) until the
-# header is acknowledged, and an unread header below the mark is only acknowledged after the
-# delayed-ACK timer (~40 ms), so waiting for "header + body" would delay every small message.
-_SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
-# A smaller rest saves at most one wake-up (it comes in one or two TCP segments) and costs two
-# setsockopt calls (set, then back to 1), so the mark is only used for larger rests.
-LOWAT_MIN = 8 * 1024
-# Fraction of idle_timeout by which the idle deadline may lag the last read (so it is
-# re-registered at most a few times per timeout, not per read).
-DEADLINE_SLACK = 0.05
-# Bytes read before the shared bytes-received counter is updated.
-METRIC_BATCH = 256 * 1024
-# Reads of one publisher per tick of the shared reader (each up to the mux's 64 KiB buffer):
-# a keyframe is taken whole, a flood cannot hold the tick.
-READS_PER_TICK = 8
 _ids = itertools.count(1)
-
-
-def _set_lowat(sock: trio.socket.SocketType, value: int) -> bool:
-    """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
-    if _SO_RCVLOWAT is None:
-        return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, value)
-    except OSError:
-        return False
-    return True
 
 
 def rtmp_limits(settings: Settings) -> Limits:
@@ -140,14 +119,14 @@ class Session:
         receive = self._receiver()
         counted = 0  # bytes read since the last update of the rtmp_bytes_received counter
         lowat = 1  # the socket's current SO_RCVLOWAT (1 = the kernel default)
-        can_lowat = _SO_RCVLOWAT is not None and isinstance(self.sock, trio.SocketStream)
+        can_lowat = SO_RCVLOWAT is not None and isinstance(self.sock, trio.SocketStream)
         mux = self.mux if isinstance(self.sock, trio.SocketStream) else None
         with trio.CancelScope() as scope:
             while True:
                 if mux is not None and self.published and not self.playing:
                     # Only publishing: the shared reader takes over until that changes.
                     scope.deadline = math.inf
-                    cause = await _MuxedRead(self, conn, mux, lowat).run()
+                    cause = await MuxedPublisher(self, conn, mux, lowat).run()
                     if cause is not None:
                         return cause
                     lowat = 1
@@ -226,7 +205,7 @@ class Session:
     def _set_lowat(self, value: int) -> bool:
         """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
         assert isinstance(self.sock, trio.SocketStream)
-        return _set_lowat(self.sock.socket, value)
+        return set_lowat(self.sock.socket, value)
 
     async def flush(self) -> None:
         """Write what the protocol queued; one writer at a time, bounded by send_timeout."""
@@ -372,91 +351,6 @@ class Session:
         self.hub.end_publish(stream, self.id)
         self.metrics.publishers.set(self.hub.publishers())
         log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
-
-
-class _MuxedRead:
-    """A publishing connection read by the shared :class:`ReadMux` task.
-
-    The mux calls :meth:`on_readable` (synchronously, in its task) when the socket has data;
-    it reads, parses and publishes like the connection's own loop would, and sets
-    ``attention`` for what only the connection's task can do: write (acks, answers), end on
-    EOF or a failure, or go back to its own loop when it stops being a pure publisher. The
-    connection's task sleeps on ``attention`` and checks the idle timeout now and then.
-    """
-
-    def __init__(self, session: Session, conn: Connection, mux: ReadMux, lowat: int) -> None:
-        assert isinstance(session.sock, trio.SocketStream)
-        self.session, self.conn, self.mux = session, conn, mux
-        self.sock = session.sock.socket
-        self.fd = self.sock.fileno()
-        self.attention = trio.Event()
-        self.failure: Exception | None = None
-        self.eof = False
-        self.last_read = trio.current_time()
-        self.lowat = lowat
-        self.counted = 0
-
-    async def run(self) -> str | None:
-        """A cause to end the connection, or None once it is no longer only publishing."""
-        session, conn = self.session, self.conn
-        idle_timeout = session.settings.idle_timeout
-        self.mux.add(self.fd, self.on_readable)
-        try:
-            while True:
-                with trio.move_on_after(idle_timeout * DEADLINE_SLACK):
-                    await self.attention.wait()
-                self.attention = trio.Event()  # before any await: a later signal is not lost
-                if self.failure is not None:
-                    raise self.failure
-                if conn.has_data_to_send:
-                    await session.flush()
-                if self.eof:
-                    return "closed by peer"
-                if not session.published or session.playing:
-                    return None
-                if trio.current_time() - self.last_read > idle_timeout:
-                    session.metrics.protocol_errors.labels("idle-timeout").inc()
-                    return "idle timeout"
-        finally:
-            self.mux.remove(self.fd)
-            session.metrics.bytes_in.inc(self.counted)
-            if self.lowat != 1 and self.failure is None and not self.eof:
-                _set_lowat(self.sock, 1)
-
-    def on_readable(self) -> None:
-        """Called by the mux; never raises (failures are handed to the connection's task)."""
-        if self.failure is not None or self.eof:
-            return
-        conn, session, mux = self.conn, self.session, self.mux
-        try:
-            for _ in range(READS_PER_TICK):
-                try:
-                    n = os.readv(self.fd, mux.buffers)
-                except BlockingIOError:
-                    break
-                self.counted += n
-                conn.receive_data(mux.view[:n])
-                session._handle_events(conn)
-                if n == 0:
-                    self.eof = True
-                    break
-                if n < len(mux.buffer):
-                    break  # drained
-            self.last_read = trio.current_time()
-            if self.counted >= METRIC_BATCH:
-                session.metrics.bytes_in.inc(self.counted)
-                self.counted = 0
-            # Mid-message, the epoll set reports the socket again only once the rest is there.
-            rest = conn.wanted_bytes()
-            want = min(rest, RECEIVE_SIZE) if rest >= LOWAT_MIN else 1
-            if want != self.lowat and not self.eof:
-                self.lowat = want
-                _set_lowat(self.sock, want)
-        except Exception as exc:  # a protocol error or a broken socket ends this connection only
-            self.failure = exc
-        done = self.failure is not None or self.eof
-        if done or conn.has_data_to_send or not session.published or session.playing:
-            self.attention.set()
 
 
 async def serve_rtmp(
