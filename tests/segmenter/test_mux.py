@@ -13,15 +13,12 @@ from segmenter.mux import TS_PACKET, ContinuityRewriter, TsMuxer, _Sink
 from tests.segmenter.media import decode, flv_file, tags
 
 
-def segment(data: bytes, target_ms: int = 2000) -> list[tuple[tuple[int, int], bytes]]:
-    """FLV -> ((start, end) ms, TS bytes) per segment, through the real pipeline pieces."""
+def parse_samples(data: bytes) -> tuple[AvcConfig | None, AacConfig | None, list[Sample]]:
+    """FLV -> the last sequence headers and every frame as a Sample on the TS timeline."""
     video: AvcConfig | None = None
     audio: AacConfig | None = None
     timeline = Timeline(start=1000)
-    muxer = TsMuxer()
-    cutter: Cutter | None = None
-    interleaver: Interleaver | None = None
-    out = []
+    samples = []
     for tag in tags(data):
         packet = parse_tag(tag)
         if isinstance(packet, SequenceHeader):
@@ -29,33 +26,38 @@ def segment(data: bytes, target_ms: int = 2000) -> list[tuple[tuple[int, int], b
                 video = parse_avcc(packet.config)
             else:
                 audio = parse_asc(packet.config)
-        elif isinstance(packet, VideoFrame | AudioFrame):
-            if cutter is None:
-                cutter = Cutter(target_ms, 10, has_video=video is not None)
-                interleaver = Interleaver({k for k, c in ((VIDEO, video), (AUDIO, audio)) if c})
-                muxer.start(video, audio)
-            assert interleaver is not None
-            if isinstance(packet, VideoFrame):
-                mapped = timeline.map(VIDEO, tag.timestamp, packet.composition_time)
-                assert mapped is not None
-                sample = Sample(VIDEO, *mapped, packet.keyframe, packet.data)
-            else:
-                mapped = timeline.map(AUDIO, tag.timestamp)
-                assert mapped is not None
-                sample = Sample(AUDIO, *mapped, True, packet.data)
-            for ready in interleaver.push(sample):
-                decision = cutter.decide(ready)
-                if decision.closed:
-                    out.append((decision.closed, muxer.cut()))
-                if decision.keep:
-                    muxer.write(ready)
-    assert cutter is not None and interleaver is not None
-    for ready in interleaver.flush():
+        elif isinstance(packet, VideoFrame):
+            mapped = timeline.map(VIDEO, tag.timestamp, packet.composition_time)
+            assert mapped is not None
+            samples.append(Sample(VIDEO, *mapped, packet.keyframe, packet.data))
+        elif isinstance(packet, AudioFrame):
+            mapped = timeline.map(AUDIO, tag.timestamp)
+            assert mapped is not None
+            samples.append(Sample(AUDIO, *mapped, True, packet.data))
+    return video, audio, samples
+
+
+def segment(data: bytes, target_ms: int = 2000) -> list[tuple[tuple[int, int], bytes]]:
+    """FLV -> ((start, end) ms, TS bytes) per segment, through the real pipeline pieces."""
+    video, audio, samples = parse_samples(data)
+    cutter = Cutter(target_ms, 10, has_video=video is not None)
+    interleaver = Interleaver({k for k, c in ((VIDEO, video), (AUDIO, audio)) if c})
+    muxer = TsMuxer()
+    muxer.start(video, audio)
+    out = []
+
+    def cut_and_write(ready: Sample) -> None:
         decision = cutter.decide(ready)
         if decision.closed:
             out.append((decision.closed, muxer.cut()))
         if decision.keep:
             muxer.write(ready)
+
+    for sample in samples:
+        for ready in interleaver.push(sample):
+            cut_and_write(ready)
+    for ready in interleaver.flush():
+        cut_and_write(ready)
     closed = cutter.finish()
     assert closed is not None
     out.append((closed, muxer.cut()))
@@ -233,25 +235,7 @@ def test_write_without_configuration_is_a_media_error() -> None:
 
 def test_a_dropped_segment_leaves_continuity_counters_as_published(av_flv: bytes) -> None:
     """Counters are renumbered while muxing; a segment abandoned by start() must not count."""
-    video: AvcConfig | None = None
-    audio: AacConfig | None = None
-    timeline = Timeline(start=1000)
-    samples = []
-    for tag in tags(av_flv):
-        packet = parse_tag(tag)
-        if isinstance(packet, SequenceHeader):
-            if packet.media == VIDEO:
-                video = parse_avcc(packet.config)
-            else:
-                audio = parse_asc(packet.config)
-        elif isinstance(packet, VideoFrame):
-            mapped = timeline.map(VIDEO, tag.timestamp, packet.composition_time)
-            assert mapped is not None
-            samples.append(Sample(VIDEO, *mapped, packet.keyframe, packet.data))
-        elif isinstance(packet, AudioFrame):
-            mapped = timeline.map(AUDIO, tag.timestamp)
-            assert mapped is not None
-            samples.append(Sample(AUDIO, *mapped, True, packet.data))
+    video, audio, samples = parse_samples(av_flv)
     muxer = TsMuxer()
     muxer.start(video, audio)
     for s in samples[:100]:
