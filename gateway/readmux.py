@@ -56,6 +56,13 @@ BATCH_SLICE = 0.005
 READ_SIZE = 64 * 1024
 
 
+def lowat_for(conn: Connection) -> int:
+    """The SO_RCVLOWAT a publisher's socket should have now: the rest of the message in
+    progress when that is large enough to be worth it, else 1."""
+    rest = conn.wanted_bytes()
+    return min(rest, READ_SIZE) if rest >= LOWAT_MIN else 1
+
+
 def set_lowat(sock: trio.socket.SocketType, value: int) -> bool:
     """Set SO_RCVLOWAT; False (stop trying) where the platform refuses it."""
     if SO_RCVLOWAT is None:
@@ -246,8 +253,7 @@ class MuxedPublisher:
                 session.metrics.bytes_in.inc(self.counted)
                 self.counted = 0
             # Mid-message, the epoll set reports the socket again only once the rest is there.
-            rest = conn.wanted_bytes()
-            want = min(rest, READ_SIZE) if rest >= LOWAT_MIN else 1
+            want = lowat_for(conn)
             if want != self.lowat and not self.eof:
                 self.lowat = want
                 set_lowat(self.sock, want)

@@ -22,11 +22,11 @@ from gateway.metrics import Metrics
 from gateway.player import PlayerFeed, play
 from gateway.readmux import (
     DEADLINE_SLACK,
-    LOWAT_MIN,
     METRIC_BATCH,
     SO_RCVLOWAT,
     MuxedPublisher,
     ReadMux,
+    lowat_for,
     set_lowat,
 )
 from gateway.readmux import available as readmux_available
@@ -143,9 +143,7 @@ class Session:
                 if can_lowat:
                     want = 1
                     if self.published and not self.playing:
-                        want = min(conn.wanted_bytes(), RECEIVE_SIZE)
-                        if want < LOWAT_MIN:
-                            want = 1
+                        want = lowat_for(conn)
                     if want != lowat:
                         lowat = want
                         can_lowat = self._set_lowat(want)
