@@ -32,7 +32,7 @@ from gateway.relay import RelayManager
 from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
-from segmenter.store import DiskStore, MemoryStore, Store
+from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore
 from web.app import WebConfig, create_app
 
 log = logging.getLogger("gateway")
@@ -66,7 +66,16 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
 
 
 def make_store(settings: Settings) -> Store:
-    return DiskStore(Path(settings.hls_dir)) if settings.hls_dir else MemoryStore()
+    if not settings.hls_dir:
+        return MemoryStore()
+    disk = DiskStore(Path(settings.hls_dir))
+    if settings.hls_write_queue_bytes == 0:
+        return disk
+    return WriteBehindStore(
+        disk,
+        max_pending_bytes=settings.hls_write_queue_bytes,
+        log=logging.getLogger("gateway.store"),
+    )
 
 
 @dataclass(eq=False)
@@ -225,44 +234,50 @@ async def run_gateway(
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     http_stop = trio.Event()
 
-    async with trio.open_nursery() as root:
-        if handle_signals:
-            root.start_soon(_watch_signals, stop)
-        async with trio.open_nursery() as http:
-            try:
-                http_bound = await http.start(
-                    partial(hypercorn_serve, web_app, hconfig, shutdown_trigger=http_stop.wait)
-                )
-            except* OSError as group:  # hypercorn binds inside its own nursery
-                first: BaseException = group
-                while isinstance(first, BaseExceptionGroup):
-                    first = first.exceptions[0]
-                why = getattr(first, "strerror", None) or str(first)
-                where = hconfig.bind[0]
-                raise OSError(
-                    getattr(first, "errno", None), f"cannot listen for HTTP on {where}: {why}"
-                ) from None
-            async with trio.open_nursery() as segmenters:
-                gw._segmenters = segmenters
-                gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
-                async with trio.open_nursery() as ingest:
-                    rtmp_bound = await ingest.start(serve_rtmp, settings, gw.hub, gw.metrics)
-                    gw.bound = Bound(rtmp_bound, http_bound)
-                    log.info(
-                        "gateway listening: rtmp %s, http %s, store %s",
-                        ", ".join(f"{h}:{p}" for h, p in rtmp_bound),
-                        ", ".join(http_bound),
-                        settings.hls_dir or "memory",
+    try:
+        async with trio.open_nursery() as root:
+            if handle_signals:
+                root.start_soon(_watch_signals, stop)
+            async with trio.open_nursery() as http:
+                try:
+                    http_bound = await http.start(
+                        partial(hypercorn_serve, web_app, hconfig, shutdown_trigger=http_stop.wait)
                     )
-                    task_status.started(gw)
-                    await stop.wait()
-                    # Graceful order: stop ingest (publish slots are released), then end the
-                    # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.
-                    ingest.cancel_scope.cancel()
-                segmenters.cancel_scope.cancel()
-            http_stop.set()
-            http.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout + 1
-        root.cancel_scope.cancel()
+                except* OSError as group:  # hypercorn binds inside its own nursery
+                    first: BaseException = group
+                    while isinstance(first, BaseExceptionGroup):
+                        first = first.exceptions[0]
+                    why = getattr(first, "strerror", None) or str(first)
+                    where = hconfig.bind[0]
+                    raise OSError(
+                        getattr(first, "errno", None), f"cannot listen for HTTP on {where}: {why}"
+                    ) from None
+                async with trio.open_nursery() as segmenters:
+                    gw._segmenters = segmenters
+                    gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
+                    async with trio.open_nursery() as ingest:
+                        rtmp_bound = await ingest.start(serve_rtmp, settings, gw.hub, gw.metrics)
+                        gw.bound = Bound(rtmp_bound, http_bound)
+                        log.info(
+                            "gateway listening: rtmp %s, http %s, store %s",
+                            ", ".join(f"{h}:{p}" for h, p in rtmp_bound),
+                            ", ".join(http_bound),
+                            settings.hls_dir or "memory",
+                        )
+                        task_status.started(gw)
+                        await stop.wait()
+                        # Graceful order: stop ingest (publish slots are released), then end the
+                        # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.
+                        ingest.cancel_scope.cancel()
+                    segmenters.cancel_scope.cancel()
+                http_stop.set()
+                http.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout + 1
+            root.cancel_scope.cancel()
+    finally:
+        # Queued disk writes (the last segments, ENDLIST) are done before we return.
+        timeout = settings.shutdown_timeout
+        if isinstance(gw.store, WriteBehindStore) and not gw.store.close(timeout=timeout):
+            log.error("store: writes still queued after %g s of shutdown", timeout)
     log.info("gateway stopped")
 
 

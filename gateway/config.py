@@ -147,9 +147,16 @@ class Settings:
             minimum=0.0,
         ),
     )
-    # 1024 tags ~ 14 s of 720p30 A/V (~73 tags/s), about the live window (6 x 2 s): a backlog
-    # longer than the window is stale for players anyway, and under overload the queue is what
-    # grows (8192 let RSS reach ~9 MB per 2.6 Mbit/s stream at 100 streams within 20 s).
+    hls_write_queue_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc(
+            "With hls_dir: bytes of segments and playlists that may wait for the disk writer "
+            "thread, which writes them in order (a segment before the playlist naming it) so "
+            "disk time never holds the event loop; when the disk falls further behind, "
+            "publishers wait. 0 = write in the event loop.",
+            minimum=0,
+        ),
+    )
     hls_retention: float = field(
         default=120.0,
         metadata=_doc(

@@ -12,7 +12,8 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import Gateway
+from gateway.app import Gateway, make_store
+from segmenter.store import DiskStore, MemoryStore, WriteBehindStore
 from tests.clients import (
     apt_ffprobe_exe,
     imageio_ffmpeg_exe,
@@ -49,6 +50,15 @@ def read_playlist(path: Path) -> m3u8.M3U8 | None:
         return None
 
 
+def test_store_choice_follows_the_settings(tmp_path: Path) -> None:
+    assert isinstance(make_store(test_settings()), MemoryStore)
+    behind = make_store(test_settings(hls_dir=str(tmp_path)))
+    assert isinstance(behind, WriteBehindStore) and isinstance(behind.inner, DiskStore)
+    assert behind.close(timeout=5)
+    direct = make_store(test_settings(hls_dir=str(tmp_path), hls_write_queue_bytes=0))
+    assert isinstance(direct, DiskStore)
+
+
 async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -56,14 +66,19 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
     gw, stop = await start_gateway(
         nursery, test_settings(hls_dir=str(hls), hls_end_grace=3.0, hls_window=20)
     )
+    assert isinstance(gw.store, WriteBehindStore)  # disk writes leave the event loop
     index = hls / "live" / "disk" / "index.m3u8"
     seen_counts: list[int] = []
+    unlisted: list[str] = []
 
     async def watch() -> None:
         while True:
             pl = read_playlist(index)
             if pl is not None:
                 seen_counts.append(pl.media_sequence + len(pl.segments))
+                # As an outside reader (nginx serving the directory) sees it: every listed
+                # segment is already on disk (the window is long enough that none expire here).
+                unlisted.extend(s.uri for s in pl.segments if not (index.parent / s.uri).is_file())
             await trio.sleep(0.1)
 
     async def publisher_gone() -> None:
@@ -85,6 +100,7 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
         await publisher_gone()
         inner.cancel_scope.cancel()
     assert len(set(seen_counts)) >= 4, f"playlist did not grow live: {sorted(set(seen_counts))}"
+    assert unlisted == []
     assert seen_counts == sorted(seen_counts)  # segment count never goes back
     pl = read_playlist(index)
     assert pl is not None and not pl.is_endlist

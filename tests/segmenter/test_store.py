@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from segmenter.playlist import LivePlaylist, SegmentEntry, parse_resume_state
-from segmenter.store import DiskStore, MemoryStore, Store, validate_name
+from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore, validate_name
 
 
-@pytest.fixture(params=["memory", "disk"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+@pytest.fixture(params=["memory", "disk", "write-behind"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
-        return MemoryStore()
-    return DiskStore(tmp_path / "store")
+        yield MemoryStore()
+    elif request.param == "disk":
+        yield DiskStore(tmp_path / "store")
+    else:
+        behind = WriteBehindStore(DiskStore(tmp_path / "store"), max_pending_bytes=1 << 20)
+        yield behind
+        assert behind.close(timeout=5)
 
 
 def files_under(root: Path) -> list[str]:
@@ -247,3 +253,135 @@ def test_get_on_a_directory_is_none(tmp_path: Path) -> None:
     ds.delete("a/b")  # a directory is not a stored name: nothing happens
     assert ds.get("a/b/c.ts") == b"x"
     assert ds.get("a/b/c.ts/d.ts") is None
+
+
+# -- WriteBehindStore ---------------------------------------------------------------------------
+
+
+class GatedStore(MemoryStore):
+    """A MemoryStore that records each operation and waits for ``gate`` before doing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.ops: list[tuple[str, str]] = []
+        self.fail: set[str] = set()
+
+    def put(self, name: str, data: bytes) -> None:
+        assert self.gate.wait(10)
+        if name in self.fail:
+            raise OSError(28, "No space left on device")
+        self.ops.append(("put", name))
+        super().put(name, data)
+
+    def delete(self, name: str) -> None:
+        assert self.gate.wait(10)
+        self.ops.append(("delete", name))
+        super().delete(name)
+
+
+@pytest.fixture
+def gated() -> Iterator[tuple[GatedStore, WriteBehindStore]]:
+    inner = GatedStore()
+    behind = WriteBehindStore(inner, max_pending_bytes=1 << 20)
+    yield inner, behind
+    inner.gate.set()
+    assert behind.close(timeout=5)
+
+
+def test_write_behind_keeps_order_and_reads_see_pending_writes(
+    gated: tuple[GatedStore, WriteBehindStore],
+) -> None:
+    inner, behind = gated
+    inner.gate.set()
+    inner.put("live/k/old.ts", b"old")
+    inner.gate.clear()
+    inner.ops.clear()
+    behind.put("live/k/s1.ts", b"segment")
+    behind.put("live/k/index.m3u8", b"v1")
+    behind.delete("live/k/old.ts")
+    behind.put("live/k/index.m3u8", b"v2")
+    # Nothing reached the inner store yet, but this process already sees the new state.
+    assert inner.ops == []
+    assert behind.get("live/k/s1.ts") == b"segment"
+    assert behind.get("live/k/index.m3u8") == b"v2"
+    assert behind.get("live/k/old.ts") is None
+    assert behind.names("live/k/") == ["live/k/index.m3u8", "live/k/s1.ts"]
+    assert behind.pending_bytes == len(b"segment") + 4
+    assert not behind.flush(timeout=0.05)
+    inner.gate.set()
+    assert behind.flush(timeout=5)
+    # The segment reached the inner store before the playlist naming it, as queued.
+    assert inner.ops == [
+        ("put", "live/k/s1.ts"),
+        ("put", "live/k/index.m3u8"),
+        ("delete", "live/k/old.ts"),
+        ("put", "live/k/index.m3u8"),
+    ]
+    assert inner.get("live/k/index.m3u8") == b"v2"
+    assert behind.pending_bytes == 0
+
+
+def test_write_behind_blocks_the_writer_beyond_its_bound() -> None:
+    inner = GatedStore()
+    behind = WriteBehindStore(inner, max_pending_bytes=10)
+    done = threading.Event()
+    try:
+        behind.put("a/b/1.ts", b"x" * 8)
+        behind.put("a/b/2.ts", b"x" * 8)  # 8 < 10 were pending: queued
+
+        def third() -> None:
+            behind.put("a/b/3.ts", b"x" * 8)
+            done.set()
+
+        thread = threading.Thread(target=third)
+        thread.start()
+        assert not done.wait(0.2)  # 16 bytes pending >= 10: the third put waits
+        inner.gate.set()
+        assert done.wait(5)
+        thread.join()
+        assert behind.flush(timeout=5)
+        assert [n for _, n in inner.ops] == ["a/b/1.ts", "a/b/2.ts", "a/b/3.ts"]
+    finally:
+        inner.gate.set()
+        assert behind.close(timeout=5)
+
+
+def test_write_behind_logs_a_failed_write_and_goes_on(
+    gated: tuple[GatedStore, WriteBehindStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    inner, behind = gated
+    inner.fail.add("live/k/s1.ts")
+    with caplog.at_level(logging.ERROR):
+        behind.put("live/k/s1.ts", b"lost")
+        behind.put("live/k/s2.ts", b"kept")
+        inner.gate.set()
+        assert behind.flush(timeout=5)
+    assert behind.failures == 1
+    assert behind.get("live/k/s1.ts") is None  # the failed write is not pretended
+    assert behind.get("live/k/s2.ts") == b"kept"
+    assert "cannot write live/k/s1.ts" in caplog.text
+    assert "No space left on device" in caplog.text
+
+
+def test_write_behind_rejects_bad_names_in_the_caller(
+    gated: tuple[GatedStore, WriteBehindStore],
+) -> None:
+    _, behind = gated
+    with pytest.raises(ValueError):
+        behind.put("../escape.ts", b"x")
+    with pytest.raises(ValueError):
+        behind.delete("a/../../b.ts")
+    assert behind.pending_bytes == 0
+
+
+def test_write_behind_close_finishes_queued_writes_then_writes_directly(tmp_path: Path) -> None:
+    behind = WriteBehindStore(DiskStore(tmp_path), max_pending_bytes=1 << 20)
+    for i in range(20):
+        behind.put(f"live/k/s{i}.ts", bytes([i]) * 1000)
+    behind.put("live/k/index.m3u8", b"#EXTM3U\n#EXT-X-ENDLIST\n")
+    assert behind.close(timeout=5)
+    assert (tmp_path / "live/k/index.m3u8").read_bytes().endswith(b"#EXT-X-ENDLIST\n")
+    assert len(files_under(tmp_path)) == 21
+    behind.put("live/k/late.ts", b"after close")  # no thread left: straight to disk
+    assert (tmp_path / "live/k/late.ts").read_bytes() == b"after close"
