@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from gateway import readmux
-from gateway.readmux import ReadMux, periodic_timerfd
+from gateway.readmux import ReadMux, TickPolicy, periodic_timerfd
 
 
 async def test_timerfd_ticks_at_its_interval() -> None:
@@ -87,3 +87,31 @@ async def test_frequent_arrivals_are_batched_into_ticks(nursery: trio.Nursery) -
     mux.remove(b.fileno())
     a.close()
     b.close()
+
+
+def test_one_publisher_never_ticks() -> None:
+    # A 720p30 publisher: a frame every 33 ms in up to three parts 0.1 ms apart, audio every
+    # 21 ms; ~120 readiness wake-ups a second are cheaper than 200 ticks at 5 ms.
+    policy = TickPolicy(0.005)
+    arrivals = sorted(
+        [f / 30 + part * 0.0001 for f in range(300) for part in range(3)]
+        + [a * 1024 / 48000 for a in range(470)]
+    )
+    assert not any(policy.woke(t, 1) for t in arrivals)
+
+
+def test_many_publishers_tick_until_ticks_find_little() -> None:
+    policy = TickPolicy(0.005)
+    now = 0.0
+    wakes = 0
+    while not policy.woke(now, 1):  # ten publishers: a wake-up every ~0.8 ms
+        now += 0.0008
+        wakes += 1
+    assert wakes < 20
+    for _ in range(200):  # each tick finds several sockets: keeps ticking
+        now += 0.005
+        assert policy.woke(now, 5)
+    # Load falls to one socket every other tick: ticks no longer save wake-ups.
+    left = next(i for i in range(100) if not policy.woke(now + i * 0.005, i % 2))
+    assert left < 40
+    assert not policy.ticking
