@@ -40,7 +40,17 @@ from web.app import RESERVED_APP_NAMES
 log = logging.getLogger("gateway.rtmp")
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
+SHOWN_NAME = 160  # characters of a refused app or stream name quoted back (valid ones are <= 128)
 _ids = itertools.count(1)
+
+
+def shown(name: str) -> str:
+    """A peer-chosen name for a log line or onStatus description: repr, cut to SHOWN_NAME
+    characters (a name may be a 1 MiB AMF string: logged and echoed whole, every refused
+    attempt would cost that much log and reply)."""
+    if len(name) <= SHOWN_NAME:
+        return repr(name)
+    return f"{name[:SHOWN_NAME]!r}... ({len(name)} characters)"
 
 
 def rtmp_limits(settings: Settings) -> Limits:
@@ -98,7 +108,7 @@ class Session:
         try:
             cause = await work
         except ProtocolError as exc:
-            cause = f"protocol error: {exc.reason}: {exc}"
+            cause = f"protocol error: {exc}"  # the message starts with the reason
             self.metrics.protocol_errors.labels(exc.reason).inc()
         except trio.TooSlowError:
             cause = "write timeout (peer not reading)"
@@ -245,9 +255,13 @@ class Session:
     def _on_play(self, conn: Connection, event: ev.PlayRequest) -> None:
         key = split_query(event.name)[0]
         if self.app is None or not valid_name(key):
-            log.warning("rtmp #%d %s: play refused: invalid name %r", self.id, self.peer, key)
+            log.warning(
+                "rtmp #%d %s: play refused: invalid name %s", self.id, self.peer, shown(key)
+            )
             conn.reject_play(
-                event.stream_id, "NetStream.Play.StreamNotFound", f"invalid stream name {key!r}"
+                event.stream_id,
+                "NetStream.Play.StreamNotFound",
+                f"invalid stream name {shown(key)}",
             )
             return
         if event.stream_id in self.playing:
@@ -300,9 +314,9 @@ class Session:
             return
         if not valid_name(app):
             log.warning(
-                "rtmp #%d %s: connect refused: invalid app name %r", self.id, self.peer, app
+                "rtmp #%d %s: connect refused: invalid app name %s", self.id, self.peer, shown(app)
             )
-            conn.reject_connect(f"invalid application name {app!r}")
+            conn.reject_connect(f"invalid application name {shown(app)}")
             return
         self.app = app
         # rtmp://host/live?token=x puts the query on the app/tcUrl: kept for authorisation.
@@ -325,7 +339,7 @@ class Session:
                 conn,
                 event.stream_id,
                 "NetStream.Publish.BadName",
-                f"invalid stream name {key!r}: use 1-128 of A-Z a-z 0-9 _ -",
+                f"invalid stream name {shown(key)}: use 1-128 of A-Z a-z 0-9 _ -",
             )
             return
         try:

@@ -162,19 +162,25 @@ class Reader:
 
     def string_bytes(self, n: int) -> bytes:
         if n > self.limits.max_string:
-            raise RemoteProtocolError("amf-string-size")
+            raise RemoteProtocolError(
+                "amf-string-size", f"string of {n} bytes, at most {self.limits.max_string}"
+            )
         return self.take(n)
 
     def charge(self, n: int = 1) -> None:
         """Count ``n`` decoded values against ``max_items``."""
         self.items += n
         if self.items > self.limits.max_items:
-            raise RemoteProtocolError("amf-items")
+            raise RemoteProtocolError(
+                "amf-items", f"more than {self.limits.max_items} values in one message"
+            )
 
     def enter(self, extra: int = 1) -> None:
         """Nest ``extra`` levels deeper (a reference enters by its referent's height)."""
         if self.depth + extra > self.limits.max_depth:
-            raise RemoteProtocolError("amf-depth")
+            raise RemoteProtocolError(
+                "amf-depth", f"nested deeper than {self.limits.max_depth} levels"
+            )
         self.depth += extra
 
     def begin_complex(self, table: list[list[Any]], value: Any) -> tuple[list[Any], int, int]:

@@ -113,7 +113,8 @@ class ChunkDecoder:
     def set_chunk_size(self, size: int) -> None:
         """§5.4.1 inbound; bounds from Limits (reason "chunk-size")."""
         if not self._limits.min_chunk_size <= size <= self._limits.max_chunk_size:
-            raise RemoteProtocolError("chunk-size")
+            lo, hi = self._limits.min_chunk_size, self._limits.max_chunk_size
+            raise RemoteProtocolError("chunk-size", f"Set Chunk Size {size} outside {lo}..{hi}")
         self.chunk_size = size
 
     def abort(self, csid: int) -> None:
@@ -174,7 +175,10 @@ class ChunkDecoder:
             if fmt >= 2:
                 raise RemoteProtocolError("chunk-no-header")
             if len(self._streams) >= self._limits.max_chunk_streams:
-                raise RemoteProtocolError("too-many-chunk-streams")
+                raise RemoteProtocolError(
+                    "too-many-chunk-streams",
+                    f"chunk stream {csid} past the {self._limits.max_chunk_streams} allowed",
+                )
         new_message = st is None or st.payload is None or fmt < 3
         field = 0
         extended = False
@@ -214,7 +218,11 @@ class ChunkDecoder:
             if fmt >= 1 and st is not None:
                 stream_id = st.stream_id
             if length > self._limits.max_message_size:
-                raise RemoteProtocolError("message-too-large")
+                raise RemoteProtocolError(
+                    "message-too-large",
+                    f"type {type_id} message of {length} bytes, max_message_size is "
+                    f"{self._limits.max_message_size}",
+                )
             remaining = length
         else:
             assert st is not None and st.payload is not None
@@ -246,7 +254,11 @@ class ChunkDecoder:
         if len(payload) < length:
             self._partial_bytes += size
             if self._partial_bytes > self._limits.max_buffered_bytes:
-                raise RemoteProtocolError("buffer-overflow")
+                raise RemoteProtocolError(
+                    "buffer-overflow",
+                    f"{self._partial_bytes} bytes of unfinished messages, at most "
+                    f"{self._limits.max_buffered_bytes}",
+                )
             self._after_chunk = 1 + length - len(payload)  # type-3 header + the rest
             return True
         self._partial_bytes -= length - size

@@ -11,10 +11,13 @@ class ProtocolError(Exception):
     ``reason`` is a short, stable, machine-ish cause (e.g. ``"amf-depth"``) used in
     logs and as a metrics label, so keep its cardinality low. ``status_code`` is an
     optional onStatus code hint for the reply (e.g. ``"NetStream.Publish.BadName"``).
+    ``detail`` (the offending value and the bound) goes into the message only, for the log.
     """
 
-    def __init__(self, reason: str, *, status_code: str | None = None) -> None:
-        super().__init__(reason)
+    def __init__(
+        self, reason: str, detail: str | None = None, *, status_code: str | None = None
+    ) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
         self.reason = reason
         self.status_code = status_code
 

@@ -1,0 +1,70 @@
+"""Hostile peers on the session layer: names as large as an AMF string may be (1 MiB) must cost
+a bounded log line and reply, and limit violations name the offending value in the log."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+from gateway.rtmp import events as ev
+from gateway.rtmp.chunk import ChunkEncoder
+from gateway.rtmp.connection import Connection, Role
+from gateway.server import SHOWN_NAME, shown
+from tests.gateway.test_server import counter, pump, start_session
+
+HUGE = "k" * 900_000  # under the 1 MiB AMF string limit: decoded, then refused as a name
+
+
+def test_shown_cuts_long_names_and_says_how_long() -> None:
+    assert shown("cam1") == "'cam1'"
+    text = shown("x" * 10_000)
+    assert len(text) < SHOWN_NAME + 40 and "10000 characters" in text
+
+
+@pytest.mark.parametrize("what", ["publish", "play", "connect"])
+async def test_huge_names_are_refused_with_a_short_reply_and_log_line(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, what: str
+) -> None:
+    client, hub, _, _ = await start_session(nursery, play_wait_timeout=0.0)
+    conn = Connection(role=Role.CLIENT)
+    conn.connect(HUGE if what == "connect" else "live", "rtmp://127.0.0.1/live")
+    if what == "publish":
+        conn.publish(HUGE)
+    elif what == "play":
+        conn.play(HUGE)
+    with caplog.at_level(logging.WARNING, logger="gateway.rtmp"), trio.fail_after(5):
+        events = await pump(client, conn, ev.ConnectResult if what == "connect" else ev.Status)
+    reply = events[-1]
+    assert isinstance(reply, ev.ConnectResult | ev.Status)
+    if isinstance(reply, ev.ConnectResult):
+        assert not reply.success
+    else:
+        expected = "NetStream.Publish.BadName" if what == "publish" else "Play.StreamNotFound"
+        assert expected in reply.code
+    assert "900000 characters" in reply.description and len(reply.description) < 400
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and len(refusals[0]) < 400
+    assert hub.publishers() == 0
+
+
+async def test_limit_violation_names_the_value_in_the_close_cause(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _, metrics, done = await start_session(nursery, max_message_size=1_000_000)
+    conn = Connection(role=Role.CLIENT)
+    conn.connect("live", "rtmp://127.0.0.1/live")
+    await pump(client, conn, ev.ConnectResult)
+    # A video message declaring 5 MB, past max_message_size: refused from its header alone.
+    header = ChunkEncoder().encode(6, 0, 9, 1, bytes(5_000_000))[:200]
+    with caplog.at_level(logging.INFO, logger="gateway.rtmp"), trio.fail_after(5):
+        await client.send_all(header)
+        await done.wait()
+    assert counter(metrics, "message-too-large") == 1
+    closed = [r.getMessage() for r in caplog.records if "closed (" in r.getMessage()]
+    assert len(closed) == 1
+    assert (
+        "protocol error: message-too-large: type 9 message of 5000000 bytes, "
+        "max_message_size is 1000000" in closed[0]
+    )
