@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -45,9 +46,19 @@ AUDIO: Final = "audio"
 # A forced cut happens this long before a segment would round above TARGETDURATION, so the sample
 # that triggers it (up to ~200 ms after the limit at 5 fps) still lands below the rounding point.
 FORCED_CUT_HEADROOM_MS = 200
-# A jump larger than this between consecutive timestamps of one track is a publisher clock jump
-# (or an unhandled 32-bit wrap): the timeline is rebased to stay continuous instead.
+# A sample more than this ahead of the newest timestamp of any track is a publisher clock jump
+# (or an unhandled 32-bit wrap): the timeline is rebased to stay continuous instead. Relative to
+# all tracks, so one track resuming after a long gap (the others went on) is not a jump.
 MAX_TIMESTAMP_JUMP_MS = 10_000
+# A track's timestamp going back more than this is a clock reset (an encoder restarted its clock,
+# concatenated inputs), also rebased: refusing the samples as late would drop everything until
+# the clock caught up again, up to MAX_TIMESTAMP_JUMP_MS of frozen picture and silence. Within a
+# track a DTS never goes back by more than jitter; smaller steps back are late samples.
+MAX_TIMESTAMP_BACKSTEP_MS = 1_000
+# After a rebase, samples of the tracks that have not jumped yet still carry the old clock (RTMP
+# interleaves audio and video only roughly): for this long on the output timeline a sample that
+# fits its track under the previous offset is mapped with it, instead of being taken as a jump.
+STRAGGLER_MS = 1_000
 # Frame steps above this are gaps, not a track's cadence, and are not used to predict its next DTS.
 MAX_PREDICTED_STEP_MS = 250
 # Each publish session starts this far after the previous session's end on the output timeline,
@@ -70,16 +81,29 @@ class Timeline:
     """Maps one publish session's FLV timestamps onto the continuous output timeline.
 
     Rebases the first timestamp to ``start``, keeps each track's DTS strictly increasing (late
-    samples are refused), rebases over jumps, and delays every PTS by ``cts_shift`` when the
-    publisher sends negative composition times so that PTS >= DTS holds (ISO/IEC 13818-1 §2.7.5).
+    samples are refused), rebases over clock jumps (forward past every track, or back within a
+    track), and delays every PTS by ``cts_shift`` when the publisher sends negative composition
+    times so that PTS >= DTS holds (ISO/IEC 13818-1 §2.7.5). One offset serves all tracks, so a
+    rebase keeps them in sync; stragglers of the old clock keep the previous offset.
     """
 
-    def __init__(self, start: int, max_jump_ms: int = MAX_TIMESTAMP_JUMP_MS) -> None:
+    def __init__(
+        self,
+        start: int,
+        max_jump_ms: int = MAX_TIMESTAMP_JUMP_MS,
+        max_backstep_ms: int = MAX_TIMESTAMP_BACKSTEP_MS,
+        on_jump: Callable[[Kind, int], None] | None = None,
+    ) -> None:
         self._start = start
+        self._on_jump = on_jump  # (track, jump in ms): told of each rebase
         self._max_jump = max_jump_ms
+        self._max_back = max_backstep_ms
         self._offset: int | None = None
+        # The offset before the last rebase and the output DTS until which it may still serve.
+        self._previous: tuple[int, int] | None = None
         self._last: dict[str, int] = {}
         self._step: dict[str, int] = {}
+        self._newest = start  # the highest DTS of any track
         self.cts_shift = 0
         self.jumps = 0
         self.late = 0
@@ -91,17 +115,18 @@ class Timeline:
             self._offset = self._start - timestamp
         dts = timestamp + self._offset
         last = self._last.get(kind)
-        if last is not None and abs(dts - last) > self._max_jump:
-            step = self._step.get(kind, 1)
-            self._offset += last + step - dts
-            dts = last + step
-            self.jumps += 1
+        if last is not None and (
+            self._previous is not None or not last < dts <= self._newest + self._max_jump
+        ):
+            dts = self._off_clock(kind, timestamp, dts, last)
         if dts < 0 or (last is not None and dts <= last):
             self.late += 1
             return None
         if last is not None:
             self._step[kind] = dts - last
         self._last[kind] = dts
+        if dts > self._newest:
+            self._newest = dts
         if cts + self.cts_shift < 0:
             self.cts_shift = -cts
         if kind == AUDIO:
@@ -111,6 +136,32 @@ class Timeline:
             pts = dts + cts + self.cts_shift
         self.end = max(self.end, pts + self._step.get(kind, 0))
         return dts, pts
+
+    def _off_clock(self, kind: Kind, timestamp: int, dts: int, last: int) -> int:
+        """The DTS of a sample that does not plainly follow its track under the current offset,
+        or comes soon after a rebase: mapped with the previous offset (a straggler of the old
+        clock: the nearer fit), as is (it follows, or is late: refused by the caller), or
+        rebased (a clock jump)."""
+        assert self._offset is not None
+        ceiling = self._newest + self._max_jump
+        previous = self._previous
+        if previous is not None:
+            if self._newest > previous[1]:
+                self._previous = None
+            else:
+                old = timestamp + previous[0]
+                if last < old <= ceiling and (old < dts or dts <= last):
+                    return old
+        if last - self._max_back <= dts <= ceiling:
+            return dts
+        step = self._step.get(kind, 1)
+        rebased = last + step
+        self._previous = (self._offset, rebased + STRAGGLER_MS)
+        self._offset += rebased - dts
+        self.jumps += 1
+        if self._on_jump is not None:
+            self._on_jump(kind, dts - last)
+        return rebased
 
 
 class Interleaver:

@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 MAX_WARNINGS = 20  # distinct warnings kept in stats (oldest dropped first)
+# Warnings logged per stream per window; the rest are counted and summed up in one line. A
+# publisher sending broken frames would otherwise write a distinct line per frame (the texts carry
+# sizes and values), hundreds per second, into the operator's log.
+WARN_BURST = 10
+WARN_WINDOW = 60.0
 # A keyframe gap this much above the target is the encoder's setting, not jitter: tell the operator.
 LONG_GOP_TOLERANCE_MS = 500
 _FRAMES = (VideoFrame, AudioFrame)
@@ -146,6 +151,8 @@ class LiveStream:
         self._max_key_gap_ms = 0  # longest keyframe gap seen, for TARGETDURATION (cutter.py rule 1)
         self.counters = {"malformed": 0, "unsupported": 0, "dropped": 0, "late": 0, "jumps": 0}
         self.warnings: list[str] = []
+        self._warn_window: tuple[float, int] = (-WARN_WINDOW, 0)  # (start, lines logged in it)
+        self._warn_suppressed = 0
         self.segment_count = 0
         self.keyframe_interval: float | None = None
         self.bitrate = {VIDEO: 0, AUDIO: 0}
@@ -160,7 +167,7 @@ class LiveStream:
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
-        self._session = _Session(Timeline(start), f"{secrets.token_hex(4)}")
+        self._session = _Session(Timeline(start, on_jump=self._warn_jump), secrets.token_hex(4))
         self._max_key_gap_ms = 0
         self._discontinuity = self._keeper.playlist is not None
         self._left_at = None
@@ -186,6 +193,9 @@ class LiveStream:
     def poll(self, now: float) -> None:
         """Housekeeping: ENDLIST once no publisher came back within ``end_grace``; expiry."""
         self._now = now
+        if self._warn_suppressed and now - self._warn_window[0] >= WARN_WINDOW:
+            self._flush_suppressed()
+            self._warn_window = (now, 0)
         left = self._left_at
         if self._session is None and left is not None and now - left >= self.config.end_grace:
             self._keeper.end(now)
@@ -272,8 +282,9 @@ class LiveStream:
         interleaver = session.interleaver
         assert interleaver is not None
         mapped = session.timeline.map(kind, timestamp, cts)
-        if mapped is None:
-            return  # counted by the timeline as late
+        if mapped is None:  # counted by the timeline as late
+            self._warn(f"{kind} timestamp not after the previous one: sample dropped")
+            return
         sample = Sample(kind, mapped[0], mapped[1], key, packet.data)
         if kind == VIDEO and key:
             if self._last_key_pts is not None and sample.pts > self._last_key_pts:
@@ -397,11 +408,37 @@ class LiveStream:
             f"{self.config.target_duration:g} s (OBS: Output > Keyframe Interval)"
         )
 
+    def _warn_jump(self, kind: Kind, jump_ms: int) -> None:
+        self._warn(
+            f"publisher clock jumped {jump_ms / 1000:+.1f} s ({kind}): timeline rebased, "
+            "playback continues without a gap"
+        )
+
     def _warn(self, message: str) -> None:
         if message in self.warnings:
             return
         self.warnings = [*self.warnings, message][-MAX_WARNINGS:]
+        start, logged = self._warn_window
+        if self._now - start >= WARN_WINDOW:
+            self._flush_suppressed()
+            start, logged = self._now, 0
+        if logged >= WARN_BURST:
+            self._warn_suppressed += 1
+            return
+        self._warn_window = (start, logged + 1)
         self._log.warning("%s: %s", self.path, message)
+
+    def _flush_suppressed(self) -> None:
+        if self._warn_suppressed:
+            self._log.warning(
+                "%s: %d more warnings not logged (at most %d per %g s); see /api/streams/%s",
+                self.path,
+                self._warn_suppressed,
+                WARN_BURST,
+                WARN_WINDOW,
+                self.path,
+            )
+            self._warn_suppressed = 0
 
     def _count_timeline(self, session: _Session) -> None:
         self.counters["late"] += session.timeline.late
