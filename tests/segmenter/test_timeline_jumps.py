@@ -27,8 +27,9 @@ from tests.segmenter.test_live import check_media, make, publish
 
 def av(t0: int, t1: int) -> list[tuple[Kind, int]]:
     """Interleaved video (30 fps) and audio (~43 fps, AAC at 44.1 kHz) timestamps in [t0, t1)."""
-    items = [(VIDEO, t) for t in range(t0, t1, 33)] + [(AUDIO, t + 5) for t in range(t0, t1, 23)]
-    return sorted(items, key=lambda item: item[1])
+    video: list[tuple[Kind, int]] = [(VIDEO, t) for t in range(t0, t1, 33)]
+    audio: list[tuple[Kind, int]] = [(AUDIO, t + 5) for t in range(t0, t1, 23)]
+    return sorted(video + audio, key=lambda item: item[1])
 
 
 def steps(mapped: list[tuple[Kind, int]], kind: Kind) -> list[int]:
