@@ -125,7 +125,8 @@ def _create_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
     from gateway.rtmp.connection import MessageStream
 
     if len(conn.streams) >= conn.limits.max_message_streams:
-        raise RemoteProtocolError("too-many-streams")
+        limit = conn.limits.max_message_streams
+        raise RemoteProtocolError("too-many-streams", f"createStream past {limit} open streams")
     sid = 1
     while sid in conn.streams:
         sid += 1
@@ -137,7 +138,7 @@ def _create_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
 def _stream(conn: Connection, stream_id: int) -> MessageStream:
     st = conn.streams.get(stream_id)
     if st is None:
-        raise RemoteProtocolError("unknown-stream")
+        raise RemoteProtocolError("unknown-stream", f"command on stream {stream_id}, never created")
     return st
 
 
@@ -147,7 +148,7 @@ def _publish(conn: Connection, stream_id: int, cmd: Command) -> None:
 
     st = _stream(conn, stream_id)
     if st.state is not StreamState.CREATED:
-        raise RemoteProtocolError("stream-busy")
+        raise RemoteProtocolError("stream-busy", f"publish on stream {stream_id}, already in use")
     name, query = split_query(_str_arg(cmd, 0) or "")
     st.name, st.state = name, StreamState.PUBLISH_PENDING
     conn._queue(events.PublishRequest(stream_id, name, query, _str_arg(cmd, 1) or "live"))
@@ -159,7 +160,7 @@ def _play(conn: Connection, stream_id: int, cmd: Command) -> None:
 
     st = _stream(conn, stream_id)
     if st.state is not StreamState.CREATED:
-        raise RemoteProtocolError("stream-busy")
+        raise RemoteProtocolError("stream-busy", f"publish on stream {stream_id}, already in use")
     name, query = split_query(_str_arg(cmd, 0) or "")
     reset_v = cmd.args[3] if len(cmd.args) > 3 else True
     reset = reset_v if isinstance(reset_v, bool) else True

@@ -68,3 +68,19 @@ async def test_limit_violation_names_the_value_in_the_close_cause(
         "protocol error: message-too-large: type 9 message of 5000000 bytes, "
         "max_message_size is 1000000" in closed[0]
     )
+
+
+async def test_create_stream_flood_is_closed_naming_the_limit(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _, metrics, done = await start_session(nursery)
+    conn = Connection(role=Role.CLIENT)
+    conn.connect("live", "rtmp://127.0.0.1/live")
+    for _ in range(9):
+        conn.create_stream()
+    with caplog.at_level(logging.INFO, logger="gateway.rtmp"), trio.fail_after(5):
+        await pump(client, conn, ev.ConnectResult)
+        await client.send_all(conn.data_to_send())
+        await done.wait()
+    assert counter(metrics, "too-many-streams") == 1
+    assert "protocol error: too-many-streams: createStream past 8 open streams" in caplog.text
