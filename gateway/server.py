@@ -40,6 +40,7 @@ from web.app import RESERVED_APP_NAMES
 log = logging.getLogger("gateway.rtmp")
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about connections refused at the limit
 SHOWN_NAME = 160  # characters of a refused app or stream name quoted back (valid ones are <= 128)
 _ids = itertools.count(1)
 
@@ -380,9 +381,12 @@ async def serve_rtmp(
         raise OSError(exc.errno, f"cannot listen for RTMP on {where}: {exc.strerror}") from None
     addresses = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
     active = 0
+    # Refusals at the limit are logged once per REFUSAL_LOG_INTERVAL: a peer hammering a full
+    # server would otherwise get a log line per attempt.
+    refusal_logged_at, refused_unlogged = -math.inf, 0
 
     async def handle(sock: trio.SocketStream) -> None:
-        nonlocal active
+        nonlocal active, refusal_logged_at, refused_unlogged
         try:
             host, port = sock.socket.getpeername()[:2]
             peer = f"{host}:{port}"
@@ -390,11 +394,18 @@ async def serve_rtmp(
             peer = "unknown"
         if active >= settings.max_connections:
             metrics.connections_refused.inc()
-            log.warning(
-                "rtmp connection from %s refused: max_connections (%d) reached",
-                peer,
-                settings.max_connections,
-            )
+            now = trio.current_time()
+            if now - refusal_logged_at < REFUSAL_LOG_INTERVAL:
+                refused_unlogged += 1
+            else:
+                more = f" ({refused_unlogged} more since the last line)" if refused_unlogged else ""
+                log.warning(
+                    "rtmp connection from %s refused: max_connections (%d) reached%s",
+                    peer,
+                    settings.max_connections,
+                    more,
+                )
+                refusal_logged_at, refused_unlogged = now, 0
             with trio.move_on_after(1, shield=True):
                 await sock.aclose()
             return

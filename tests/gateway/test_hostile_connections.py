@@ -1,0 +1,54 @@
+"""A peer hammering a full RTMP server: every connection over max_connections is closed at
+accept, counted, and logged once per REFUSAL_LOG_INTERVAL instead of once per attempt."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from gateway.config import Settings
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.server import REFUSAL_LOG_INTERVAL, serve_rtmp
+
+
+async def refused(port: int) -> None:
+    """Connect; the server closes at once (EOF or reset, never a byte)."""
+    sock = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        assert await sock.receive_some(10) == b""
+    except trio.BrokenResourceError:
+        pass  # reset: closed with our bytes unread
+    finally:
+        await sock.aclose()
+
+
+async def test_refusals_at_the_limit_are_counted_and_logged_once_per_interval(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(host="127.0.0.1", rtmp_port=0, max_connections=2, setup_timeout=1e6)
+    metrics = Metrics()
+    bound = await nursery.start(serve_rtmp, settings, Hub(), metrics)
+    port = bound[0][1]
+    held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+    # The mock clock stands still (no timeout would ever fire): yield until both are accepted.
+    for _ in range(100_000):
+        if metrics.connections_active._value.get() == 2:
+            break
+        await trio.lowlevel.checkpoint()
+    assert metrics.connections_active._value.get() == 2
+    with caplog.at_level(logging.WARNING, logger="gateway.rtmp"):
+        for _ in range(50):
+            await refused(port)
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(lines) == 1 and "max_connections (2) reached" in lines[0]
+        mock_clock.jump(REFUSAL_LOG_INTERVAL)
+        await refused(port)
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 2 and lines[1].endswith("(49 more since the last line)")
+    assert metrics.connections_refused._value.get() == 51
+    for sock in held:
+        await sock.aclose()
