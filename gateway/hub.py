@@ -152,8 +152,10 @@ class Stream:
     gop_limit: int = 0  # bytes; 0 disables the cache
     # Replaced at every publish start, so waiters can sleep on "the next publisher".
     published_event: trio.Event = field(default_factory=trio.Event)
-    # RTMP players' live state (gateway.player.PlayerStats), for the API.
+    # RTMP players' live state (gateway.player.Play), for the API.
     players: set[Any] = field(default_factory=set)
+    # The players' sink and writer (gateway.player.Fanout) while there are players.
+    fanout: Any = None
     sessions: int = 0
     tags_in: int = 0
     bytes_in: int = 0

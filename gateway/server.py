@@ -19,7 +19,7 @@ import trio
 from gateway.config import Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
-from gateway.player import PlayerFeed, play
+from gateway.player import Output, PlayerFeed, play
 from gateway.readmux import (
     DEADLINE_SLACK,
     METRIC_BATCH,
@@ -78,6 +78,9 @@ class Session:
     _cause: str = "closed by peer"
     # The shared reader for publishing connections (None: this connection waits on its own).
     mux: ReadMux | None = None
+    # Once the connection plays, every write goes through here (players' media are written by
+    # their stream's task, in order with our own messages).
+    output: Output | None = None
 
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
@@ -101,7 +104,7 @@ class Session:
                 self.peer,
                 self._cause,
                 conn.bytes_received,
-                conn.bytes_sent,
+                conn.bytes_sent + (self.output.media_bytes if self.output is not None else 0),
             )
 
     async def _guarded(self, work: Awaitable[str | None]) -> None:
@@ -218,6 +221,9 @@ class Session:
 
     async def flush(self) -> None:
         """Write what the protocol queued; one writer at a time, bounded by send_timeout."""
+        if self.output is not None:
+            await self.output.flush()
+            return
         if not self._conn.has_data_to_send:
             return  # nothing queued: no lock, no checkpoint (the common case of a publisher)
         async with self._send_lock:
@@ -269,6 +275,9 @@ class Session:
             # A new play replaces the old one (§7.2.2.1).
             self.playing.pop(event.stream_id)[0].cancel()
         stream = self.hub.lookup(self.app, key)
+        if self.output is None:
+            timeout = self.settings.send_timeout
+            self.output = Output(self.sock, conn, self._send_lock, timeout)
         scope, feed = trio.CancelScope(), PlayerFeed()
         self.playing[event.stream_id] = (scope, feed)
         assert self._nursery is not None
@@ -292,6 +301,7 @@ class Session:
             del self.playing[stream_id]
 
     async def _play(self, feed: PlayerFeed, stream_id: int, stream: Stream) -> str | None:
+        assert self.output is not None  # made by _on_play
         keep = await play(
             conn=self._conn,
             stream_id=stream_id,
@@ -299,7 +309,7 @@ class Session:
             hub=self.hub,
             settings=self.settings,
             metrics=self.metrics,
-            flush=self.flush,
+            output=self.output,
             peer=self.peer,
             feed=feed,
         )

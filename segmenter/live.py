@@ -227,14 +227,24 @@ class LiveStream:
     def _configure(self, session: _Session, packet: SequenceHeader, now: float) -> None:
         if packet.media == VIDEO:
             video = parse_avcc(packet.config)
-            if session.video is not None and video.record == session.video.record:
-                return
+            if session.video is not None:
+                if video.record == session.video.record:
+                    return
+                old, new = session.video.info, video.info
+                self._warn_change(VIDEO, f"{old.width}x{old.height}", f"{new.width}x{new.height}")
             self._restart_tracks(session, now)
             session.video = video
         else:
             audio = parse_asc(packet.config)
-            if session.audio is not None and audio.config == session.audio.config:
-                return
+            if session.audio is not None:
+                if audio.config == session.audio.config:
+                    return
+                before = session.audio
+                self._warn_change(
+                    AUDIO,
+                    f"{before.sample_rate} Hz {before.channels} ch",
+                    f"{audio.sample_rate} Hz {audio.channels} ch",
+                )
             self._restart_tracks(session, now)
             session.audio = audio
 
@@ -406,6 +416,14 @@ class LiveStream:
             f"{self.config.target_duration:g} s target: segments follow the keyframes, which adds "
             "latency for viewers; set the encoder keyframe interval to "
             f"{self.config.target_duration:g} s (OBS: Output > Keyframe Interval)"
+        )
+
+    def _warn_change(self, kind: Kind, old: str, new: str) -> None:
+        # Legitimate once (an encoder switching resolution); an encoder flapping between two
+        # configurations cuts a segment and waits for a keyframe at each switch.
+        self._warn(
+            f"{kind} codec parameters changed mid-session ({old} -> {new}): segment cut, "
+            "discontinuity, video waits for the next keyframe"
         )
 
     def _warn_jump(self, kind: Kind, jump_ms: int) -> None:
