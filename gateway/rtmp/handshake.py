@@ -69,9 +69,7 @@ def check_version(c0: int) -> None:
         what = "RTMPE (encrypted RTMP, unsupported)"
     else:
         what = f"unknown version {c0}"
-    err = RemoteProtocolError("handshake-version")
-    err.args = (f"handshake-version: {what}",)
-    raise err
+    raise RemoteProtocolError("handshake-version", what)
 
 
 def digest_offset(packet: bytes, scheme: int) -> int:
