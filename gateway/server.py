@@ -358,15 +358,27 @@ class Session:
                 app, key, peer=self.peer, connection_id=self.id, query=query
             )
         except StreamBusy as exc:
-            self._reject(conn, event.stream_id, "NetStream.Publish.BadName", str(exc))
+            # The log names the publisher holding the name; the refused peer (anyone who knows
+            # or guesses the key) is not told the streamer's address.
+            busy = f"{app}/{key} is already being published"
+            self._reject(conn, event.stream_id, "NetStream.Publish.BadName", busy, str(exc))
             return
         self.published[event.stream_id] = stream
         self.metrics.publishers.set(self.hub.publishers())
         conn.accept_publish(event.stream_id)
         log.info("publish start %s/%s from %s (connection #%d)", app, key, self.peer, self.id)
 
-    def _reject(self, conn: Connection, stream_id: int, code: str, description: str) -> None:
-        log.warning("rtmp #%d %s: publish refused: %s (%s)", self.id, self.peer, code, description)
+    def _reject(
+        self,
+        conn: Connection,
+        stream_id: int,
+        code: str,
+        description: str,
+        logged: str | None = None,
+    ) -> None:
+        """Refuse a publish with ``description``; ``logged`` (default: the same) goes to the log."""
+        why = description if logged is None else logged
+        log.warning("rtmp #%d %s: publish refused: %s (%s)", self.id, self.peer, code, why)
         self.metrics.publish_rejected.labels(code).inc()
         conn.reject_publish(stream_id, code, description)
 

@@ -7,11 +7,15 @@ import logging
 
 import pytest
 import trio
+import trio.testing
 
+from gateway.config import Settings
+from gateway.hub import Hub
+from gateway.metrics import Metrics
 from gateway.rtmp import events as ev
 from gateway.rtmp.chunk import ChunkEncoder
 from gateway.rtmp.connection import Connection, Role
-from gateway.server import SHOWN_NAME, shown
+from gateway.server import SHOWN_NAME, Session, shown
 from tests.gateway.test_server import counter, pump, start_session
 
 HUGE = "k" * 900_000  # under the 1 MiB AMF string limit: decoded, then refused as a name
@@ -84,3 +88,24 @@ async def test_create_stream_flood_is_closed_naming_the_limit(
         await done.wait()
     assert counter(metrics, "too-many-streams") == 1
     assert "protocol error: too-many-streams: createStream past 8 open streams" in caplog.text
+
+
+async def test_busy_name_refusal_does_not_tell_the_publishers_address(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub, metrics = Hub(), Metrics()
+    peers = []
+    for peer in ("203.0.113.7:50000", "198.51.100.9:40000"):
+        client, server = trio.testing.memory_stream_pair()
+        nursery.start_soon(Session(server, peer, Settings(), hub, metrics).run)
+        conn = Connection(role=Role.CLIENT)
+        conn.connect("live", "rtmp://127.0.0.1/live")
+        conn.publish("cam")
+        peers.append((client, conn))
+    with caplog.at_level(logging.WARNING, logger="gateway.rtmp"), trio.fail_after(5):
+        first = (await pump(*peers[0], ev.Status))[-1]
+        second = (await pump(*peers[1], ev.Status))[-1]
+    assert isinstance(first, ev.Status) and first.code == "NetStream.Publish.Start"
+    assert isinstance(second, ev.Status) and second.code == "NetStream.Publish.BadName"
+    assert second.description == "live/cam is already being published"
+    assert "203.0.113.7" in caplog.text  # the operator still learns who holds the name
