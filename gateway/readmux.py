@@ -56,11 +56,20 @@ BATCH_SLICE = 0.005
 READ_SIZE = 64 * 1024
 
 
-def lowat_for(conn: Connection) -> int:
+# Seconds a muxed publisher may go without a read while its mark is above 1 before the mark
+# drops to 1: a last message smaller than rtmp_publish_lowat, with nothing after it, is then
+# read within about this long instead of waiting for more bytes.
+LOWAT_RESCUE = 1.0
+
+
+def lowat_for(conn: Connection, between: int = 1) -> int:
     """The SO_RCVLOWAT a publisher's socket should have now: the rest of the message in
-    progress when that is large enough to be worth it, else 1."""
+    progress when that is large enough to be worth it, else ``between`` (the setting
+    rtmp_publish_lowat for muxed publishers), never past the byte our Acknowledgement is due at."""
     rest = conn.wanted_bytes()
-    return min(rest, READ_SIZE) if rest >= LOWAT_MIN else 1
+    if rest >= LOWAT_MIN:
+        return min(rest, READ_SIZE)
+    return min(conn.wanted_bytes(between), READ_SIZE) if between > 1 else 1
 
 
 def set_lowat(sock: trio.socket.SocketType, value: int) -> bool:
@@ -230,16 +239,18 @@ class MuxedPublisher:
         self.eof = False
         self.last_read = trio.current_time()
         self.lowat = lowat
+        self.between = session.settings.rtmp_publish_lowat
         self.counted = 0
 
     async def run(self) -> str | None:
         """A cause to end the connection, or None once it is no longer only publishing."""
         session, conn = self.session, self.conn
         idle_timeout = session.settings.idle_timeout
+        period = min(idle_timeout * DEADLINE_SLACK, LOWAT_RESCUE)
         self.mux.add(self.fd, self.on_readable)
         try:
             while True:
-                with trio.move_on_after(idle_timeout * DEADLINE_SLACK):
+                with trio.move_on_after(period):
                     await self.attention.wait()
                 self.attention = trio.Event()  # before any await: a later signal is not lost
                 if self.failure is not None:
@@ -250,9 +261,13 @@ class MuxedPublisher:
                     return "closed by peer"
                 if not session.published or session.playing:
                     return None
-                if trio.current_time() - self.last_read > idle_timeout:
+                quiet = trio.current_time() - self.last_read
+                if quiet > idle_timeout:
                     session.metrics.protocol_errors.labels("idle-timeout").inc()
                     return "idle timeout"
+                if quiet > LOWAT_RESCUE and self.lowat > 1:
+                    self.lowat = 1  # whatever is queued wakes the reader now
+                    set_lowat(self.sock, 1)
         finally:
             self.mux.remove(self.fd)
             session.metrics.bytes_in.inc(self.counted)
@@ -282,8 +297,9 @@ class MuxedPublisher:
             if self.counted >= METRIC_BATCH:
                 session.metrics.bytes_in.inc(self.counted)
                 self.counted = 0
-            # Mid-message, the epoll set reports the socket again only once the rest is there.
-            want = lowat_for(conn)
+            # Mid-message, the epoll set reports the socket again only once the rest is there;
+            # between messages, once more than a lone chunk header is there.
+            want = lowat_for(conn, self.between)
             if want != self.lowat and not self.eof:
                 self.lowat = want
                 set_lowat(self.sock, want)

@@ -236,3 +236,35 @@ async def test_a_publisher_that_also_plays_gets_its_media(
     assert any(isinstance(e, ev.Media) and e.body.endswith(b"key2") for e in events)
     assert len(tags["loop"]) == 4
     await sock.aclose()
+
+
+async def test_a_last_message_below_the_mark_is_still_read(
+    nursery: trio.Nursery, read_interval: float
+) -> None:
+    # Between messages a muxed publisher is only read once rtmp_publish_lowat bytes are queued.
+    # A complete message smaller than that, with nothing after it, must still arrive (the mark
+    # drops to 1 after LOWAT_RESCUE without a read) and the connection must stay up.
+    port, hub, _, tags = await start_server(
+        nursery, rtmp_read_interval=read_interval, rtmp_publish_lowat=64
+    )
+    sock, conn, sid = await publisher(port, "tail")
+    for i in range(5):  # same type, length and delta: the last ones are tiny type-3 chunks
+        conn.send_media(sid, 8, i * 20, b"\xaf\x01x")
+        await sock.send_all(conn.data_to_send())
+        await trio.sleep(0.05)
+    with trio.fail_after(3.5):
+        while len(tags["tail"]) < 4:
+            await trio.sleep(0.01)
+    conn.send_media(sid, 8, 100, b"\xaf\x01x")
+    last = conn.data_to_send()
+    assert len(last) < 64
+    await sock.send_all(last)
+    sent = trio.current_time()
+    with trio.fail_after(4):
+        while len(tags["tail"]) < 6:
+            await trio.sleep(0.01)
+    assert trio.current_time() - sent < 2.5
+    assert [t.timestamp for t in tags["tail"]] == [0, 20, 40, 60, 80, 100]
+    stream = hub.get("live", "tail")
+    assert stream is not None and stream.publisher is not None
+    await sock.aclose()
