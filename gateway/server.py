@@ -40,6 +40,9 @@ from web.app import RESERVED_APP_NAMES
 log = logging.getLogger("gateway.rtmp")
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: a few chunks of a high-bitrate keyframe
+# The read buffer a connection starts with: the handshake and commands fit, and idle or
+# never-publishing connections (up to max_connections of them) do not hold 64 KiB each.
+FIRST_RECEIVE_SIZE = 4 * 1024
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about connections refused at the limit
 SHOWN_NAME = 160  # characters of a refused app or stream name quoted back (valid ones are <= 128)
 _ids = itertools.count(1)
@@ -185,20 +188,22 @@ class Session:
         those were the largest per-message costs. Waiting first also honours SO_RCVLOWAT, which
         a read does not (it returns what is there). A read that filled the buffer is followed by
         a plain yield, so a peer that keeps the socket full cannot starve other connections.
-        Reads go into one reused buffer (a fresh 64 KiB bytes per read was malloc churn); the
-        view returned is valid until the next read, and Connection.receive_data copies it."""
+        Reads go into one reused buffer (a fresh 64 KiB bytes per read was malloc churn), 4 KiB
+        until a read fills it, then 64 KiB; the view returned is valid until the next read, and
+        Connection.receive_data copies it."""
         if not isinstance(self.sock, trio.SocketStream):
             stream = self.sock
             return lambda: stream.receive_some(RECEIVE_SIZE)
         fd = self.sock.socket.fileno()
         readv, wait_readable = os.readv, trio.lowlevel.wait_readable
         checkpoint = trio.lowlevel.checkpoint
-        buffer = bytearray(RECEIVE_SIZE)
+        size = FIRST_RECEIVE_SIZE
+        buffer = bytearray(size)
         buffers, view = [buffer], memoryview(buffer)
         drained = False
 
         async def receive() -> memoryview:
-            nonlocal drained
+            nonlocal drained, size, buffers, view
             while True:
                 if drained:
                     await wait_readable(fd)
@@ -209,8 +214,15 @@ class Session:
                 except BlockingIOError:
                     drained = True
                     continue
-                drained = n < RECEIVE_SIZE
-                return view[:n]
+                drained = n < size
+                data = view[:n]
+                if not drained and size < RECEIVE_SIZE:
+                    # Media is coming: the full buffer from the next read on (data keeps the
+                    # first buffer alive until the caller has copied it).
+                    size = RECEIVE_SIZE
+                    buffer = bytearray(size)
+                    buffers, view = [buffer], memoryview(buffer)
+                return data
 
         return receive
 

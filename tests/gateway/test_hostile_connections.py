@@ -1,5 +1,6 @@
-"""A peer hammering a full RTMP server: every connection over max_connections is closed at
-accept, counted, and logged once per REFUSAL_LOG_INTERVAL instead of once per attempt."""
+"""Many connections: a peer hammering a full RTMP server is refused at accept, counted, and
+logged once per REFUSAL_LOG_INTERVAL instead of once per attempt; idle connections hold a small
+read buffer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import trio.testing
 from gateway.config import Settings
 from gateway.hub import Hub
 from gateway.metrics import Metrics
-from gateway.server import REFUSAL_LOG_INTERVAL, serve_rtmp
+from gateway.server import (
+    FIRST_RECEIVE_SIZE,
+    RECEIVE_SIZE,
+    REFUSAL_LOG_INTERVAL,
+    Session,
+    serve_rtmp,
+)
 
 
 async def refused(port: int) -> None:
@@ -52,3 +59,23 @@ async def test_refusals_at_the_limit_are_counted_and_logged_once_per_interval(
     assert metrics.connections_refused._value.get() == 51
     for sock in held:
         await sock.aclose()
+
+
+async def test_connections_read_into_4_kib_until_data_fills_it() -> None:
+    """Idle connections (up to max_connections of them) hold 4 KiB of read buffer, not 64 KiB;
+    the first read that fills it switches the connection to 64 KiB reads."""
+    a, b = trio.socket.socketpair()
+    ours, peer = trio.SocketStream(a), trio.SocketStream(b)
+    session = Session(ours, "peer:1", Settings(), Hub(), Metrics())
+    receive = session._receiver()
+    await peer.send_all(b"x" * 1537)  # a handshake's C0+C1
+    assert len(await receive()) == 1537
+    await peer.send_all(b"y" * 200_000)
+    first = await receive()
+    assert len(first) == FIRST_RECEIVE_SIZE and bytes(first[:1]) == b"y"
+    first_copy = bytes(first)
+    second = await receive()
+    assert len(second) == RECEIVE_SIZE
+    assert first_copy == bytes(first)  # the earlier view still shows its own bytes
+    await ours.aclose()
+    await peer.aclose()
