@@ -96,6 +96,7 @@ class Gateway:
         self.hub = Hub(
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
+            play_write_interval=self.settings.rtmp_play_write_interval,
         )
         self.relays = RelayManager(self.settings, self.hub, self.metrics)
         self.pulls = PullManager(self.settings, self.hub)

@@ -117,6 +117,18 @@ class Settings:
             minimum=0,
         ),
     )
+    rtmp_play_write_interval: float = field(
+        default=0.03,
+        metadata=_doc(
+            "Seconds a stream's writer to its RTMP players waits after a write: tags arriving "
+            "meanwhile go out in one write per player. Most of a player's cost is the write "
+            "itself, so 30 ms (about a video frame) made 50 players on a 720p30 stream cost 0.08 "
+            "instead of 0.13 CPU s per player-minute, for up to that much delay (the first "
+            "frame is not delayed). 0 = write every batch at once.",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+    )
     player_queue: int = field(
         default=1024,
         metadata=_doc(

@@ -218,9 +218,12 @@ class Hub:
         on_stream_started: Callable[[Stream], None] | None = None,
         wallclock: Callable[[], float] = time.time,
         gop_cache_bytes: int = 0,
+        play_write_interval: float = 0.03,
     ) -> None:
         self.streams: dict[tuple[str, str], Stream] = {}
         self._gop_cache_bytes = gop_cache_bytes
+        # Seconds an RTMP players' writer (gateway.player.Fanout) waits between writes.
+        self.play_write_interval = play_write_interval
         self._on_stream_started = on_stream_started
         self._wallclock = wallclock
 
