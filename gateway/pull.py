@@ -10,6 +10,7 @@ the name wins (the pull waits), and the source stopping (UnpublishNotify) ends t
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,37 +118,46 @@ class Pull:
 
     async def _attempt(self) -> None:
         t = self.rule.target
+        setup_timeout = self.settings.setup_timeout
         try:
-            with trio.fail_after(self.settings.setup_timeout):
+            # setup_timeout bounds TCP connect, handshake and connect, as for our own peers: a
+            # source that accepts and then stalls the handshake (or trickles bytes, each within
+            # idle_timeout) fails the attempt instead of holding the pull in "connecting". The
+            # play may then wait longer (a source may hold it until its publisher comes).
+            with trio.CancelScope(deadline=trio.current_time() + setup_timeout) as setup:
                 sock = await self.opener(t)
-            async with sock:
-                conn = Connection(Role.CLIENT)
-                conn.connect(t.app, t.tc_url)
-                conn.play(t.name)
-                while True:
-                    if out := conn.data_to_send():
-                        with trio.fail_after(self.settings.send_timeout):
-                            await sock.send_all(out)
-                    try:
-                        with trio.fail_after(self.settings.idle_timeout):
-                            data = await sock.receive_some(RECEIVE_SIZE)
-                    except trio.TooSlowError:
-                        raise PullFailed(
-                            f"nothing received for {self.settings.idle_timeout:g} s"
-                        ) from None
-                    self.bytes_received += len(data)
-                    conn.receive_data(data)
-                    while (event := conn.next_event()) is not NEED_DATA:
-                        assert not isinstance(event, type)
-                        self._on_event(event)
-                    if not data:
-                        return
+                async with sock:
+                    conn = Connection(Role.CLIENT)
+                    conn.connect(t.app, t.tc_url)
+                    conn.play(t.name)
+                    while True:
+                        if out := conn.data_to_send():
+                            with trio.fail_after(self.settings.send_timeout):
+                                await sock.send_all(out)
+                        try:
+                            with trio.fail_after(self.settings.idle_timeout):
+                                data = await sock.receive_some(RECEIVE_SIZE)
+                        except trio.TooSlowError:
+                            raise PullFailed(
+                                f"nothing received for {self.settings.idle_timeout:g} s"
+                            ) from None
+                        self.bytes_received += len(data)
+                        conn.receive_data(data)
+                        while (event := conn.next_event()) is not NEED_DATA:
+                            assert not isinstance(event, type)
+                            if isinstance(event, ev.ConnectResult) and event.success:
+                                setup.deadline = math.inf
+                            self._on_event(event)
+                        if not data:
+                            return
+            if setup.cancelled_caught:
+                raise PullFailed(f"no RTMP handshake and connect within {setup_timeout:g} s")
         except trio.TooSlowError:
             raise PullFailed("source did not answer in time") from None
         except _NET_ERRORS as exc:
             raise PullFailed(f"connection failed: {_why(exc)}") from None
         except ProtocolError as exc:
-            raise PullFailed(f"protocol error: {exc.reason}") from None
+            raise PullFailed(f"protocol error: {exc}") from None  # the message names the reason
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.Media):
