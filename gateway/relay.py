@@ -246,7 +246,7 @@ class Relay:
         except _NET_ERRORS as exc:
             raise RelayFailed(f"connection failed: {_why(exc)}") from None
         except ProtocolError as exc:
-            raise RelayFailed(f"protocol error: {exc.reason}") from None
+            raise RelayFailed(f"protocol error: {exc}") from None  # names the reason, and detail
 
     def _sent(self, n: int) -> None:
         self.bytes_sent += n
