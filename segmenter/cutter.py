@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from segmenter.records import record
+
 Kind = Literal["video", "audio"]
 VIDEO: Final = "video"
 AUDIO: Final = "audio"
@@ -66,7 +68,7 @@ MAX_PREDICTED_STEP_MS = 250
 SESSION_GAP_MS = 1_000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Sample:
     """One access unit on the output timeline (ms); ``data`` is raw AVCC H.264 or raw AAC."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from segmenter.codecs import MediaError
+from segmenter.records import record
 
 
 class TagType(IntEnum):
@@ -22,7 +23,7 @@ class TagType(IntEnum):
     SCRIPT = 18
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FlvTag:
     """One audio, video or script-data tag.
 
@@ -90,7 +91,7 @@ _EX_AUDIO_MULTITRACK = 5
 _EX_MOD_EX = 7
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SequenceHeader:
     """Codec configuration: avcC for avc1, AudioSpecificConfig for mp4a."""
 
@@ -99,7 +100,7 @@ class SequenceHeader:
     config: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VideoFrame:
     """One access unit; ``composition_time`` is PTS - DTS in ms (signed, may be negative)."""
 
@@ -109,7 +110,7 @@ class VideoFrame:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AudioFrame:
     codec: str
     data: bytes

@@ -9,11 +9,11 @@ put garbage in bit 31); the connection unwraps them.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Final
 
 from gateway.rtmp.errors import RemoteProtocolError
 from gateway.rtmp.limits import Limits
+from segmenter.records import record
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -38,7 +38,7 @@ _U32: Final = struct.Struct(">I")
 _U32LE: Final = struct.Struct("<I")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RawMessage:
     """One reassembled message (§5.3.1.2 fields); ``timestamp`` is the 31-bit clock."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from segmenter.records import record
+
 __all__ = [
     "NEED_DATA",
     "CallFailed",
@@ -97,7 +99,7 @@ class PauseRequest:
     position_ms: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Media:
     """Audio (8), video (9) or data (18, always AMF0 name + value) of a published stream.
 
