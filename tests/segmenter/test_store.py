@@ -385,3 +385,24 @@ def test_write_behind_close_finishes_queued_writes_then_writes_directly(tmp_path
     assert len(files_under(tmp_path)) == 21
     behind.put("live/k/late.ts", b"after close")  # no thread left: straight to disk
     assert (tmp_path / "live/k/late.ts").read_bytes() == b"after close"
+
+
+def test_disk_put_remakes_a_directory_removed_by_hand(tmp_path: Path) -> None:
+    import shutil
+
+    ds = DiskStore(tmp_path)
+    ds.put("live/key/s1.ts", b"one")
+    shutil.rmtree(tmp_path / "live")  # an operator cleaning up while the stream runs
+    ds.put("live/key/s2.ts", b"two")
+    assert ds.get("live/key/s2.ts") == b"two"
+    assert files_under(tmp_path) == ["live/key/s2.ts"]
+
+
+def test_disk_temp_names_are_unique_and_recognised(tmp_path: Path) -> None:
+    first, second = DiskStore(tmp_path), DiskStore(tmp_path)
+    names = {f"{s._temp_prefix}{i:08x}" for s in (first, second) for i in range(3)}
+    assert len(names) == 6  # two stores sharing a directory never pick the same temp name
+    leftover = tmp_path / f"a.ts.tmp~{first._temp_prefix}{7:08x}"
+    leftover.write_bytes(b"half")
+    DiskStore(tmp_path)  # a restart removes what a crashed writer left
+    assert not leftover.exists()
