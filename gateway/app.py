@@ -2,7 +2,7 @@
 
 Task tree (every task has an owner):
     run_gateway
-    +-- signal watcher (SIGINT/SIGTERM -> graceful shutdown)
+    +-- signal watcher (SIGINT/SIGTERM/SIGHUP -> graceful shutdown)
     +-- RTMP server (own cancel scope: stopped first on shutdown)
     |     +-- one task per connection
     +-- segmenters (own nursery: one housekeeping task per stream; the segmenting itself runs
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from gateway.config import Settings
@@ -34,6 +33,7 @@ from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore
 from web.app import WebConfig, create_app
+from web.tcp import HttpServerConfig
 
 log = logging.getLogger("gateway")
 
@@ -196,7 +196,8 @@ class Gateway:
 
 
 async def _watch_signals(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP (the terminal closed) would otherwise end the process at once, playlists left live.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             stop.set()
@@ -210,7 +211,7 @@ async def run_gateway(
     handle_signals: bool = True,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully."""
+    """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully."""
     stop = stop if stop is not None else trio.Event()
     gw = Gateway(settings, make_store(settings))
     for name in end_stale_playlists(gw.store):
@@ -225,7 +226,8 @@ async def run_gateway(
         ),
         registry=gw.metrics.registry,
     )
-    hconfig = HypercornConfig()
+    hconfig = HttpServerConfig()
+    hconfig.send_timeout = settings.http_send_timeout
     hconfig.bind = [f"{_bracket(settings.host)}:{settings.http_port}"]
     hconfig.graceful_timeout = settings.shutdown_timeout
     hconfig.read_timeout = settings.http_read_timeout

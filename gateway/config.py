@@ -221,6 +221,16 @@ class Settings:
             minimum=1,
         ),
     )
+    http_send_timeout: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds an HTTP client may leave sent data unacknowledged (TCP_USER_TIMEOUT, "
+            "Linux) before the kernel drops it: a viewer that requests a segment and never "
+            "reads would otherwise hold its connection and response for good. A slow client "
+            "that keeps reading is never dropped.",
+            minimum=1.0,
+        ),
+    )
     http_keep_alive_timeout: float = field(
         default=20.0,
         metadata=_doc(
@@ -236,7 +246,7 @@ class Settings:
     shutdown_timeout: float = field(
         default=10.0,
         metadata=_doc(
-            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0
+            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM/SIGHUP.", minimum=0
         ),
     )
 

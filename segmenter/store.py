@@ -93,6 +93,8 @@ class DiskStore:
     """
 
     def __init__(self, root: Path, *, fsync: bool = False) -> None:
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "store path is not a directory", str(root))
         root.mkdir(parents=True, exist_ok=True)
         self._root = root.resolve()
         self._fsync = fsync

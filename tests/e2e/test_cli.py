@@ -117,7 +117,9 @@ async def test_sigterm_while_publishing_ends_playlist_and_exits_zero(tmp_path: P
     assert all((index.parent / s.uri).is_file() for s in playlist.segments)
 
 
-async def test_json_logs_and_sigint_exit_zero(tmp_path: Path) -> None:
+# SIGHUP too: a gateway started from a terminal that closes ends its playlists like on SIGTERM.
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+async def test_json_logs_and_signal_exit_zero(tmp_path: Path, signum: signal.Signals) -> None:
     log = tmp_path / "gateway.log"
     with log.open("wb") as sink:
         proc = await trio.lowlevel.open_process(
@@ -129,7 +131,7 @@ async def test_json_logs_and_sigint_exit_zero(tmp_path: Path) -> None:
             with trio.fail_after(15):
                 while b"gateway listening" not in log.read_bytes():
                     await trio.sleep(0.1)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             with trio.fail_after(15):
                 code = await proc.wait()
         finally:
@@ -139,7 +141,8 @@ async def test_json_logs_and_sigint_exit_zero(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     messages = [e["message"] for e in entries if e["logger"] == "gateway"]
     assert any(m.startswith("gateway listening: rtmp 127.0.0.1:") for m in messages)
-    assert "received SIGINT: shutting down" in messages and messages[-1] == "gateway stopped"
+    assert f"received {signum.name}: shutting down" in messages
+    assert messages[-1] == "gateway stopped"
     assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -57,6 +59,27 @@ def test_store_choice_follows_the_settings(tmp_path: Path) -> None:
     assert behind.close(timeout=5)
     direct = make_store(test_settings(hls_dir=str(tmp_path), hls_write_queue_bytes=0))
     assert isinstance(direct, DiskStore)
+
+
+async def test_http_listener_drops_clients_that_stop_reading(
+    nursery: trio.Nursery,
+) -> None:
+    # run_gateway builds hypercorn's sockets through web.tcp.HttpServerConfig: the listening
+    # socket carries TCP_USER_TIMEOUT = http_send_timeout, which accepted sockets inherit.
+    gw, stop = await start_gateway(nursery, test_settings(http_send_timeout=7.5))
+    assert gw.bound is not None
+    port = int(gw.bound.http_url.rsplit(":", 1)[1].split("/")[0])
+    timeouts = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue  # not a socket
+        with sock:
+            if sock.type == socket.SOCK_STREAM and sock.getsockname()[1:2] == (port,):
+                timeouts.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+    assert timeouts and set(timeouts) == {7500}
+    stop.set()
 
 
 async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(

@@ -406,3 +406,10 @@ def test_disk_temp_names_are_unique_and_recognised(tmp_path: Path) -> None:
     leftover.write_bytes(b"half")
     DiskStore(tmp_path)  # a restart removes what a crashed writer left
     assert not leftover.exists()
+
+
+def test_disk_store_on_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        DiskStore(afile)
