@@ -243,6 +243,7 @@ class Play:
     behind_since: float | None = None
     too_slow: bool = False
     left_at: float | None = None  # when the publisher left, while we wait for a new one
+    notified_at: float | None = None  # when the player was told the stream is unpublished
     failure: Exception | None = None
     draining: trio.CancelScope | None = None  # while the player's task waits for its socket
     skip: int = 0  # items of the writer's current batch that predate this play
@@ -308,7 +309,7 @@ class Play:
                         sid, "status", PUBLISH_NOTIFY, f"{self.path} is now published"
                     )
                     pieces.append(self.conn.data_to_send())
-                self.left_at = None
+                self.left_at = self.notified_at = None
         if dropped:
             self._dropped(dropped)
 
@@ -449,10 +450,11 @@ async def play(
     output: Output,
     peer: str,
     feed: PlayerFeed | None = None,
-) -> bool:
+) -> str | None:
     """Serve one play request until the player goes away, falls too far behind, or is cancelled.
 
-    Returns False when the connection should be closed (the player stayed too far behind)."""
+    Returns why the connection should be closed (the player stayed too far behind, or the
+    stream stayed unpublished), or None."""
     if stream.publisher is None:
         with trio.move_on_after(settings.play_wait_timeout):
             await stream.published_event.wait()
@@ -464,7 +466,7 @@ async def play(
             )
             hub.discard_if_idle(stream)  # players asking for names nobody publishes leave nothing
             await output.flush()
-            return True
+            return None
     # Snapshot, attach and send the start in one synchronous step: nothing missed or sent twice.
     start = stream.start_items()
     feed = feed if feed is not None else PlayerFeed()
@@ -498,16 +500,25 @@ async def play(
                     stream.path,
                     settings.player_max_lag,
                 )
-                return False
-            deadline = math.inf if p.left_at is None else p.left_at + settings.play_wait_timeout
-            if trio.current_time() >= deadline:
+                return "player stayed behind longer than player_max_lag"
+            deadline = math.inf
+            if p.left_at is not None:
+                deadline = p.left_at + settings.play_wait_timeout
+            elif p.notified_at is not None:
+                deadline = p.notified_at + settings.idle_timeout
+            now = trio.current_time()
+            if now >= deadline and p.left_at is not None:
                 # Nobody came back in time: now tell the player (FFmpeg and librtmp stop on it).
-                p.left_at = None
+                p.left_at, p.notified_at = None, now
                 conn.send_status(
                     stream_id, "status", UNPUBLISH_NOTIFY, f"{stream.path} is no longer published"
                 )
                 await output.flush()
                 continue
+            if now >= deadline:
+                # A player that stays after being told would hold its connection slot for good.
+                gone = settings.play_wait_timeout + settings.idle_timeout
+                return f"{stream.path} not published for {gone:g} s"
             with trio.move_on_at(deadline):
                 await p.attention.wait()
     finally:

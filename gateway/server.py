@@ -314,7 +314,7 @@ class Session:
 
     async def _play(self, feed: PlayerFeed, stream_id: int, stream: Stream) -> str | None:
         assert self.output is not None  # made by _on_play
-        keep = await play(
+        return await play(
             conn=self._conn,
             stream_id=stream_id,
             stream=stream,
@@ -325,7 +325,6 @@ class Session:
             peer=self.peer,
             feed=feed,
         )
-        return None if keep else "player stayed behind longer than player_max_lag"
 
     def _on_connect(self, conn: Connection, event: ev.ConnectRequest) -> None:
         app = event.app.partition("?")[0].strip("/")

@@ -281,3 +281,29 @@ async def test_play_over_a_memory_stream_is_written_by_the_session(nursery: trio
     assert [ts for _, ts in frames(received)] == [n * 33 for n in range(50)]
     assert isinstance(stream, Stream) and len(stream.players) == 1
     await client.aclose()
+
+
+async def test_player_of_a_stream_left_unpublished_is_told_then_let_go(
+    nursery: trio.Nursery,
+) -> None:
+    # play_wait_timeout after the publisher leaves: UnpublishNotify; idle_timeout after that,
+    # still nobody: the server closes the connection (a waiting player held its slot for good).
+    port, hub, _ = await start_server(nursery, play_wait_timeout=0.3, idle_timeout=0.7)
+    pub, sid = await publisher(port, "gone")
+    pub.conn.send_media(sid, 9, 0, AVC_HEADER)
+    pub.conn.send_media(sid, 9, 0, video(0, True))
+    await pub.sock.send_all(pub.conn.data_to_send())
+    player = await Client.open(port)
+    await player.play("gone")
+    await player.until_body(b"v000000")
+    await pub.sock.aclose()
+    left = trio.current_time()
+    await player.pump(lambda e: isinstance(e, ev.Status) and "UnpublishNotify" in e.code)
+    told = trio.current_time()
+    assert 0.25 <= told - left < 2
+    with trio.fail_after(3):
+        while await player.sock.receive_some(65536):
+            pass  # the server closes the connection
+    assert 0.6 <= trio.current_time() - told < 2.5
+    stream = hub.get("live", "gone")
+    assert stream is None or not stream.players
