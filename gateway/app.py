@@ -97,6 +97,7 @@ class Gateway:
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
             play_write_interval=self.settings.rtmp_play_write_interval,
+            takeover_after=self.settings.publish_takeover_after,
         )
         self.relays = RelayManager(self.settings, self.hub, self.metrics)
         self.pulls = PullManager(self.settings, self.hub)

@@ -11,6 +11,7 @@ late subscriber can start.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -106,6 +107,9 @@ class PublisherInfo:
     monotonic_start: float  # trio clock, for uptime
     query: dict[str, list[str]]
     connection_id: int
+    # Ends the holder's connection with the given cause when a new publisher takes the name
+    # over (Hub.start_publish); None: the holder cannot be replaced (pull relays).
+    evict: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 def _key_frame_type(tag: FlvTag) -> bool:
@@ -158,6 +162,7 @@ class Stream:
     fanout: Any = None
     sessions: int = 0
     tags_in: int = 0
+    last_tag_at: float = -math.inf  # trio clock: when the publisher last sent a tag
     bytes_in: int = 0
 
     @property
@@ -167,6 +172,7 @@ class Stream:
     def publish(self, tag: FlvTag) -> None:
         """Hand one tag of the live session to every subscriber; never blocks."""
         self.tags_in += 1
+        self.last_tag_at = trio.current_time()
         self.bytes_in += len(tag.body)
         if tag.type is TagType.SCRIPT:
             self.metadata = tag
@@ -219,9 +225,12 @@ class Hub:
         wallclock: Callable[[], float] = time.time,
         gop_cache_bytes: int = 0,
         play_write_interval: float = 0.03,
+        takeover_after: float = 0.0,
     ) -> None:
         self.streams: dict[tuple[str, str], Stream] = {}
         self._gop_cache_bytes = gop_cache_bytes
+        # Seconds without a tag after which a new publisher may take a name over (0 = never).
+        self._takeover_after = takeover_after
         # Seconds an RTMP players' writer (gateway.player.Fanout) waits between writes.
         self.play_write_interval = play_write_interval
         self._on_stream_started = on_stream_started
@@ -237,14 +246,31 @@ class Hub:
         return stream
 
     def start_publish(
-        self, app: str, key: str, *, peer: str, connection_id: int, query: dict[str, list[str]]
+        self,
+        app: str,
+        key: str,
+        *,
+        peer: str,
+        connection_id: int,
+        query: dict[str, list[str]],
+        evict: Callable[[str], None] | None = None,
     ) -> Stream:
-        """Claim the publisher slot; raises StreamBusy if someone is live on this name."""
+        """Claim the publisher slot; raises StreamBusy if someone is live on this name.
+
+        A holder that has sent nothing for ``takeover_after`` seconds is replaced (its
+        connection ended through its ``evict``): a publisher whose network died without closing
+        the connection would otherwise keep its own reconnect out until idle_timeout."""
         stream = self._stream(app, key)
-        if stream.publisher is not None:
-            raise StreamBusy(f"{app}/{key} is already being published by {stream.publisher.peer}")
+        holder = stream.publisher
+        if holder is not None:
+            now = trio.current_time()
+            silent = now - max(stream.last_tag_at, holder.monotonic_start)
+            if holder.evict is None or not 0 < self._takeover_after <= silent:
+                raise StreamBusy(f"{app}/{key} is already being published by {holder.peer}")
+            self.end_publish(stream, holder.connection_id)
+            holder.evict(f"replaced by a new publisher from {peer} after {silent:.1f} s silent")
         stream.publisher = PublisherInfo(
-            peer, self._wallclock(), trio.current_time(), query, connection_id
+            peer, self._wallclock(), trio.current_time(), query, connection_id, evict
         )
         stream.sessions += 1
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.

@@ -366,7 +366,7 @@ class Session:
             return
         try:
             stream = self.hub.start_publish(
-                app, key, peer=self.peer, connection_id=self.id, query=query
+                app, key, peer=self.peer, connection_id=self.id, query=query, evict=self._evicted
             )
         except StreamBusy as exc:
             # The log names the publisher holding the name; the refused peer (anyone who knows
@@ -378,6 +378,13 @@ class Session:
         self.metrics.publishers.set(self.hub.publishers())
         conn.accept_publish(event.stream_id)
         log.info("publish start %s/%s from %s (connection #%d)", app, key, self.peer, self.id)
+
+    def _evicted(self, why: str) -> None:
+        """A new publisher took our name over (we had sent nothing for publish_takeover_after)."""
+        log.warning("rtmp #%d %s: %s", self.id, self.peer, why)
+        self._cause = why
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def _reject(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from gateway.hub import (
     Gap,
@@ -50,6 +51,54 @@ async def test_second_publisher_is_refused_and_first_untouched() -> None:
     hub.end_publish(stream, connection_id=1)
     assert stream.publisher is None
     assert hub.start_publish("live", "k", peer="b:2", connection_id=2, query={}) is stream
+
+
+async def test_a_silent_holder_is_taken_over_and_a_sending_one_is_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = Hub(takeover_after=5.0)
+    evicted: list[str] = []
+    stream = hub.start_publish(
+        "live", "k", peer="a:1", connection_id=1, query={}, evict=evicted.append
+    )
+    sub, items = hub.attach(stream, "watch", 16)
+    for _ in range(8):  # media keeps flowing: never taken, however long it has been live
+        await trio.sleep(1)
+        stream.publish(AVC_FRAME)
+        with pytest.raises(StreamBusy):
+            hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
+    await trio.sleep(4.9)  # silent, but not long enough
+    with pytest.raises(StreamBusy):
+        hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
+    await trio.sleep(0.2)
+    assert hub.start_publish("live", "k", peer="b:2", connection_id=2, query={}) is stream
+    assert evicted == ["replaced by a new publisher from b:2 after 5.1 s silent"]
+    assert stream.publisher is not None and stream.publisher.peer == "b:2"
+    hub.end_publish(stream, connection_id=1)  # the old session's cleanup changes nothing
+    assert stream.publisher is not None and stream.publisher.peer == "b:2"
+    received = []
+    while True:
+        try:
+            received.append(items.receive_nowait())
+        except trio.WouldBlock:
+            break
+    # Subscribers see the old session end before the new one starts.
+    kinds = [type(i) for i in received if not isinstance(i, FlvTag)]
+    assert kinds[-2:] == [SessionEnd, SessionStart]
+    hub.detach(stream, sub)
+
+
+@pytest.mark.parametrize("takeover_after", [0.0, 5.0])
+async def test_no_takeover_when_disabled_or_not_evictable(
+    autojump_clock: trio.testing.MockClock, takeover_after: float
+) -> None:
+    hub = Hub(takeover_after=takeover_after)
+    # With takeover on, a holder without an evict callback (a pull relay) is never replaced.
+    evict = None if takeover_after else (lambda why: None)
+    hub.start_publish("live", "k", peer="a:1", connection_id=1, query={}, evict=evict)
+    await trio.sleep(60)
+    with pytest.raises(StreamBusy):
+        hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
 
 
 async def test_fanout_is_ordered_and_never_blocks() -> None:

@@ -268,3 +268,30 @@ async def test_a_last_message_below_the_mark_is_still_read(
     stream = hub.get("live", "tail")
     assert stream is not None and stream.publisher is not None
     await sock.aclose()
+
+
+async def test_a_silent_publisher_is_replaced_by_its_reconnect(
+    nursery: trio.Nursery, read_interval: float
+) -> None:
+    # An encoder whose network died keeps its TCP connection open but sends nothing; its
+    # reconnect must get the name after publish_takeover_after, not after idle_timeout.
+    hub, metrics = Hub(takeover_after=0.3), Metrics()
+    settings = Settings(host="127.0.0.1", rtmp_port=0, rtmp_read_interval=read_interval)
+    port = (await nursery.start(serve_rtmp, settings, hub, metrics))[0][1]
+    old, old_conn, old_sid = await publisher(port, "cam")
+    old_conn.send_media(old_sid, 9, 0, AVC_HEADER)
+    await old.send_all(old_conn.data_to_send())
+    await trio.sleep(0.4)  # silent since
+    new, new_conn, new_sid = await publisher(port, "cam")
+    with trio.fail_after(2):
+        while await old.receive_some(65536):
+            pass  # the server closed the silent holder's connection
+    stream = hub.get("live", "cam")
+    assert stream is not None and stream.publisher is not None
+    assert stream.publisher.peer.endswith(str(new.socket.getsockname()[1]))
+    new_conn.send_media(new_sid, 8, 0, b"\xaf\x01new")
+    await new.send_all(new_conn.data_to_send())
+    with trio.fail_after(2):
+        while stream.tags_in < 2:
+            await trio.sleep(0.01)
+    await new.aclose()
