@@ -85,6 +85,15 @@ async def publisher(port: int, key: str) -> tuple[Client, int]:
     return pub, status.stream_id
 
 
+async def live_publisher(port: int, key: str) -> tuple[Client, int]:
+    """A publisher that has sent the video header and a first keyframe (frame 0)."""
+    pub, sid = await publisher(port, key)
+    pub.conn.send_media(sid, 9, 0, AVC_HEADER)
+    pub.conn.send_media(sid, 9, 0, video(0, key=True))
+    await pub.sock.send_all(pub.conn.data_to_send())
+    return pub, sid
+
+
 def frames(received: list[ev.Media]) -> list[tuple[bytes, int]]:
     """(marker, timestamp) of each audio/video frame received (headers left out)."""
     return [(e.body[5:12] if e.type == 9 else e.body[2:9], e.timestamp)
@@ -150,10 +159,7 @@ async def test_player_that_stops_reading_drops_to_a_keyframe_then_is_disconnecte
     nursery: trio.Nursery,
 ) -> None:
     port, hub, metrics = await start_server(nursery, player_queue=64, player_max_lag=1.0)
-    pub, sid = await publisher(port, "slow")
-    pub.conn.send_media(sid, 9, 0, AVC_HEADER)
-    pub.conn.send_media(sid, 9, 0, video(0, key=True))
-    await pub.sock.send_all(pub.conn.data_to_send())
+    pub, sid = await live_publisher(port, "slow")
     stalled = await Client.open(port, rcvbuf=4096)
     await stalled.play("slow")
     healthy = await Client.open(port)
@@ -206,10 +212,7 @@ async def test_player_behind_for_a_while_resumes_at_a_keyframe_with_its_clock_in
     nursery: trio.Nursery,
 ) -> None:
     port, hub, _ = await start_server(nursery, player_queue=16, player_max_lag=30.0)
-    pub, sid = await publisher(port, "late")
-    pub.conn.send_media(sid, 9, 0, AVC_HEADER)
-    pub.conn.send_media(sid, 9, 0, video(0, key=True))
-    await pub.sock.send_all(pub.conn.data_to_send())
+    pub, sid = await live_publisher(port, "late")
     lagging = await Client.open(port, rcvbuf=4096)
     await lagging.play("late")
     for n in range(1, 300):  # not read meanwhile: frames beyond its backlog are dropped
@@ -289,10 +292,7 @@ async def test_player_of_a_stream_left_unpublished_is_told_then_let_go(
     # play_wait_timeout after the publisher leaves: UnpublishNotify; idle_timeout after that,
     # still nobody: the server closes the connection (a waiting player held its slot for good).
     port, hub, _ = await start_server(nursery, play_wait_timeout=0.3, idle_timeout=0.7)
-    pub, sid = await publisher(port, "gone")
-    pub.conn.send_media(sid, 9, 0, AVC_HEADER)
-    pub.conn.send_media(sid, 9, 0, video(0, True))
-    await pub.sock.send_all(pub.conn.data_to_send())
+    pub, _ = await live_publisher(port, "gone")
     player = await Client.open(port)
     await player.play("gone")
     await player.until_body(b"v000000")
