@@ -105,7 +105,8 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
             await trio.sleep(0.1)
 
     async def publisher_gone() -> None:
-        # The server has seen the publisher leave and the segmenter flushed its last segment.
+        # The server has seen the publisher leave and the segmenter flushed its last segment,
+        # and the store's writer thread has put it on disk (this test reads the files).
         with trio.fail_after(10):
             while (
                 (s := gw.hub.get("live", "disk")) is None
@@ -113,6 +114,8 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
                 or (gw.lives["live/disk"].state == "live")
             ):
                 await trio.sleep(0.05)
+        assert isinstance(gw.store, WriteBehindStore)
+        assert await trio.to_thread.run_sync(gw.store.flush, 5.0)
 
     async with trio.open_nursery() as inner:
         inner.start_soon(watch)
