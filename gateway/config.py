@@ -94,10 +94,10 @@ class Settings:
     publish_takeover_after: float = field(
         default=5.0,
         metadata=_doc(
-            "Seconds a publisher may send no media before a new publisher of the same name "
+            "Seconds a publisher may send nothing before a new publisher of the same name "
             "takes it over (the old connection is closed, naming the new peer): an encoder "
             "whose network died without closing the connection would otherwise keep its own "
-            "reconnect out until idle_timeout. A name with media flowing is never taken. "
+            "reconnect out until idle_timeout. A name with data flowing is never taken. "
             "0 = a live name always refuses a second publisher.",
             minimum=0.0,
         ),

@@ -11,13 +11,12 @@ late subscriber can start.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import trio
@@ -107,9 +106,18 @@ class PublisherInfo:
     monotonic_start: float  # trio clock, for uptime
     query: dict[str, list[str]]
     connection_id: int
-    # Ends the holder's connection with the given cause when a new publisher takes the name
-    # over (Hub.start_publish); None: the holder cannot be replaced (pull relays).
-    evict: Callable[[str], None] | None = field(default=None, compare=False)
+    # The connection holding the name, which a new publisher may replace once it has gone
+    # silent (Hub.start_publish); None: the holder cannot be replaced (pull relays).
+    owner: PublisherOwner | None = field(default=None, compare=False)
+
+
+class PublisherOwner(Protocol):
+    """What Hub.start_publish needs of a replaceable publisher's connection."""
+
+    last_read: float  # trio clock: when bytes last came from the peer
+
+    def evict(self, why: str) -> None:
+        """End the connection, logging ``why``."""
 
 
 def _key_frame_type(tag: FlvTag) -> bool:
@@ -162,7 +170,6 @@ class Stream:
     fanout: Any = None
     sessions: int = 0
     tags_in: int = 0
-    last_tag_at: float = -math.inf  # trio clock: when the publisher last sent a tag
     bytes_in: int = 0
 
     @property
@@ -172,7 +179,6 @@ class Stream:
     def publish(self, tag: FlvTag) -> None:
         """Hand one tag of the live session to every subscriber; never blocks."""
         self.tags_in += 1
-        self.last_tag_at = trio.current_time()
         self.bytes_in += len(tag.body)
         if tag.type is TagType.SCRIPT:
             self.metadata = tag
@@ -253,24 +259,24 @@ class Hub:
         peer: str,
         connection_id: int,
         query: dict[str, list[str]],
-        evict: Callable[[str], None] | None = None,
+        owner: PublisherOwner | None = None,
     ) -> Stream:
         """Claim the publisher slot; raises StreamBusy if someone is live on this name.
 
-        A holder that has sent nothing for ``takeover_after`` seconds is replaced (its
-        connection ended through its ``evict``): a publisher whose network died without closing
-        the connection would otherwise keep its own reconnect out until idle_timeout."""
+        A holder whose peer has sent nothing for ``takeover_after`` seconds is replaced (its
+        owner evicted): a publisher whose network died without closing the connection would
+        otherwise keep its own reconnect out until idle_timeout."""
         stream = self._stream(app, key)
         holder = stream.publisher
         if holder is not None:
-            now = trio.current_time()
-            silent = now - max(stream.last_tag_at, holder.monotonic_start)
-            if holder.evict is None or not 0 < self._takeover_after <= silent:
+            old = holder.owner
+            silent = 0.0 if old is None else trio.current_time() - old.last_read
+            if old is None or not 0 < self._takeover_after <= silent:
                 raise StreamBusy(f"{app}/{key} is already being published by {holder.peer}")
             self.end_publish(stream, holder.connection_id)
-            holder.evict(f"replaced by a new publisher from {peer} after {silent:.1f} s silent")
+            old.evict(f"replaced by a new publisher from {peer} after {silent:.1f} s silent")
         stream.publisher = PublisherInfo(
-            peer, self._wallclock(), trio.current_time(), query, connection_id, evict
+            peer, self._wallclock(), trio.current_time(), query, connection_id, owner
         )
         stream.sessions += 1
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.

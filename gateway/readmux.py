@@ -186,13 +186,12 @@ class ReadMux:
         timer = periodic_timerfd(self.interval)
         epoll_fd = self._epoll.fileno()
         policy = TickPolicy(self.interval)
-        ticking = False
         try:
             while True:
                 if not self._readers:
                     self._added = trio.Event()
                     await self._added.wait()
-                if not ticking:
+                if not policy.ticking:
                     await trio.lowlevel.wait_readable(epoll_fd)
                 elif timer is None:
                     await trio.sleep(self.interval)
@@ -202,10 +201,10 @@ class ReadMux:
                         os.read(timer, 8)  # the expiration count: any number is one tick
                 started = perf_counter()
                 ready = self._epoll.poll(0)
-                if policy.woke(started, len(ready)) and not ticking and timer is not None:
+                was_ticking = policy.ticking
+                if policy.woke(started, len(ready)) and not was_ticking and timer is not None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(timer, 8)  # forget expirations from before: tick from now
-                ticking = policy.ticking
                 for fd, _ in ready:
                     reader = self._readers.get(fd)
                     if reader is not None:
@@ -237,7 +236,7 @@ class MuxedPublisher:
         self.attention = trio.Event()
         self.failure: Exception | None = None
         self.eof = False
-        self.last_read = trio.current_time()
+        session.last_read = trio.current_time()
         self.lowat = lowat
         self.between = session.settings.rtmp_publish_lowat
         self.counted = 0
@@ -261,7 +260,7 @@ class MuxedPublisher:
                     return "closed by peer"
                 if not session.published or session.playing:
                     return None
-                quiet = trio.current_time() - self.last_read
+                quiet = trio.current_time() - session.last_read
                 if quiet > idle_timeout:
                     session.metrics.protocol_errors.labels("idle-timeout").inc()
                     return "idle timeout"
@@ -293,7 +292,7 @@ class MuxedPublisher:
                     break
                 if n < len(mux.buffer):
                     break  # drained
-            self.last_read = trio.current_time()
+            session.last_read = trio.current_time()
             if self.counted >= METRIC_BATCH:
                 session.metrics.bytes_in.inc(self.counted)
                 self.counted = 0

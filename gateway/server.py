@@ -84,6 +84,9 @@ class Session:
     # Once the connection plays, every write goes through here (players' media are written by
     # their stream's task, in order with our own messages).
     output: Output | None = None
+    # trio clock when bytes last came from the peer (as of the reader's last pass): idle
+    # timeout of a muxed publisher, and how long a publisher has been silent (hub takeover).
+    last_read: float = field(default_factory=trio.current_time)
 
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
@@ -148,7 +151,7 @@ class Session:
                         return cause
                     lowat = 1
                     continue
-                now = trio.current_time()
+                now = self.last_read = trio.current_time()
                 if self.playing:
                     deadline = math.inf  # players may send nothing for long; writes bounded
                 elif self.published:
@@ -366,7 +369,7 @@ class Session:
             return
         try:
             stream = self.hub.start_publish(
-                app, key, peer=self.peer, connection_id=self.id, query=query, evict=self._evicted
+                app, key, peer=self.peer, connection_id=self.id, query=query, owner=self
             )
         except StreamBusy as exc:
             # The log names the publisher holding the name; the refused peer (anyone who knows
@@ -379,8 +382,8 @@ class Session:
         conn.accept_publish(event.stream_id)
         log.info("publish start %s/%s from %s (connection #%d)", app, key, self.peer, self.id)
 
-    def _evicted(self, why: str) -> None:
-        """A new publisher took our name over (we had sent nothing for publish_takeover_after)."""
+    def evict(self, why: str) -> None:
+        """A new publisher took our name over (the peer sent nothing for publish_takeover_after)."""
         log.warning("rtmp #%d %s: %s", self.id, self.peer, why)
         self._cause = why
         if self._nursery is not None:

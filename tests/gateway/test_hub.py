@@ -53,18 +53,28 @@ async def test_second_publisher_is_refused_and_first_untouched() -> None:
     assert hub.start_publish("live", "k", peer="b:2", connection_id=2, query={}) is stream
 
 
+class Holder:
+    """A publisher's connection as the hub sees it (gateway.hub.PublisherOwner)."""
+
+    def __init__(self) -> None:
+        self.last_read = trio.current_time()
+        self.evicted: list[str] = []
+
+    def evict(self, why: str) -> None:
+        self.evicted.append(why)
+
+
 async def test_a_silent_holder_is_taken_over_and_a_sending_one_is_not(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     hub = Hub(takeover_after=5.0)
-    evicted: list[str] = []
-    stream = hub.start_publish(
-        "live", "k", peer="a:1", connection_id=1, query={}, evict=evicted.append
-    )
+    holder = Holder()
+    stream = hub.start_publish("live", "k", peer="a:1", connection_id=1, query={}, owner=holder)
     sub, items = hub.attach(stream, "watch", 16)
     for _ in range(8):  # media keeps flowing: never taken, however long it has been live
         await trio.sleep(1)
         stream.publish(AVC_FRAME)
+        holder.last_read = trio.current_time()
         with pytest.raises(StreamBusy):
             hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
     await trio.sleep(4.9)  # silent, but not long enough
@@ -72,7 +82,7 @@ async def test_a_silent_holder_is_taken_over_and_a_sending_one_is_not(
         hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
     await trio.sleep(0.2)
     assert hub.start_publish("live", "k", peer="b:2", connection_id=2, query={}) is stream
-    assert evicted == ["replaced by a new publisher from b:2 after 5.1 s silent"]
+    assert holder.evicted == ["replaced by a new publisher from b:2 after 5.1 s silent"]
     assert stream.publisher is not None and stream.publisher.peer == "b:2"
     hub.end_publish(stream, connection_id=1)  # the old session's cleanup changes nothing
     assert stream.publisher is not None and stream.publisher.peer == "b:2"
@@ -93,9 +103,9 @@ async def test_no_takeover_when_disabled_or_not_evictable(
     autojump_clock: trio.testing.MockClock, takeover_after: float
 ) -> None:
     hub = Hub(takeover_after=takeover_after)
-    # With takeover on, a holder without an evict callback (a pull relay) is never replaced.
-    evict = None if takeover_after else (lambda why: None)
-    hub.start_publish("live", "k", peer="a:1", connection_id=1, query={}, evict=evict)
+    # With takeover on, a holder without an owner to evict (a pull relay) is never replaced.
+    owner = None if takeover_after else Holder()
+    hub.start_publish("live", "k", peer="a:1", connection_id=1, query={}, owner=owner)
     await trio.sleep(60)
     with pytest.raises(StreamBusy):
         hub.start_publish("live", "k", peer="b:2", connection_id=2, query={})
