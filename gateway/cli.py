@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import trio
 
+from gateway import native
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import setup_logging
+
+log = logging.getLogger("gateway")
 
 
 def _version() -> str:
@@ -56,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format, settings.log_level)
+    stale = native.stale()
+    if stale:
+        print(
+            f"gateway: the compiled {', '.join(stale)} is older than its source, so the old code "
+            "would run: rebuild with `make setup` (or `pip install -e .`)",
+            file=sys.stderr,
+        )
+        return 2
+    slow = native.interpreted()
+    if slow:
+        log.warning(
+            "%d per-message modules run as pure Python, not compiled with mypyc (install with a "
+            "C compiler to compile them): ingest costs more CPU per stream",
+            len(slow),
+        )
     from gateway.app import run_gateway  # heavy imports (PyAV, Quart) only when running
 
     failed = False

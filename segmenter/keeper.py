@@ -63,7 +63,7 @@ class PlaylistKeeper:
             sequence = old.next_media_sequence
             listed = old.segments
             discontinuities = old.discontinuity_sequence + sum(s.discontinuity for s in listed)
-            deadline = now + 2 * sum(s.duration for s in listed)
+            deadline = now + 2 * sum((s.duration for s in listed), 0.0)
             self._orphans += [(s.uri, deadline) for s in listed]
             self._retired.append(old)
         self._resume = None

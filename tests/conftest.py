@@ -6,8 +6,17 @@ from functools import partial
 import pytest
 import trio
 
+from gateway import native
 from gateway.app import Gateway, run_gateway
 from gateway.config import Settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Python imports a compiled module before its source: tests of an edited but not rebuilt
+    # checkout would test the old code.
+    stale = native.stale()
+    if stale:
+        pytest.exit(f"compiled {', '.join(stale)} is older than its source: run `make setup`", 2)
 
 
 def test_settings(**overrides: object) -> Settings:
