@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import signal
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 
 import trio
 
-from bench import fixtures, report
+from bench import cpus, fixtures, report
 
 SCENARIOS = ("ingest", "hotpath", "latency", "viewers", "fanout", "firstframe")
 
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=None, help="default bench/results/")
     p.add_argument("--workdir", type=Path, default=None, help="keep server files and logs here")
     p.add_argument("--nginx-workers", type=int, default=1)
+    p.add_argument(
+        "--server-cpus", default="auto",
+        help="CPUs of the server under test; the bench and its clients get the others "
+        "(auto: the first CPU; none: no pinning)",
+    )  # fmt: skip
     p.add_argument("--publishers", type=_ints, default=[1, 10, 50, 100], help="ingest: list")
     p.add_argument("--sample", type=int, default=3, help="ingest: streams checked over HTTP")
     p.add_argument("--viewers", type=int, default=200, help="viewers: HTTP clients")
@@ -48,6 +54,12 @@ async def _main(opts: Any) -> None:
         targets = ["ours"]
     else:
         targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]
+    try:
+        opts.cpus = cpus.plan(opts.server_cpus)
+    except ValueError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    if opts.cpus.clients is not None:
+        os.sched_setaffinity(0, opts.cpus.clients)  # FFmpeg, wrk and the rest inherit it
     fixture = fixtures.ensure(opts.fixture)
     module = importlib.import_module(f"bench.{opts.scenario}")
     own_workdir = opts.workdir is None
@@ -63,6 +75,7 @@ async def _main(opts: Any) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     if result is None:
         raise SystemExit("terminated; every process started was stopped")
+    result["cpus"] = opts.cpus.describe()
     report.emit(opts.scenario, result, table, opts.results_dir)
 
 

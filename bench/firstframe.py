@@ -94,7 +94,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
     rng = random.Random(1)
     async with Procs() as procs, open_target(
         target_name, procs, workdir / target_name,
-        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers,
+        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
     ) as target:  # fmt: skip
         await publish.publish_one(procs, target, fixture, "ff", logdir)
         for _ in range(opts.trials):

@@ -48,7 +48,7 @@ async def run_one(
     logdir = workdir / f"{target_name}-{n}-logs"
     async with Procs() as procs, open_target(
         target_name, procs, workdir / f"{target_name}-{n}",
-        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers,
+        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
     ) as target:  # fmt: skip
         await trio.sleep(0.5)  # let the server finish start-up work before the baseline
         idle0, idle_t0 = cpu_seconds(target.pids()), trio.current_time()

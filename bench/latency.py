@@ -86,7 +86,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
     metric_ticks: list[float] = []
     async with Procs() as procs, open_target(
         target_name, procs, workdir / target_name,
-        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers,
+        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
     ) as target, httpx.AsyncClient() as client, trio.open_nursery() as nursery:  # fmt: skip
         port = await nursery.start(serve_proxy, target.rtmp_port, kf)
         if target_name == "ours":

@@ -81,6 +81,9 @@ def emit(
     text = json.dumps(doc, indent=2, sort_keys=True, default=str)
     path.write_text(text + "\n")
     print(table.render())
+    cpus = result.get("cpus") or {}
+    if cpus.get("server") is not None:
+        print(f"(server on CPUs {cpus['server']}; publishers, clients, bench on {cpus['clients']})")
     print(JSON_MARKER)
     print(text)
     print(f"(written to {path})", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from bench import nginx
+from bench.cpus import CpuPlan
 from bench.procs import Procs, children, free_port, wait_tcp
 
 TARGETS = ("ours", "nginx")
@@ -81,8 +82,10 @@ async def open_target(
     *,
     target_duration: float = 2.0,
     nginx_workers: int = nginx.DEFAULT_WORKERS,
+    cpus: CpuPlan | None = None,
 ) -> AsyncIterator[Target]:
-    """Start target ``name`` on free loopback ports; stop it when the block ends."""
+    """Start target ``name`` on free loopback ports (on ``cpus.server`` if given); stop it when
+    the block ends."""
     rtmp_port, http_port = free_port(), free_port()
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -110,6 +113,8 @@ async def open_target(
     else:
         raise ValueError(f"unknown target {name!r}")
     hls_dir.mkdir(parents=True, exist_ok=True)
+    if cpus is not None:
+        args = [*cpus.server_prefix(), *args]
     proc = await procs.start(args, log=log)
     target = Target(name, rtmp_port, http_port, hls_dir, target_duration, proc, log)
     try:

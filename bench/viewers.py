@@ -77,7 +77,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
     res: dict[str, Any] = {"target": target_name, "viewers": opts.viewers}
     async with Procs() as procs, open_target(
         target_name, procs, workdir / target_name,
-        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers,
+        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
     ) as target:  # fmt: skip
         pub, watcher, tracker = await publish.publish_one(
             procs, target, fixture, "view", workdir / f"{target_name}-logs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,6 @@ def test_ingest_one_publisher_prints_table_and_json(tmp_path: Path) -> None:
     assert run["segments"] >= 2 and run["missing"] == 0
     assert run["valid"] == 1, run["validation"]
     assert run["server_alive"] is True
+    if len(os.sched_getaffinity(0)) >= 2:  # default --server-cpus auto: the server on its own
+        allowed = sorted(os.sched_getaffinity(0))
+        assert doc["cpus"] == {"server": allowed[:1], "clients": allowed[1:]}
