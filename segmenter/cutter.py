@@ -12,16 +12,20 @@ segment can last almost 4 s). A target duration derived from the first GOP would
 broken by a later, longer one. So:
 
 1. TARGETDURATION is fixed once per playlist, when its first segment closes, from what the
-   publisher has shown by then: ``ceil(target_duration + longest keyframe gap seen)``, clamped to
-   ``[ceil(target_duration), ceil(max_segment_duration)]``. With the cut rule below a segment lasts
-   less than the target plus one keyframe gap, so scene-cut IDRs (which only shorten gaps) never
-   break it; a 2 s keyframe interval gives TARGETDURATION 4 (players hold back ~3 x TD, so ~12 s
-   instead of the ~30 s a fixed 10 would cost). Until then, and for an encoder that sends no
-   keyframe within ``max_segment_duration`` (OBS "auto" is 250 frames: 8.3 s at 30 fps), the
-   ceiling ``ceil(max_segment_duration)`` (default 10) applies.
+   publisher has shown by then: the longest keyframe gap rounded to the nearest second (EXTINF
+   rounds the same way), at least ``ceil(target_duration)`` and at most
+   ``ceil(max_segment_duration)``. A steady 2 s keyframe interval gives TARGETDURATION 2, so
+   players holding back three target durations stay ~6 s behind (not the ~12 s a TARGETDURATION of
+   4 would cost). Until then, and for an encoder that sends no keyframe within
+   ``max_segment_duration`` (OBS "auto" is 250 frames: 8.3 s at 30 fps), the ceiling
+   ``ceil(max_segment_duration)`` (default 10) applies.
 2. The cutter cuts at the first video keyframe at or after ``target_duration`` (default 2 s):
-   segments are as short as the keyframes allow. Audio-only streams cut on any frame once the
-   target is reached; video-only streams cut like A/V.
+   segments are as short as the keyframes allow. It also cuts EARLY at a keyframe when waiting
+   for the next one (expected one longest keyframe gap later) would make the segment round above
+   TARGETDURATION: x264's scene-cut IDRs restart its keyframe interval, so after a scene cut at
+   1.5 s of a 2 s interval the next keyframe comes at 3.5 s. Cutting at the scene cut keeps
+   every segment within the target duration without dropping anything. Audio-only streams cut
+   on any frame once the target is reached; video-only streams cut like A/V.
 3. A GOP so long that the segment would round above TARGETDURATION is force-cut without a keyframe
    at ``limit`` (TARGETDURATION + 0.5 s minus ``FORCED_CUT_HEADROOM_MS``); video frames are then
    dropped until the next keyframe, so the new segment (audio first) still starts its video with
@@ -253,9 +257,17 @@ _DROP = Decision(keep=False)
 class Cutter:
     """Cut decisions for one track configuration (see the module docstring for the policy)."""
 
-    def __init__(self, target_ms: int, target_duration_s: int, has_video: bool) -> None:
+    def __init__(
+        self, target_ms: int, target_duration_s: int, has_video: bool, fixed: bool = False
+    ) -> None:
         self.target_ms = target_ms
         self.limit_ms = target_duration_s * 1000 + 500 - FORCED_CUT_HEADROOM_MS
+        # The playlist's TARGETDURATION once fixed (rule 1); until then a provisional one is
+        # derived from the keyframe gaps seen (rule 2).
+        self._fixed_td = target_duration_s if fixed else None
+        self._min_td = max(1, -(-target_ms // 1000))
+        self._last_key: int | None = None
+        self.max_key_gap = 0  # longest keyframe gap seen (PTS, ms)
         self.has_video = has_video
         self.start: int | None = None  # start of the open segment (PTS of its first sample)
         self._end = 0  # end of the open segment so far (last PTS + that track's frame step)
@@ -274,6 +286,10 @@ class Cutter:
             self._open(sample.pts, sample)
             return _KEEP
         elapsed = sample.pts - self.start
+        if key:
+            last, self._last_key = self._last_key, sample.pts
+            if last is not None and sample.pts > last:
+                self.max_key_gap = max(self.max_key_gap, sample.pts - last)
         if self._kept == 0:
             # Empty since a forced cut dropped video: never cut an empty segment; if no media came
             # for longer than the limit (video-only), start it at this sample instead.
@@ -284,6 +300,8 @@ class Cutter:
             return _KEEP
         if elapsed >= self.target_ms and (key or not self.has_video):
             return self._cut(sample.pts, sample, forced=False)
+        if key and elapsed > 0 and self._overflows(elapsed + self.max_key_gap):
+            return self._cut(sample.pts, sample, forced=False)  # rule 2: early cut
         if max(elapsed, sample.dts - self.start) >= self.limit_ms:
             # Forced cut (module docstring, rule 3) at the DTS: B-frame PTS jump ahead.
             self._need_key = self.has_video
@@ -302,6 +320,15 @@ class Cutter:
     def set_target_duration(self, target_duration_s: int) -> None:
         """The playlist fixed its TARGETDURATION (rule 1): force-cut below it from now on."""
         self.limit_ms = target_duration_s * 1000 + 500 - FORCED_CUT_HEADROOM_MS
+        self._fixed_td = target_duration_s
+
+    def _overflows(self, duration_ms: int) -> bool:
+        """Whether a segment of ``duration_ms`` would round above TARGETDURATION (RFC 8216
+        §4.3.3.1), the fixed one or, before the playlist exists, the one rule 1 would fix."""
+        td = self._fixed_td
+        if td is None:
+            td = max(self._min_td, (self.max_key_gap + 500) // 1000)
+        return (duration_ms + 500) // 1000 > td
 
     def _open(self, start: int, sample: Sample) -> None:
         self.start = self._end = start

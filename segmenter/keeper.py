@@ -14,15 +14,31 @@ import math
 from segmenter.playlist import LivePlaylist, read_previous
 from segmenter.store import Store
 
-PLAYLIST_NAME = "index.m3u8"
+# The media playlists, one per format (TS for every player, fMP4/CMAF for LL-HLS), and the
+# multivariant playlist at the URL players are given.
+TS_PLAYLIST_NAME = "ts.m3u8"
+CMAF_PLAYLIST_NAME = "cmaf.m3u8"
+MULTIVARIANT_NAME = "index.m3u8"
+MEDIA_PLAYLIST_NAMES = (TS_PLAYLIST_NAME, CMAF_PLAYLIST_NAME)
 
 
 class PlaylistKeeper:
-    def __init__(self, path: str, store: Store, window_segments: int, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        path: str,
+        store: Store,
+        window_segments: int,
+        log: logging.Logger,
+        *,
+        name: str = TS_PLAYLIST_NAME,
+        part_target: float | None = None,
+    ) -> None:
         self.path = path
         self.store = store
+        self.name = name
         self._window = window_segments
         self._log = log
+        self._part_target = part_target
         self.playlist: LivePlaylist | None = None
         self._retired: list[LivePlaylist] = []  # ended playlists whose removals are pending
         self._orphans: list[tuple[str, float]] = []  # (uri, delete-after) of retired listings
@@ -34,7 +50,7 @@ class PlaylistKeeper:
     def _read_previous(self) -> None:
         """A playlist left by an earlier process (disk store): continue its numbering with a
         discontinuity, and delete its segments once nobody can still be fetching them."""
-        data = self.store.get(f"{self.path}/{PLAYLIST_NAME}")
+        data = self.store.get(f"{self.path}/{self.name}")
         previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None
         if previous is None:
             return
@@ -42,7 +58,9 @@ class PlaylistKeeper:
         # §6.2.2: listed segments stay available for their duration plus the playlist's; the
         # clock starts at the first call that passes ``now`` (start_clock).
         self._resume_orphans = ([u for u in previous.uris if "/" not in u], 2 * previous.duration)
-        self._log.info("%s: resuming at media sequence %d", self.path, self._resume[0])
+        self._log.info(
+            "%s: %s resuming at media sequence %d", self.path, self.name, self._resume[0]
+        )
 
     def start_clock(self, now: float) -> None:
         if self._resume_orphans is not None:
@@ -51,11 +69,21 @@ class PlaylistKeeper:
             self._resume_orphans = None
 
     @property
+    def next_sequence(self) -> int:
+        """The media sequence number the next segment will get (in this or a new playlist)."""
+        playlist = self.playlist
+        if playlist is not None:
+            return playlist.next_media_sequence
+        return self._resume[0] if self._resume is not None else 0
+
+    @property
     def continues(self) -> bool:
         """The next playlist continues an earlier one (its first segment is a discontinuity)."""
         return self.playlist is not None or self._resume is not None
 
-    def open(self, target_duration: int, now: float) -> LivePlaylist:
+    def open(
+        self, target_duration: int, now: float, *, part_target: float | None = None
+    ) -> LivePlaylist:
         """Start a new playlist (none yet, or the current one ended); numbering continues."""
         old = self.playlist
         sequence, discontinuities = self._resume or (0, 0)
@@ -64,7 +92,7 @@ class PlaylistKeeper:
             listed = old.segments
             discontinuities = old.discontinuity_sequence + sum(s.discontinuity for s in listed)
             deadline = now + 2 * sum((s.duration for s in listed), 0.0)
-            self._orphans += [(s.uri, deadline) for s in listed]
+            self._orphans += [(uri, deadline) for uri in old.listed_uris()]
             self._retired.append(old)
         self._resume = None
         self.ended_at = None
@@ -73,12 +101,13 @@ class PlaylistKeeper:
             self._window,
             media_sequence=sequence,
             discontinuity_sequence=discontinuities,
+            part_target=part_target if part_target is not None else self._part_target,
         )
         return self.playlist
 
     def write(self) -> None:
         if self.playlist is not None:
-            self.store.put(f"{self.path}/{PLAYLIST_NAME}", self.playlist.render().encode())
+            self.store.put(f"{self.path}/{self.name}", self.playlist.render().encode())
 
     def end(self, now: float) -> None:
         """EXT-X-ENDLIST on the current playlist (once)."""
@@ -95,6 +124,9 @@ class PlaylistKeeper:
         self._retired = [p for p in self._retired if p.pending_removals]
         uris += [uri for uri, deadline in self._orphans if deadline <= now]
         self._orphans = [(uri, d) for uri, d in self._orphans if d > now]
+        if self.playlist is not None:  # an earlier playlist's init that the current one uses
+            in_use = self.playlist.init_uris()
+            uris = [uri for uri in uris if uri not in in_use]
         self._delete(uris)
 
     def retirable(self, now: float, retention: float) -> bool:
@@ -112,7 +144,7 @@ class PlaylistKeeper:
         playlist = self.playlist
         if playlist is None:
             return
-        uris = [s.uri for s in playlist.segments] + [u for u, _ in self._orphans]
+        uris = playlist.listed_uris() + [u for u, _ in self._orphans]
         for old in [playlist, *self._retired]:
             uris += old.expired(math.inf)
         tombstone = LivePlaylist(
@@ -138,7 +170,7 @@ def end_stale_playlists(store: Store) -> list[str]:
     continues the numbering (PlaylistKeeper resumes from it)."""
     ended = []
     for name in store.names():
-        if not name.endswith(f"/{PLAYLIST_NAME}"):
+        if not name.endswith(tuple(f"/{n}" for n in MEDIA_PLAYLIST_NAMES)):
             continue
         data = store.get(name)
         previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None

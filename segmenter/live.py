@@ -1,4 +1,5 @@
-"""One live HLS stream per app/key: FLV tags in, TS segments and a live playlist out to a Store.
+"""One live HLS stream per app/key: FLV tags in; segments and playlists out to a Store in each
+format (``segmenter.outputs``: MPEG-TS and LL-HLS CMAF) plus the multivariant playlist.
 
 A ``LiveStream`` outlives publisher reconnects. Each publish session gets a fresh timeline that
 continues after the previous one on the output clock, a random segment-name prefix (RFC 8216 §6.2.2
@@ -38,13 +39,21 @@ from segmenter.flv import (
     VideoFrame,
     parse_tag,
 )
-from segmenter.keeper import PLAYLIST_NAME, PlaylistKeeper, end_stale_playlists
-from segmenter.mux import SegmentMuxer, TsMuxer
-from segmenter.playlist import LivePlaylist, SegmentEntry
+from segmenter.keeper import (
+    CMAF_PLAYLIST_NAME,
+    MULTIVARIANT_NAME,
+    TS_PLAYLIST_NAME,
+    end_stale_playlists,
+)
+from segmenter.mux import SegmentMuxer
+from segmenter.outputs import CmafOutput, Cut, TsOutput
+from segmenter.playlist import LivePlaylist, Variant, nearest_int, render_multivariant
 from segmenter.store import Store
 
 __all__ = [
-    "PLAYLIST_NAME",
+    "CMAF_PLAYLIST_NAME",
+    "MULTIVARIANT_NAME",
+    "TS_PLAYLIST_NAME",
     "LiveStream",
     "SegmentInfo",
     "SegmenterConfig",
@@ -77,10 +86,18 @@ class SegmenterConfig:
     # A/V reorder buffer bounds (RTMP delivers audio and video only roughly in DTS order).
     interleave_delay: float = 0.5
     interleave_max_samples: int = 256
+    # Output formats: "ts" (ts.m3u8) and/or "cmaf" (LL-HLS cmaf.m3u8).
+    formats: tuple[str, ...] = ("ts", "cmaf")
+    # LL-HLS part target (EXT-X-PART-INF PART-TARGET), seconds.
+    part_duration: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0 < self.target_duration <= self.max_segment_duration:
             raise ValueError("need 0 < target_duration <= max_segment_duration")
+        if not self.formats or set(self.formats) - {"ts", "cmaf"}:
+            raise ValueError("formats: one or both of 'ts' and 'cmaf'")
+        if not 0.05 <= self.part_duration <= self.target_duration:
+            raise ValueError("need 0.05 <= part_duration <= target_duration")
         if self.window_segments < 1 or self.end_grace < 0 or self.interleave_delay < 0:
             raise ValueError("window_segments >= 1, end_grace >= 0, interleave_delay >= 0")
 
@@ -95,7 +112,7 @@ class SegmentInfo:
     """Reported to ``on_segment`` after a segment and the playlist listing it are stored."""
 
     path: str
-    name: str  # store name, "<path>/<prefix>-<sequence>.ts"
+    name: str  # store name of the first format's segment, "<path>/<prefix>-<sequence>.ts"
     sequence: int  # media sequence number
     duration: float  # seconds, as in EXTINF
     size: int
@@ -130,6 +147,7 @@ class LiveStream:
         on_segment: Callable[[SegmentInfo], None] | None = None,
         log: logging.Logger | None = None,
         muxer: SegmentMuxer | None = None,
+        on_update: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self.store = store
@@ -137,9 +155,29 @@ class LiveStream:
         self._wallclock = wallclock
         self._on_segment = on_segment
         self._log = log or logging.getLogger(f"segmenter.{path}")
-        self._mux = muxer or TsMuxer()
         self._session: _Session | None = None
-        self._keeper = PlaylistKeeper(path, store, config.window_segments, self._log)
+        window = config.window_segments
+        formats = config.formats
+        self._ts = TsOutput(path, store, window, self._log, muxer) if "ts" in formats else None
+        self._cmaf = (
+            CmafOutput(
+                path,
+                store,
+                window,
+                self._log,
+                part_ms=round(config.part_duration * 1000),
+                on_update=on_update,
+            )
+            if "cmaf" in config.formats
+            else None
+        )
+        self._outputs: list[TsOutput | CmafOutput] = [
+            o for o in (self._ts, self._cmaf) if o is not None
+        ]
+        self._keeper = self._outputs[0].keeper  # lifecycle questions: all keepers move together
+        self._multivariant = b""
+        self._peak_bitrate = 0
+        self._bits = (0.0, 0.0)  # bits and seconds of media segmented, for AVERAGE-BANDWIDTH
         self._discontinuity = False  # the next segment starts a new timeline/configuration
         self._timeline_end = 0
         self._left_at: float | None = None  # when the last publisher left
@@ -163,7 +201,8 @@ class LiveStream:
     def begin_session(self, now: float) -> None:
         """A publisher started (first or reconnect): new timeline, prefix and discontinuity."""
         self._now = now
-        self._keeper.start_clock(now)
+        for output in self._outputs:
+            output.keeper.start_clock(now)
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
@@ -187,8 +226,15 @@ class LiveStream:
     def close(self, now: float) -> None:
         """Shutdown: flush, end the playlist (EXT-X-ENDLIST) and delete expired segments."""
         self.end_session(now)
-        self._keeper.end(now)
-        self._keeper.delete_expired(now)
+        self._end_playlists(now)
+        for output in self._outputs:
+            output.keeper.delete_expired(now)
+
+    def _end_playlists(self, now: float) -> None:
+        for output in self._outputs:
+            output.keeper.end(now)
+        if self._cmaf is not None:
+            self._cmaf.ended()
 
     def poll(self, now: float) -> None:
         """Housekeeping: ENDLIST once no publisher came back within ``end_grace``; expiry."""
@@ -198,9 +244,10 @@ class LiveStream:
             self._warn_window = (now, 0)
         left = self._left_at
         if self._session is None and left is not None and now - left >= self.config.end_grace:
-            self._keeper.end(now)
+            self._end_playlists(now)
             self._left_at = None
-        self._keeper.delete_expired(now)
+        for output in self._outputs:
+            output.keeper.delete_expired(now)
 
     # --- media ---------------------------------------------------------------------------------
 
@@ -275,19 +322,22 @@ class LiveStream:
         if session.cutter is None:
             tracks = {k for k, c in ((VIDEO, session.video), (AUDIO, session.audio)) if c}
             playlist = self._keeper.playlist
+            live = playlist is not None and not playlist.ended
             session.cutter = Cutter(
                 round(self.config.target_duration * 1000),
                 playlist.target_duration
-                if playlist is not None and not playlist.ended
+                if playlist is not None and live
                 else self.config.playlist_target_duration,
                 has_video=session.video is not None,
+                fixed=live,
             )
             session.interleaver = Interleaver(
                 tracks,
                 round(self.config.interleave_delay * 1000),
                 self.config.interleave_max_samples,
             )
-            self._mux.start(session.video, session.audio)
+            for output in self._outputs:
+                output.start(session.prefix, session.video, session.audio)
             self._configs = (session.video, session.audio)
         interleaver = session.interleaver
         assert interleaver is not None
@@ -311,7 +361,7 @@ class LiveStream:
         assert session.cutter is not None
         decision = session.cutter.decide(sample)
         if decision.closed is not None:
-            self._publish(session, *decision.closed, now)
+            self._publish(session, *decision.closed, now, boundary=sample.dts)
         if decision.forced:
             self._forced = True
             interval = f"{self.keyframe_interval:.1f} s" if self.keyframe_interval else "unknown"
@@ -325,12 +375,15 @@ class LiveStream:
             return
         if session.wall_anchor is None:
             session.wall_anchor = (self._wallclock(), sample.pts)
-        try:
-            self._mux.write(sample)
-            self._seg_bytes[sample.kind] += len(sample.data)
-        except MediaError as exc:
-            self.counters["malformed"] += 1
-            self._warn(f"{sample.kind} sample not muxed: {exc.reason}")
+        self._seg_bytes[sample.kind] += len(sample.data)
+        if self._cmaf is not None:
+            self._cmaf.write(sample, now)
+        if self._ts is not None:
+            try:
+                self._ts.write(sample)
+            except MediaError as exc:
+                self.counters["malformed"] += 1
+                self._warn(f"{sample.kind} sample not muxed: {exc.reason}")
 
     def _finish_segment(self, now: float) -> None:
         session = self._session
@@ -345,56 +398,97 @@ class LiveStream:
 
     # --- output --------------------------------------------------------------------------------
 
-    def _publish(self, session: _Session, start: int, end: int, now: float) -> None:
-        data = self._mux.cut()
+    def _publish(
+        self, session: _Session, start: int, end: int, now: float, boundary: int | None = None
+    ) -> None:
+        """Close the segment [start, end) (ms) in every format; ``boundary`` is the DTS of the
+        sample that opens the next one (None at the end of the media)."""
         forced, self._forced = self._forced, False
         seg_bytes, self._seg_bytes = self._seg_bytes, {VIDEO: 0, AUDIO: 0}
-        if not data:
+        if not sum(seg_bytes.values()):
+            for output in self._outputs:  # nothing was written: nothing to close
+                output.close_segment(Cut(0.0, boundary, False, None), now)
             return
         duration = max(end - start, 1) / 1000
-        playlist = self._current_playlist(duration)
-        sequence = playlist.next_media_sequence
-        uri = f"{session.prefix}-{sequence}{self._mux.extension}"
+        self._open_playlists(duration)
         discontinuity, self._discontinuity = self._discontinuity, False
         pdt = None
-        if (discontinuity or sequence == playlist.media_sequence) and session.wall_anchor:
+        if session.wall_anchor:
+            # rfc8216bis §4.4.4.6: the wall clock at which this media reached the gateway, on
+            # every segment (so the first listed one always has it, also after a discontinuity).
             wall, anchor_ms = session.wall_anchor
             pdt = datetime.fromtimestamp(wall + (start - anchor_ms) / 1000, UTC)
-        entry = SegmentEntry(uri, duration, discontinuity, pdt)
-        self.store.put(f"{self.path}/{uri}", data)
-        playlist.add_segment(entry, now)
-        self._keeper.write()
+        cut = Cut(duration, boundary, discontinuity, pdt)
+        sequence = self._keeper.next_sequence
+        sizes = [output.close_segment(cut, now) for output in self._outputs]
+        if not any(sizes):
+            return
         self.segment_count += 1
         self._published_at = now
         self.bitrate = {k: round(v * 8 / duration) for k, v in seg_bytes.items()}
-        name = f"{self.path}/{uri}"
-        self._log.debug("segment %s %.3f s %d bytes", name, duration, len(data))
+        self._write_multivariant(max(sizes) * 8 / duration, duration)
+        first = self._outputs[0]
+        extension = ".ts" if first is self._ts else ".m4s"
+        name = f"{self.path}/{session.prefix}-{sequence}{extension}"
+        self._log.debug("segment %s %.3f s %s bytes", name, duration, sizes)
         if self._on_segment is not None:
-            size = len(data)
             self._on_segment(
-                SegmentInfo(self.path, name, sequence, duration, size, discontinuity, forced)
+                SegmentInfo(self.path, name, sequence, duration, sizes[0], discontinuity, forced)
             )
+
+    def _write_multivariant(self, bits_per_second: float, duration: float) -> None:
+        """index.m3u8: one variant pointing at the LL-HLS playlist (or the TS one without
+        CMAF), with the measured bitrates and the codecs of the actual sequence headers."""
+        bits, seconds = self._bits
+        self._bits = bits + bits_per_second * duration, seconds + duration
+        self._peak_bitrate = max(self._peak_bitrate, round(bits_per_second))
+        video, audio = self._configs
+        variant = Variant(
+            uri=CMAF_PLAYLIST_NAME if self._cmaf is not None else TS_PLAYLIST_NAME,
+            bandwidth=self._peak_bitrate,
+            average_bandwidth=round(self._bits[0] / self._bits[1]),
+            codecs=tuple(c.codec_string for c in (video, audio) if c is not None),
+            resolution=(video.info.width, video.info.height) if video else None,
+            frame_rate=video.info.frame_rate if video else None,
+        )
+        text = render_multivariant([variant]).encode()
+        if text != self._multivariant:
+            self._multivariant = text
+            self.store.put(f"{self.path}/{MULTIVARIANT_NAME}", text)
 
     def _target_duration(self, first_segment: float) -> int:
         """EXT-X-TARGETDURATION for a new playlist (cutter.py, rule 1)."""
         floor = max(1, math.ceil(self.config.target_duration))
         ceiling = self.config.playlist_target_duration
-        derived = math.ceil(self.config.target_duration + self._max_key_gap_ms / 1000)
+        derived = nearest_int(self._max_key_gap_ms / 1000)
         # The first segment itself must fit (EXTINF rounds half up, playlist.py).
-        first = math.floor(round(first_segment, 3) + 0.5)
+        first = nearest_int(round(first_segment, 3))
         return min(max(floor, derived, first), ceiling)
 
-    def _current_playlist(self, first_segment: float) -> LivePlaylist:
-        playlist = self._keeper.playlist
-        if playlist is not None and not playlist.ended:
-            return playlist
-        # A new playlist at the same URL (first, after ENDLIST, or after a restart): numbering
-        # continues (RFC 8216 §6.2.2) and its first segment is a discontinuity if it follows one.
-        self._discontinuity = self._discontinuity or self._keeper.continues
+    def _open_playlists(self, first_segment: float) -> None:
+        """Open the playlists when none is live (first segment, after ENDLIST, after a restart):
+        numbering continues (RFC 8216 §6.2.2) and the first segment is a discontinuity if it
+        follows an earlier playlist. Every format gets the same target duration."""
+        keepers = [o.keeper for o in self._outputs]
+        if all(k.playlist is not None and not k.playlist.ended for k in keepers):
+            return
+        self._discontinuity = self._discontinuity or any(k.continues for k in keepers)
         target = self._target_duration(first_segment)
         if self._session is not None and self._session.cutter is not None:
             self._session.cutter.set_target_duration(target)
-        return self._keeper.open(target, self._now)
+        for output in self._outputs:
+            keeper = output.keeper
+            if keeper.playlist is None or keeper.playlist.ended:
+                part_target = None
+                if isinstance(output, CmafOutput):
+                    # PART-TARGET: the setting, or the longest part made (a frame longer than it)
+                    part_target = min(max(output.part_ms, output.longest_part_ms) / 1000, target)
+                keeper.open(target, self._now, part_target=part_target)
+
+    @property
+    def lowlatency(self) -> LivePlaylist | None:
+        """The LL-HLS playlist (cmaf.m3u8) while this process makes it, for blocking reloads."""
+        return self._cmaf.keeper.playlist if self._cmaf is not None else None
 
     def retirable(self, now: float, retention: float) -> bool:
         """No publisher, and the playlist ended (EXT-X-ENDLIST) ``retention`` seconds ago."""
@@ -402,7 +496,10 @@ class LiveStream:
 
     def retire(self, now: float) -> None:
         """Free the segments; only the numbering stays in the store (PlaylistKeeper.retire)."""
-        self._keeper.retire()
+        for output in self._outputs:
+            output.keeper.retire()
+        if self._cmaf is not None:
+            self._cmaf.ended()
 
     # --- observability -------------------------------------------------------------------------
 

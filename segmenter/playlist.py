@@ -1,4 +1,6 @@
-"""Live HLS media playlist: sliding window, sequence numbers and removal grace (RFC 8216).
+"""Live HLS media playlist: sliding window, sequence numbers and removal grace (RFC 8216), and
+the Low-Latency HLS additions (draft-pantos-hls-rfc8216bis §4.4.3.7-4.4.5.2, §6.2.5-6.2.6):
+partial segments, a preload hint, server control and delta updates.
 
 Pure state, no I/O: the caller passes a monotonic ``now`` (seconds) and writes ``render()`` to
 the store itself. The rendered text is built from the ``m3u8`` package's models.
@@ -16,9 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import m3u8
+from m3u8.model import PartInformation, ServerControl, Skip
 
 # Version 3 is the lowest that allows decimal EXTINF (RFC 8216 §7); no other tag we emit needs more.
 PLAYLIST_VERSION = 3
+# rfc8216bis §8: EXT-X-MAP in a playlist without EXT-X-I-FRAMES-ONLY needs 6; EXT-X-SKIP needs 9.
+MAP_PLAYLIST_VERSION = 6
+SKIP_PLAYLIST_VERSION = 9
+# rfc8216bis §6.2.5.1 / Apple's LL-HLS rules: parts are listed for the segments of about the last
+# three target durations; older segments are listed whole.
+PART_LIST_TARGET_DURATIONS = 3
+# rfc8216bis §4.4.3.8: CAN-SKIP-UNTIL is at least six target durations.
+SKIP_TARGET_DURATIONS = 6
+# PART-HOLD-BACK in part targets (rfc8216bis §4.4.3.8 requires at least 2; Apple advises 3).
+PART_HOLD_BACK_PARTS = 3
+# DURATION precision of EXT-X-PART and PART-TARGET (milliseconds, like EXTINF).
+PART_DECIMALS = 3
 # RFC 8216 §6.2.2: a live playlist must keep at least this many target durations listed.
 MIN_WINDOW_TARGET_DURATIONS = 3
 # Hard cap on listed segments, so absurdly short segments cannot grow the window without bound.
@@ -35,6 +50,15 @@ class PlaylistEndedError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class PartEntry:
+    """One partial segment (rfc8216bis §4.4.4.9): a CMAF fragment of the segment being made."""
+
+    uri: str
+    duration: float
+    independent: bool  # starts with a keyframe (INDEPENDENT=YES)
+
+
+@dataclass(frozen=True, slots=True)
 class SegmentEntry:
     """One media segment as listed in the playlist."""
 
@@ -42,6 +66,8 @@ class SegmentEntry:
     duration: float
     discontinuity: bool = False
     program_date_time: datetime | None = None
+    init_uri: str | None = None  # EXT-X-MAP of an fMP4 segment
+    parts: tuple[PartEntry, ...] = ()  # its parts, in order (LL-HLS)
 
     def __post_init__(self) -> None:
         if not self.uri or any(c.isspace() or ord(c) < 0x20 for c in self.uri):
@@ -70,6 +96,19 @@ class _Listed:
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """Where the live edge of a low-latency playlist is (rfc8216bis §6.2.5.2).
+
+    ``msn`` is the media sequence number of the segment being made, ``parts`` how many of its
+    parts are complete; ``ended`` once EXT-X-ENDLIST was added.
+    """
+
+    msn: int
+    parts: int
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Pending:
     uri: str
     deadline: float
@@ -79,7 +118,7 @@ def _rounded(duration: float) -> float:
     return round(duration, EXTINF_DECIMALS)
 
 
-def _nearest_int(value: float) -> int:
+def nearest_int(value: float) -> int:
     # RFC 8216 §4.3.3.1 "rounded to the nearest integer": half rounds up (as clients do), not
     # Python's banker's rounding, so 2.5 counts as 3.
     return math.floor(value + 0.5)
@@ -96,6 +135,7 @@ class LivePlaylist:
         media_sequence: int = 0,
         discontinuity_sequence: int = 0,
         independent_segments: bool = True,
+        part_target: float | None = None,
     ) -> None:
         if isinstance(target_duration, bool) or not isinstance(target_duration, int):
             raise ValueError("target_duration must be an int (RFC 8216 §4.3.3.1)")
@@ -115,6 +155,13 @@ class LivePlaylist:
         self._pending: list[_Pending] = []
         self._had_discontinuity = discontinuity_sequence > 0
         self._ended = False
+        if part_target is not None and not 0 < part_target <= target_duration:
+            raise ValueError("part_target must be in (0, target_duration]")
+        self._part_target = part_target  # None: not a low-latency playlist
+        self._open_parts: list[PartEntry] = []  # parts of the segment being made
+        self._open_init: str | None = None
+        self._hint: str | None = None  # EXT-X-PRELOAD-HINT URI
+        self._rendered: dict[bool, str] = {}  # render() by skip, until the next change
 
     # -- read-only state ------------------------------------------------------------------------
 
@@ -150,11 +197,54 @@ class LivePlaylist:
         return self._total
 
     @property
+    def part_target(self) -> float | None:
+        return self._part_target
+
+    @property
+    def position(self) -> Position:
+        return Position(self.next_media_sequence, len(self._open_parts), self._ended)
+
+    @property
+    def open_parts(self) -> list[PartEntry]:
+        return list(self._open_parts)
+
+    @property
+    def preload_hint(self) -> str | None:
+        return self._hint
+
+    @property
+    def skip_until(self) -> float:
+        """CAN-SKIP-UNTIL in seconds (rfc8216bis §4.4.3.8)."""
+        return float(SKIP_TARGET_DURATIONS * self._target_duration)
+
+    def has_part(self, uri: str) -> bool:
+        """Whether ``uri`` is a part listed now (complete and not yet removed)."""
+        if any(p.uri == uri for p in self._open_parts):
+            return True
+        return any(p.uri == uri for item in self._listed for p in item.entry.parts)
+
+    @property
     def pending_removals(self) -> int:
         """Removed segments still inside their grace period (for statistics and tests)."""
         return len(self._pending)
 
     # -- changes (RFC 8216 §6.2.1: append, drop from the head, bump sequences, add ENDLIST) ------
+
+    def add_part(self, part: PartEntry, init_uri: str | None) -> None:
+        """A part of the segment being made is complete (LL-HLS)."""
+        if self._ended:
+            raise PlaylistEndedError("playlist already ended")
+        if self._part_target is None:
+            raise ValueError("not a low-latency playlist")
+        self._open_parts.append(PartEntry(part.uri, _rounded(part.duration), part.independent))
+        self._open_init = init_uri
+        self._rendered.clear()
+
+    def set_preload_hint(self, uri: str | None) -> None:
+        """EXT-X-PRELOAD-HINT TYPE=PART for the part being made (rfc8216bis §4.4.5.3)."""
+        if uri != self._hint:
+            self._hint = uri
+            self._rendered.clear()
 
     def add_segment(self, entry: SegmentEntry, now: float) -> list[str]:
         """Append ``entry``; return the URIs that just left the window.
@@ -165,7 +255,7 @@ class LivePlaylist:
         if self._ended:
             raise PlaylistEndedError("playlist already ended")
         duration = _rounded(entry.duration)
-        if _nearest_int(duration) > self._target_duration:
+        if nearest_int(duration) > self._target_duration:
             # RFC 8216 §4.3.3.1: every EXTINF rounded to the nearest integer <= target duration,
             # and §6.2.1: the target duration never changes.
             raise ValueError(
@@ -173,6 +263,8 @@ class LivePlaylist:
             )
         if entry.discontinuity:
             self._had_discontinuity = True
+        self._open_parts, self._open_init = [], None
+        self._rendered.clear()
         self._listed.append(_Listed(entry, duration, 0.0))
         self._total += duration
 
@@ -191,11 +283,17 @@ class LivePlaylist:
         # each segment, for the removal grace below.
         for item in self._listed:
             item.longest_playlist = max(item.longest_playlist, self._total)
+        inits = {item.entry.init_uri for item in self._listed}
         for head in removed:
             # RFC 8216 §6.2.2: keep a removed segment available for its duration plus the
-            # duration of the longest playlist that contained it.
+            # duration of the longest playlist that contained it; its parts and an init segment
+            # no listed segment uses any more go with it.
             deadline = now + head.duration + head.longest_playlist
-            self._pending.append(_Pending(head.entry.uri, deadline))
+            uris = [head.entry.uri, *(p.uri for p in head.entry.parts)]
+            if head.entry.init_uri is not None and head.entry.init_uri not in inits:
+                uris.append(head.entry.init_uri)
+                inits.add(head.entry.init_uri)
+            self._pending += [_Pending(uri, deadline) for uri in uris]
         self._bound_pending(now)
         return [head.entry.uri for head in removed]
 
@@ -218,22 +316,59 @@ class LivePlaylist:
             self._pending[:excess] = [_Pending(p.uri, now) for p in self._pending[:excess]]
 
     def expired(self, now: float) -> list[str]:
-        """URIs whose removal grace is over: delete them from the store now (they are forgotten)."""
+        """URIs whose removal grace is over: delete them from the store now (they are forgotten).
+        An init segment that a listed segment uses again (same content, same name) is kept."""
         due = [p.uri for p in self._pending if p.deadline <= now]
         if due:
             self._pending = [p for p in self._pending if p.deadline > now]
+            in_use = self.init_uris()
+            due = [uri for uri in due if uri not in in_use]
         return due
 
+    def init_uris(self) -> set[str]:
+        """The init segments (EXT-X-MAP) of the listed segments and of the open parts."""
+        uris = {item.entry.init_uri for item in self._listed if item.entry.init_uri}
+        if self._open_init:
+            uris.add(self._open_init)
+        return uris
+
     def end(self) -> None:
-        """Add EXT-X-ENDLIST (RFC 8216 §4.3.3.4); the playlist is final afterwards."""
+        """Add EXT-X-ENDLIST (RFC 8216 §4.3.3.4); the playlist is final afterwards. Parts of an
+        unfinished segment are dropped (its media went into no segment) and so is the hint."""
         self._ended = True
+        self._open_parts, self._open_init, self._hint = [], None, None
+        self._rendered.clear()
+
+    def listed_uris(self) -> list[str]:
+        """Every URI listed now (segments, parts, init segments), for a final clean-up."""
+        uris = []
+        for item in self._listed:
+            entry = item.entry
+            uris += [entry.uri, *(p.uri for p in entry.parts)]
+            if entry.init_uri is not None:
+                uris.append(entry.init_uri)
+        uris += [p.uri for p in self._open_parts]
+        return list(dict.fromkeys(uris))
 
     # -- output ---------------------------------------------------------------------------------
 
-    def render(self) -> str:
-        """The playlist text (RFC 8216 §4.3.3, §4.3.4.2: no EXT-X-PLAYLIST-TYPE while live)."""
+    def render(self, skip: bool = False) -> str:
+        """The playlist text (RFC 8216 §4.3.3, §4.3.4.2: no EXT-X-PLAYLIST-TYPE while live).
+
+        ``skip`` asks for a delta update (rfc8216bis §6.2.5.1, ``_HLS_skip=YES``): segments
+        more than CAN-SKIP-UNTIL from the end are replaced by EXT-X-SKIP.
+        """
+        skip = skip and self._part_target is not None
+        text = self._rendered.get(skip)
+        if text is None:
+            text = self._rendered[skip] = self._render(skip)
+        return text
+
+    def _render(self, skip: bool) -> str:
         playlist = m3u8.M3U8()
-        playlist.version = PLAYLIST_VERSION
+        low_latency = self._part_target is not None
+        maps = low_latency or any(item.entry.init_uri for item in self._listed)
+        version = MAP_PLAYLIST_VERSION if maps else PLAYLIST_VERSION
         playlist.target_duration = self._target_duration
         # Always print MEDIA-SEQUENCE, even 0 (m3u8 drops falsy values; explicit is clearer).
         playlist.media_sequence = _ShownZero(self._media_sequence)
@@ -242,17 +377,114 @@ class LivePlaylist:
             playlist.discontinuity_sequence = _ShownZero(self._discontinuity_sequence)
         playlist.is_independent_segments = self._independent_segments
         playlist.is_endlist = self._ended
-        for item in self._listed:
+        listed = self._listed
+        if self._part_target is not None:
+            part_target = round(self._part_target, PART_DECIMALS)
+            playlist.server_control = ServerControl(
+                can_block_reload="YES",
+                hold_back=float(MIN_WINDOW_TARGET_DURATIONS * self._target_duration),
+                part_hold_back=round(PART_HOLD_BACK_PARTS * part_target, PART_DECIMALS),
+                can_skip_until=self.skip_until,
+            )
+            playlist.part_inf = PartInformation(part_target=part_target)
+            if skip:
+                skipped = self._skippable()
+                if skipped:
+                    version = SKIP_PLAYLIST_VERSION
+                    playlist.skip = Skip(skipped_segments=skipped)
+                    listed = listed[skipped:]
+        playlist.version = version
+        with_parts = self._parts_from()
+        for index, item in enumerate(listed, start=len(self._listed) - len(listed)):
+            entry = item.entry
+            parts = entry.parts if index >= with_parts else ()
             playlist.add_segment(
                 m3u8.Segment(
-                    uri=item.entry.uri,
+                    uri=entry.uri,
                     duration=item.duration,
-                    discontinuity=item.entry.discontinuity,
-                    program_date_time=item.entry.program_date_time,
+                    discontinuity=entry.discontinuity,
+                    program_date_time=entry.program_date_time,
+                    init_section={"uri": entry.init_uri} if entry.init_uri else None,
+                    parts=[_part_dict(p) for p in parts],
                 )
             )
         text: str = playlist.dumps(timespec="milliseconds", infspec="milliseconds")
+        if self._open_parts or self._hint:
+            # The segment being made: its parts so far and the hint for the next (§4.4.5.3).
+            # m3u8 would print a blank URI line for a segment without a URI; written here.
+            lines = []
+            if self._open_init and (not listed or listed[-1].entry.init_uri != self._open_init):
+                lines.append(f'#EXT-X-MAP:URI="{self._open_init}"')
+            lines += [_part_line(p) for p in self._open_parts]
+            if self._hint:
+                lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._hint}"')
+            text = text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
         return text
+
+    def _parts_from(self) -> int:
+        """Index of the first listed segment whose parts are listed (the last 3 TDs)."""
+        remaining = float(PART_LIST_TARGET_DURATIONS * self._target_duration)
+        remaining -= sum(p.duration for p in self._open_parts)
+        index = len(self._listed)
+        while index > 0 and remaining > 0:
+            index -= 1
+            remaining -= self._listed[index].duration
+        return index
+
+    def _skippable(self) -> int:
+        """How many head segments start more than CAN-SKIP-UNTIL before the end (§6.2.5.1)."""
+        after = sum(p.duration for p in self._open_parts)
+        for index in range(len(self._listed) - 1, -1, -1):
+            after += self._listed[index].duration
+            if after > self.skip_until + 1e-9:
+                return index + 1
+        return 0
+
+
+def _part_dict(part: PartEntry) -> dict[str, object]:
+    attributes: dict[str, object] = {"uri": part.uri, "duration": part.duration}
+    if part.independent:
+        attributes["independent"] = "YES"
+    return attributes
+
+
+def _part_line(part: PartEntry) -> str:
+    duration = f"{part.duration:.{PART_DECIMALS}f}".rstrip("0").rstrip(".")  # as m3u8 prints it
+    line = f'#EXT-X-PART:DURATION={duration},URI="{part.uri}"'
+    return line + (",INDEPENDENT=YES" if part.independent else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One EXT-X-STREAM-INF of a multivariant playlist (rfc8216bis §4.4.6.2)."""
+
+    uri: str
+    bandwidth: int  # peak segment bit rate, bits/s
+    average_bandwidth: int
+    codecs: tuple[str, ...]  # RFC 6381, from the sequence headers
+    resolution: tuple[int, int] | None
+    frame_rate: float | None
+
+
+def render_multivariant(variants: list[Variant]) -> str:
+    """A multivariant playlist listing ``variants`` (rfc8216bis §4.4.6)."""
+    playlist = m3u8.M3U8()
+    playlist.version = PLAYLIST_VERSION
+    playlist.is_independent_segments = True
+    for variant in variants:
+        info: dict[str, object] = {
+            "bandwidth": max(1, variant.bandwidth),
+            "average_bandwidth": max(1, variant.average_bandwidth),
+        }
+        if variant.codecs:
+            info["codecs"] = ",".join(variant.codecs)
+        if variant.resolution is not None:
+            info["resolution"] = "{}x{}".format(*variant.resolution)
+        if variant.frame_rate:
+            info["frame_rate"] = round(variant.frame_rate, 3)
+        playlist.add_playlist(m3u8.Playlist(variant.uri, info, media=[], base_uri=None))
+    text: str = playlist.dumps()
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import pytest
 
 from segmenter.flv import FlvTag, TagType
 from segmenter.live import (
-    PLAYLIST_NAME,
+    TS_PLAYLIST_NAME,
     LiveStream,
     SegmenterConfig,
     SegmentInfo,
@@ -36,7 +36,7 @@ def publish(live: LiveStream, items: list[FlvTag], now: float) -> None:
 
 
 def playlist(store: MemoryStore | DiskStore) -> m3u8.M3U8:
-    data = store.get(f"{PATH}/{PLAYLIST_NAME}")
+    data = store.get(f"{PATH}/{TS_PLAYLIST_NAME}")
     assert data is not None
     return m3u8.loads(data.decode())
 
@@ -51,7 +51,7 @@ def check_media(store: MemoryStore | DiskStore, tmp_path: Path) -> m3u8.M3U8:
         assert decoded.first_video_key in (True, None)
         assert math.floor(seg.duration + 0.5) <= pl.target_duration
     dump_store(store, tmp_path)
-    assert ffmpeg_read_warnings(tmp_path / PATH / PLAYLIST_NAME) == ""
+    assert ffmpeg_read_warnings(tmp_path / PATH / TS_PLAYLIST_NAME) == ""
     return pl
 
 
@@ -61,8 +61,8 @@ def test_one_session_end_to_end(av_flv: bytes, tmp_path: Path) -> None:
     publish(live, tags(av_flv), 0.0)
     live.close(1.0)
     pl = check_media(store, tmp_path)
-    # cutter.py rule 1: ceil(2 s target + 1 s keyframe gap), below the 4 s ceiling.
-    assert pl.is_endlist and pl.target_duration == 3
+    # cutter.py rule 1: the 2 s target (1 s keyframe gap), below the 4 s ceiling.
+    assert pl.is_endlist and pl.target_duration == 2
     assert [s.duration for s in pl.segments][:2] == [2.0, 2.0]
     assert sum(s.duration for s in pl.segments) == pytest.approx(6.0, abs=0.05)
     assert pl.segments[0].program_date_time is not None
@@ -151,18 +151,18 @@ def test_long_gop_warns_and_keeps_extinf_under_target(long_gop_flv: bytes, tmp_p
 def test_target_duration_follows_the_keyframe_interval_under_the_ceiling(
     long_gop_flv: bytes, tmp_path: Path
 ) -> None:
-    # 5 s keyframes with a 10 s ceiling: TARGETDURATION ceil(2 + 5) = 7, no forced cut; the
+    # 5 s keyframes with a 10 s ceiling: TARGETDURATION 5 (the gap), no forced cut; the
     # operator is told once that the keyframe interval is the cause of the longer segments.
     store = MemoryStore()
     live, infos = make(store, max_segment_duration=10)
     publish(live, tags(long_gop_flv), 0.0)
     live.close(1.0)
     pl = check_media(store, tmp_path)
-    assert pl.target_duration == 7
+    assert pl.target_duration == 5
     assert not any(i.forced for i in infos)
     (warning,) = live.stats()["warnings"]
     assert warning.startswith("keyframe interval 5.0 s is longer than the 2 s target")
-    assert live.stats()["target_duration"] == 7
+    assert live.stats()["target_duration"] == 5
 
 
 def test_codec_change_mid_session_starts_discontinuous_segment(
@@ -234,7 +234,7 @@ def test_restart_resumes_numbering_with_discontinuity_and_cleans_old_segments(
             "#EXT-X-DISCONTINUITY", "#EXTINF:2.000,", "bbbb-11.ts", "#EXTINF:2.000,", "bbbb-12.ts",
         ]
     )  # fmt: skip
-    store.put(f"{PATH}/{PLAYLIST_NAME}", old.encode())
+    store.put(f"{PATH}/{TS_PLAYLIST_NAME}", old.encode())
     for name in ("aaaa-10.ts", "bbbb-11.ts", "bbbb-12.ts"):
         store.put(f"{PATH}/{name}", b"old")
     live, _ = make(store)
@@ -255,10 +255,13 @@ def test_restart_resumes_numbering_with_discontinuity_and_cleans_old_segments(
 def test_stale_live_playlists_are_ended_at_startup(tmp_path: Path) -> None:
     store = DiskStore(tmp_path / "hls")
     live_text = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\na-0.ts\n"
-    store.put("live/a/index.m3u8", live_text)
-    store.put("live/b/index.m3u8", live_text + b"#EXT-X-ENDLIST\n")
-    assert end_stale_playlists(store) == ["live/a/index.m3u8"]
-    text = store.get("live/a/index.m3u8")
+    store.put("live/a/ts.m3u8", live_text)
+    store.put("live/a/cmaf.m3u8", live_text)
+    store.put("live/b/ts.m3u8", live_text + b"#EXT-X-ENDLIST\n")
+    # A multivariant playlist is no media playlist: nothing to end there.
+    store.put("live/a/index.m3u8", b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\ncmaf.m3u8\n")
+    assert sorted(end_stale_playlists(store)) == ["live/a/cmaf.m3u8", "live/a/ts.m3u8"]
+    text = store.get("live/a/ts.m3u8")
     assert text is not None and m3u8.loads(text.decode()).is_endlist
     assert end_stale_playlists(store) == []
 
@@ -277,7 +280,10 @@ def test_retire_frees_segments_and_keeps_numbering_for_the_next_publisher(
     assert not live.retirable(10.0 + live.config.end_grace + 5, 60.0)
     assert live.retirable(10.0 + live.config.end_grace + 60, 60.0)
     live.retire(100.0)
-    assert store.names(PATH) == [f"{PATH}/{PLAYLIST_NAME}"]  # only the numbering is left
+    # Only the numbering is left (and the multivariant playlist naming the media playlists).
+    assert sorted(store.names(PATH)) == [
+        f"{PATH}/{name}" for name in ("cmaf.m3u8", "index.m3u8", TS_PLAYLIST_NAME)
+    ]
     tomb = playlist(store)
     assert tomb.is_endlist and tomb.segments == []
     assert tomb.media_sequence == ended.media_sequence + len(ended.segments)

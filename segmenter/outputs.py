@@ -1,0 +1,236 @@
+"""The formats a live stream is written in, each with its own media playlist in the store.
+
+``TsOutput``: MPEG-TS segments and ``ts.m3u8`` (RFC 8216), for every HLS player.
+``CmafOutput``: fMP4 (CMAF) segments made of parts and the Low-Latency HLS ``cmaf.m3u8``
+(rfc8216bis §4.4.4.9, §4.4.5.3, §6.2.5): an init segment per track configuration (EXT-X-MAP),
+one ``moof`` + ``mdat`` per part, and a segment that is its parts put together.
+
+``LiveStream`` decides where segments begin and end (the cutter) and hands each output the same
+samples and cuts, so both playlists list the same media under the same sequence numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from segmenter.codecs import AacConfig, AvcConfig
+from segmenter.cutter import AUDIO, VIDEO, Sample
+from segmenter.fmp4 import FragmentWriter, init_segment, tracks_for
+from segmenter.keeper import CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, PlaylistKeeper
+from segmenter.mux import SegmentMuxer, TsMuxer
+from segmenter.playlist import PartEntry, SegmentEntry
+from segmenter.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A segment being closed, as ``LiveStream`` decided it (the same for every output)."""
+
+    duration: float  # seconds, from the cutter's presentation times
+    boundary: int | None  # DTS (ms) where the next segment starts; None at the end of media
+    discontinuity: bool
+    program_date_time: datetime | None
+
+
+class TsOutput:
+    """MPEG-TS segments (``segmenter.mux.TsMuxer``) listed in ``ts.m3u8``."""
+
+    def __init__(
+        self,
+        path: str,
+        store: Store,
+        window_segments: int,
+        log: logging.Logger,
+        muxer: SegmentMuxer | None = None,
+    ) -> None:
+        self.path = path
+        self.store = store
+        self.keeper = PlaylistKeeper(path, store, window_segments, log, name=TS_PLAYLIST_NAME)
+        self._mux = muxer or TsMuxer()
+        self._prefix = ""
+
+    def start(self, prefix: str, video: AvcConfig | None, audio: AacConfig | None) -> None:
+        self._prefix = prefix
+        self._mux.start(video, audio)
+
+    def write(self, sample: Sample) -> None:
+        self._mux.write(sample)
+
+    def close_segment(self, cut: Cut, now: float) -> int:
+        """Store the segment and the playlist listing it; its size in bytes (0: nothing)."""
+        data = self._mux.cut()
+        if not data:
+            return 0
+        playlist = self.keeper.playlist
+        assert playlist is not None, "LiveStream opens the playlists before a cut"
+        uri = f"{self._prefix}-{playlist.next_media_sequence}{self._mux.extension}"
+        self.store.put(f"{self.path}/{uri}", data)
+        entry = SegmentEntry(uri, cut.duration, cut.discontinuity, cut.program_date_time)
+        playlist.add_segment(entry, now)
+        self.keeper.write()
+        return len(data)
+
+
+class CmafOutput:
+    """fMP4 parts and segments listed in the LL-HLS playlist ``cmaf.m3u8``.
+
+    A part ends before the first video frame (any frame of an audio-only stream) that would take
+    it past ``part_ms``, judged by the track's frame step, so parts last at most the part target
+    with steady frame rates, and a segment's parts add up to it exactly (decode times).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        store: Store,
+        window_segments: int,
+        log: logging.Logger,
+        *,
+        part_ms: int,
+        on_update: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.store = store
+        self.part_ms = part_ms
+        self.keeper = PlaylistKeeper(
+            path, store, window_segments, log, name=CMAF_PLAYLIST_NAME, part_target=part_ms / 1000
+        )
+        self._on_update = on_update
+        self._prefix = ""
+        self._init_uri: str | None = None
+        self._writer: FragmentWriter | None = None
+        self._pacer = AUDIO  # the track whose frames end parts: video when there is video
+        self._steps: dict[str, int] = {}  # last DTS step per track (ms)
+        self._last_dts: dict[str, int] = {}
+        self._part_start: int | None = None  # DTS of the open part's first sample
+        self._part_independent = False
+        self._part_has_video = False
+        self._parts: list[PartEntry] = []  # complete parts of the open segment
+        self._data: list[bytes] = []  # their bytes
+        self.longest_part_ms = 0
+
+    # --- configuration -------------------------------------------------------------------------
+    def start(self, prefix: str, video: AvcConfig | None, audio: AacConfig | None) -> None:
+        """A new track configuration: a new init segment; an unfinished part is dropped."""
+        self._discard()
+        self._prefix = prefix
+        init = init_segment(video, audio)
+        # Named by content: a publisher that comes back with the same settings keeps the init
+        # segment players already hold (no re-initialisation, one object cached), a new
+        # configuration gets a new name (immutable for caches).
+        self._init_uri = f"init-{hashlib.sha256(init).hexdigest()[:12]}.mp4"
+        self.store.put(f"{self.path}/{self._init_uri}", init)
+        self._writer = FragmentWriter(tracks_for(video, audio))
+        self._pacer = VIDEO if video is not None else AUDIO
+        self._steps.clear()
+        self._last_dts.clear()
+
+    def _discard(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+        self._part_start = None
+        self._parts, self._data = [], []
+
+    # --- media ---------------------------------------------------------------------------------
+    def write(self, sample: Sample, now: float) -> None:
+        writer = self._writer
+        assert writer is not None, "start() comes before samples"
+        kind, dts = sample.kind, sample.dts
+        last = self._last_dts.get(kind)
+        if last is not None and dts > last:
+            self._steps[kind] = dts - last
+        self._last_dts[kind] = dts
+        start = self._part_start
+        pacer_step = self._steps.get(self._pacer, 0)
+        if (
+            start is not None
+            and dts > start
+            and (
+                (kind == self._pacer and dts + pacer_step - start > self.part_ms)
+                # another track well past the target: the pacer paused or ended
+                or dts - start >= self.part_ms + pacer_step
+            )
+        ):
+            self._close_part(dts, now)
+            start = None
+        if start is None:
+            self._part_start = dts
+            self._part_independent = False
+            self._part_has_video = False
+        if kind == VIDEO and not self._part_has_video:
+            self._part_has_video = True
+            self._part_independent = sample.keyframe
+        elif self._pacer == AUDIO and start is None:
+            self._part_independent = True  # audio-only: every frame is a sync sample
+        writer.add(kind, dts, sample.pts, sample.keyframe, sample.data)
+
+    def _close_part(self, end: int, now: float) -> None:
+        """The open part ends at ``end`` (DTS, ms): store it, list it, hint the next one."""
+        writer, start = self._writer, self._part_start
+        assert writer is not None and start is not None
+        data = writer.flush()
+        self._part_start = None
+        if not data:
+            return
+        sequence = self.keeper.next_sequence
+        uri = f"{self._prefix}-{sequence}.{len(self._parts)}.m4s"
+        duration_ms = max(end - start, 1)
+        self.longest_part_ms = max(self.longest_part_ms, duration_ms)
+        part = PartEntry(uri, duration_ms / 1000, self._part_independent)
+        self.store.put(f"{self.path}/{uri}", data)
+        self._parts.append(part)
+        self._data.append(data)
+        playlist = self.keeper.playlist
+        if playlist is not None and not playlist.ended:
+            playlist.add_part(part, self._init_uri)
+            playlist.set_preload_hint(f"{self._prefix}-{sequence}.{len(self._parts)}.m4s")
+            self.keeper.write()
+            self._updated()
+
+    def end_of_media(self) -> int | None:
+        """Where the open part would end at the end of the media (DTS ms: last + step)."""
+        if self._part_start is None:
+            return None
+        return max(self._last_dts[k] + self._steps.get(k, 0) for k in self._last_dts)
+
+    def close_segment(self, cut: Cut, now: float) -> int:
+        boundary = cut.boundary if cut.boundary is not None else self.end_of_media()
+        if self._part_start is not None and boundary is not None:
+            self._close_part(boundary, now)
+        parts, data = self._parts, b"".join(self._data)
+        self._parts, self._data = [], []
+        if not parts:
+            return 0
+        playlist = self.keeper.playlist
+        assert playlist is not None, "LiveStream opens the playlists before a cut"
+        uri = f"{self._prefix}-{playlist.next_media_sequence}.m4s"
+        self.store.put(f"{self.path}/{uri}", data)
+        duration = round(sum(p.duration for p in parts), 3)
+        entry = SegmentEntry(
+            uri,
+            duration,
+            cut.discontinuity,
+            cut.program_date_time,
+            init_uri=self._init_uri,
+            parts=tuple(parts),
+        )
+        playlist.add_segment(entry, now)
+        more = cut.boundary is not None
+        playlist.set_preload_hint(
+            f"{self._prefix}-{playlist.next_media_sequence}.0.m4s" if more else None
+        )
+        self.keeper.write()
+        self._updated()
+        return len(data)
+
+    def ended(self) -> None:
+        """The playlist got EXT-X-ENDLIST: wake whoever waits on it."""
+        self._updated()
+
+    def _updated(self) -> None:
+        if self._on_update is not None:
+            self._on_update()

@@ -1,0 +1,256 @@
+"""CMAF / LL-HLS output of the segmenter: init segments, parts, segments and cmaf.m3u8.
+
+Real media (imageio-ffmpeg's x264 + AAC with B-frames) through LiveStream; every part is decoded
+with its init segment, the parts of a segment are the segment, tfdt runs on across parts,
+segments and a republish, and FFmpeg reads the playlists without a warning.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import av
+import m3u8
+
+from segmenter.fmp4 import AAC_FRAME_SAMPLES, VIDEO_TIMESCALE
+from segmenter.live import CMAF_PLAYLIST_NAME, MULTIVARIANT_NAME, TS_PLAYLIST_NAME
+from segmenter.playlist import nearest_int
+from segmenter.store import MemoryStore
+from tests.segmenter.media import dump_store, ffmpeg_read_warnings, shifted, tags
+from tests.segmenter.test_live import PATH, make, publish
+
+
+def media_playlist(store: MemoryStore, name: str = CMAF_PLAYLIST_NAME) -> m3u8.M3U8:
+    data = store.get(f"{PATH}/{name}")
+    assert data is not None
+    return m3u8.loads(data.decode())
+
+
+def get(store: MemoryStore, uri: str) -> bytes:
+    data = store.get(f"{PATH}/{uri}")
+    assert data is not None, uri
+    return data
+
+
+def boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Top-level (type, payload) boxes; sizes must add up to the data exactly."""
+    out, at = [], 0
+    while at < len(data):
+        size, kind = struct.unpack_from(">I4s", data, at)
+        assert size >= 8 and at + size <= len(data), (kind, size)
+        out.append((kind, data[at + 8 : at + size]))
+        at += size
+    return out
+
+
+def children(payload: bytes) -> dict[bytes, bytes]:
+    return dict(boxes(payload))
+
+
+def tfdts(fragment: bytes) -> dict[int, int]:
+    """track_ID -> baseMediaDecodeTime of each traf of a moof+mdat fragment."""
+    (kind, moof), (mdat_kind, _) = boxes(fragment)
+    assert (kind, mdat_kind) == (b"moof", b"mdat")
+    out = {}
+    for traf_kind, traf in boxes(moof):
+        if traf_kind != b"traf":
+            continue
+        inner = children(traf)
+        (track_id,) = struct.unpack_from(">I", inner[b"tfhd"], 4)
+        assert inner[b"tfdt"][0] == 1  # version 1: 64-bit decode time
+        (out[track_id],) = struct.unpack_from(">Q", inner[b"tfdt"], 4)
+    return out
+
+
+def decode_fmp4(data: bytes) -> tuple[int, int, bool | None, int]:
+    """(video frames, audio frames, first video packet is a keyframe, video packets) of init +
+    media. A part that does not start with a keyframe demuxes but does not decode alone."""
+    video = audio = packets = 0
+    first_key = None
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        for packet in container.demux():
+            if packet.size == 0:
+                continue
+            if packet.stream.type == "video":
+                if first_key is None:
+                    first_key = packet.is_keyframe
+                packets += 1
+                video += len(packet.decode())
+            else:
+                audio += len(packet.decode())
+        for stream in container.streams:
+            if stream.type == "video":
+                video += len(stream.codec_context.decode(None))
+    return video, audio, first_key, packets
+
+
+def test_init_segment_declares_the_publishers_tracks(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store)
+    publish(live, tags(av_flv), 0.0)
+    pl = media_playlist(store)
+    init = get(store, pl.segments[0].init_section.uri)
+    assert [k for k, _ in boxes(init)] == [b"ftyp", b"moov"]
+    with av.open(io.BytesIO(init), format="mp4") as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert (video.codec_context.name, video.width, video.height) == ("h264", 320, 240)
+        assert (audio.codec_context.name, audio.sample_rate, audio.channels) == ("aac", 44100, 1)
+
+
+def test_parts_decode_concatenate_to_segments_and_tfdt_continues(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store, window_segments=20)
+    live.begin_session(0.0)
+    for tag in tags(av_flv):
+        live.feed(tag, 0.0)
+    pl = media_playlist(store)  # while live: parts listed, a preload hint for the next one
+    assert pl.preload_hint is not None and pl.preload_hint.hint_type == "PART"
+    live.end_session(1.0)
+    pl = media_playlist(store)
+    init = get(store, pl.segments[0].init_section.uri)
+    assert pl.part_inf.part_target == 0.2 and pl.target_duration == 2
+    expected: dict[int, int] | None = None
+    total_video = 0
+    for segment in pl.segments:
+        parts = [get(store, p.uri) for p in segment.parts]
+        assert parts, "every segment of the last 3 target durations lists its parts"
+        assert b"".join(parts) == get(store, segment.uri)
+        assert segment.parts[0].independent == "YES"
+        assert round(sum(p.duration for p in segment.parts), 3) == segment.duration
+        assert nearest_int(segment.duration) <= pl.target_duration
+        for part, data in zip(segment.parts, parts, strict=True):
+            # Only at the end of the media can a part run over (or hold audio alone): AAC's
+            # tail goes on after the last video frame, which nothing can tell is the last one.
+            tail = part in pl.segments[-1].parts[-2:]
+            assert part.duration <= pl.part_inf.part_target or tail
+            video, audio, first_key, packets = decode_fmp4(init + data)
+            assert audio > 0 and (packets > 0 or tail)
+            assert bool(first_key) is (part.independent == "YES")
+            if first_key:
+                assert video > 0  # an independent part decodes alone
+            times = tfdts(data)
+            # Decode times run on: video by the part's duration exactly, audio by whole
+            # frames, and the tracks stay in sync (within a few audio frames).
+            if expected is not None and 1 in times:
+                assert times[1] == expected[1] + round(part_duration * VIDEO_TIMESCALE)
+            if expected is not None:
+                assert times[2] > expected[2] and (times[2] - expected[2]) % AAC_FRAME_SAMPLES == 0
+            if 1 in times:
+                assert abs(times[2] / 44100 - times[1] / VIDEO_TIMESCALE) < 0.1
+            expected, part_duration = times, part.duration
+        video, audio, first_key, _ = decode_fmp4(init + get(store, segment.uri))
+        assert first_key and audio > 0
+        total_video += video
+    assert total_video == 180  # 6 s at 30 fps: every frame in exactly one segment
+
+
+def test_republish_continues_decode_times_with_a_new_init_and_discontinuity(
+    av_flv: bytes, small_flv: bytes
+) -> None:
+    store = MemoryStore()
+    live, _ = make(store, window_segments=20)
+    publish(live, tags(av_flv), 0.0)
+    publish(live, shifted(tags(small_flv), 50_000), 5.0)  # a new publisher, a new resolution
+    live.close(6.0)
+    pl = media_playlist(store)
+    inits = [s.init_section.uri for s in pl.segments]
+    first_new = next(i for i, s in enumerate(pl.segments) if s.discontinuity)
+    assert len(set(inits)) == 2 and inits[first_new] != inits[first_new - 1]
+    before: dict[int, int] = {}
+    for part in pl.segments[first_new - 1].parts:
+        before.update(tfdts(get(store, part.uri)))
+    after = tfdts(get(store, pl.segments[first_new].parts[0].uri))
+    for track, time in after.items():  # (a session may start with audio before its keyframe)
+        assert time > before[track]  # tfdt never goes back, also across sessions
+    assert pl.segments[first_new].program_date_time is not None
+    video, _, first_key, _ = decode_fmp4(get(store, inits[-1]) + get(store, pl.segments[-1].uri))
+    assert first_key and video > 0
+
+
+def test_republish_with_the_same_settings_keeps_the_init_segment(
+    av_flv: bytes, tmp_path: Path
+) -> None:
+    store = MemoryStore()
+    live, _ = make(store, window_segments=20)
+    publish(live, tags(av_flv), 0.0)
+    publish(live, tags(av_flv), 5.0)  # the encoder reconnects: new timeline, same parameters
+    live.close(6.0)
+    pl = media_playlist(store)
+    assert len({s.init_section.uri for s in pl.segments}) == 1
+    assert sum(s.discontinuity for s in pl.segments) == 1
+    dump_store(store, tmp_path)
+    for name in (CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, MULTIVARIANT_NAME):
+        assert ffmpeg_read_warnings(tmp_path / PATH / name) == ""
+    # Old segments expire; the init the listed segments still use stays.
+    live.poll(1000.0)
+    assert store.get(f"{PATH}/{pl.segments[-1].init_section.uri}") is not None
+
+
+def test_multivariant_names_codecs_resolution_and_measured_bandwidth(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store)
+    publish(live, tags(av_flv), 0.0)
+    variant = m3u8.loads(get(store, MULTIVARIANT_NAME).decode())
+    assert variant.is_variant
+    (entry,) = variant.playlists
+    info = entry.stream_info
+    assert entry.uri == CMAF_PLAYLIST_NAME
+    assert info.codecs == "avc1.4d400d,mp4a.40.2" or info.codecs.startswith("avc1.")
+    assert info.resolution == (320, 240) and info.frame_rate == 30
+    assert 0 < info.average_bandwidth <= info.bandwidth
+    # The two media playlists list the same segments under the same numbers.
+    ts, cmaf = media_playlist(store, TS_PLAYLIST_NAME), media_playlist(store)
+    assert ts.media_sequence == cmaf.media_sequence and len(ts.segments) == len(cmaf.segments)
+
+
+def test_ts_only_multivariant_points_at_the_ts_playlist(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store, formats=("ts",))  # type: ignore[arg-type]
+    publish(live, tags(av_flv), 0.0)
+    variant = m3u8.loads(get(store, MULTIVARIANT_NAME).decode())
+    assert [p.uri for p in variant.playlists] == [TS_PLAYLIST_NAME]
+    assert store.get(f"{PATH}/{CMAF_PLAYLIST_NAME}") is None
+
+
+def test_every_segment_carries_program_date_time(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store, window_segments=3)
+    publish(live, tags(av_flv) + shifted(tags(av_flv), 6000), 0.0)  # 12 s, one session
+    for name in (CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME):
+        pl = media_playlist(store, name)
+        assert pl.media_sequence > 0  # the first segments slid out of the window
+        dates = [s.program_date_time for s in pl.segments]
+        assert all(dates)
+        assert (dates[1] - dates[0]).total_seconds() == pl.segments[0].duration
+
+
+def test_low_latency_playlist_rules(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store, window_segments=20)
+    live.begin_session(0.0)
+    for tag in tags(av_flv) + shifted(tags(av_flv), 6000) + shifted(tags(av_flv), 12000):
+        live.feed(tag, 0.0)  # 18 s
+    text = get(store, CMAF_PLAYLIST_NAME).decode()
+    pl = m3u8.loads(text)
+    control = pl.server_control
+    assert control.can_block_reload == "YES"
+    assert control.part_hold_back >= 3 * pl.part_inf.part_target - 1e-9
+    assert control.hold_back >= 3 * pl.target_duration
+    assert control.can_skip_until >= 6 * pl.target_duration
+    assert pl.version >= 6
+    # Parts only for the last 3 target durations; the open segment's parts follow the last one.
+    # (m3u8 reads the open segment's parts as a segment without URI and duration.)
+    listed = sum(s.duration for s in pl.segments if s.parts and s.duration)
+    assert listed <= 3 * pl.target_duration + pl.target_duration
+    assert not pl.segments[0].parts
+    hint = pl.preload_hint.uri
+    position = live.lowlatency.position if live.lowlatency else None
+    assert position is not None and hint.endswith(f"-{position.msn}.{position.parts}.m4s")
+    # A delta update skips what is older than CAN-SKIP-UNTIL.
+    assert live.lowlatency is not None
+    delta = m3u8.loads(live.lowlatency.render(skip=True))
+    assert delta.skip.skipped_segments == len(pl.segments) - len(delta.segments) > 0
+    assert delta.version == 9 and delta.segments[0].init_section is not None
+    assert sum(s.duration or 0 for s in delta.segments) >= control.can_skip_until - 2
