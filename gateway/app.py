@@ -23,7 +23,7 @@ from typing import Any
 import trio
 from hypercorn.trio import serve as hypercorn_serve
 
-from gateway.config import Settings
+from gateway.config import Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.metrics import Metrics
 from gateway.pull import PullManager
@@ -31,8 +31,10 @@ from gateway.relay import RelayManager
 from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
+from segmenter.playlist import LivePlaylist
 from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore
 from web.app import WebConfig, create_app
+from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
 
 log = logging.getLogger("gateway")
@@ -62,6 +64,8 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
         max_segment_duration=settings.hls_max_segment_duration,
         window_segments=settings.hls_window,
         end_grace=settings.hls_end_grace,
+        formats=hls_formats(settings),
+        part_duration=settings.hls_part_duration,
     )
 
 
@@ -89,6 +93,7 @@ class Gateway:
     relays: RelayManager = field(init=False)
     pulls: PullManager = field(init=False)
     lives: dict[str, LiveStream] = field(default_factory=dict)
+    waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
     _segmenters: trio.Nursery | None = None
 
@@ -109,6 +114,11 @@ class Gateway:
     def stream(self, app: str, key: str) -> dict[str, Any] | None:
         s = self.hub.get(app, key)
         return None if s is None else self._describe(s)
+
+    def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
+        """LiveSource for the web app: the LL-HLS playlist of a stream segmented here."""
+        live = self.lives.get(f"{app}/{key}")
+        return live.lowlatency if live is not None else None
 
     def _describe(self, s: Stream) -> dict[str, Any]:
         live = self.lives.get(s.path)
@@ -148,6 +158,7 @@ class Gateway:
             segmenter_config(self.settings),
             on_segment=self._on_segment,
             log=logging.getLogger(f"segmenter.{stream.path}"),
+            on_update=partial(self.waiters.notify, stream.path),
         )
         self.lives[stream.path] = live
         # The segmenter is a sink: it runs in the publisher's task, tag by tag (no queue to
@@ -226,6 +237,8 @@ async def run_gateway(
             read_in_thread=bool(settings.hls_dir),
         ),
         registry=gw.metrics.registry,
+        live=gw,
+        waiters=gw.waiters,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout

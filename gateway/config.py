@@ -172,6 +172,22 @@ class Settings:
             minimum=1.0,
         ),
     )
+    hls_formats: str = field(
+        default="ts,cmaf",
+        metadata=_doc(
+            "Output formats, comma separated: 'cmaf' (fMP4, Low-Latency HLS at cmaf.m3u8, what "
+            "index.m3u8 points at) and 'ts' (MPEG-TS at ts.m3u8, for older players)."
+        ),
+    )
+    hls_part_duration: float = field(
+        default=0.2,
+        metadata=_doc(
+            "LL-HLS part length, seconds (EXT-X-PART-INF PART-TARGET): players stay about three "
+            "parts behind the newest, so shorter parts mean less latency and more requests.",
+            minimum=0.1,
+            maximum=1.0,
+        ),
+    )
     hls_window: int = field(
         default=6,
         metadata=_doc("Segments listed in the live playlist (at least 3 x target).", minimum=3),
@@ -319,6 +335,16 @@ def _check(settings: Settings) -> Settings:
             "hls_max_segment_duration: must be >= hls_target_duration "
             f"({settings.hls_max_segment_duration} < {settings.hls_target_duration})"
         )
+    formats = hls_formats(settings)
+    if not formats or set(formats) - {"ts", "cmaf"}:
+        raise ConfigError(
+            f"hls_formats: one or both of 'ts' and 'cmaf', got {settings.hls_formats!r}"
+        )
+    if settings.hls_part_duration > settings.hls_target_duration:
+        raise ConfigError(
+            "hls_part_duration: must be <= hls_target_duration "
+            f"({settings.hls_part_duration} > {settings.hls_target_duration})"
+        )
     from gateway.relay_config import parse_push  # the grammar lives with the relays
 
     parse_push(settings.push)
@@ -326,6 +352,12 @@ def _check(settings: Settings) -> Settings:
 
     parse_pull(settings.pull)
     return settings
+
+
+def hls_formats(settings: Settings) -> tuple[str, ...]:
+    """The formats of ``hls_formats``, in a fixed order, without duplicates."""
+    named = {f.strip().lower() for f in settings.hls_formats.split(",") if f.strip()}
+    return tuple(sorted(named, key=lambda f: (f not in ("ts", "cmaf"), f)))
 
 
 def load_settings(

@@ -481,8 +481,7 @@ class LiveStream:
             if keeper.playlist is None or keeper.playlist.ended:
                 part_target = None
                 if isinstance(output, CmafOutput):
-                    # PART-TARGET: the setting, or the longest part made (a frame longer than it)
-                    part_target = min(max(output.part_ms, output.longest_part_ms) / 1000, target)
+                    part_target = min(output.part_target_ms / 1000, target)
                 keeper.open(target, self._now, part_target=part_target)
 
     @property

@@ -25,6 +25,9 @@ from segmenter.mux import SegmentMuxer, TsMuxer
 from segmenter.playlist import PartEntry, SegmentEntry
 from segmenter.store import Store
 
+# Frame steps above this are gaps, not the frame rate, and do not widen PART-TARGET.
+MAX_PACER_STEP_MS = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Cut:
@@ -78,9 +81,12 @@ class TsOutput:
 class CmafOutput:
     """fMP4 parts and segments listed in the LL-HLS playlist ``cmaf.m3u8``.
 
-    A part ends before the first video frame (any frame of an audio-only stream) that would take
-    it past ``part_ms``, judged by the track's frame step, so parts last at most the part target
-    with steady frame rates, and a segment's parts add up to it exactly (decode times).
+    Parts follow a grid of ``part_ms`` from the segment's first decode time: a part ends before
+    the first video frame (any frame of an audio-only stream) whose middle lies past its grid
+    line, so FLV's millisecond jitter (33, 33, 34 ms at 30 fps) neither shortens nor lengthens
+    parts, and a 1 s or 2 s keyframe interval gives whole parts only. A part then lasts at most
+    ``part_ms`` plus half a frame: ``part_target_ms`` (PART-TARGET). A segment's parts add up
+    to it exactly (decode times).
     """
 
     def __init__(
@@ -107,11 +113,12 @@ class CmafOutput:
         self._steps: dict[str, int] = {}  # last DTS step per track (ms)
         self._last_dts: dict[str, int] = {}
         self._part_start: int | None = None  # DTS of the open part's first sample
+        self._segment_start: int | None = None  # DTS of the open segment's first sample
+        self._longest_step = 0  # longest frame step of the pacer seen (ms)
         self._part_independent = False
         self._part_has_video = False
         self._parts: list[PartEntry] = []  # complete parts of the open segment
         self._data: list[bytes] = []  # their bytes
-        self.longest_part_ms = 0
 
     # --- configuration -------------------------------------------------------------------------
     def start(self, prefix: str, video: AvcConfig | None, audio: AacConfig | None) -> None:
@@ -132,7 +139,7 @@ class CmafOutput:
     def _discard(self) -> None:
         if self._writer is not None:
             self._writer.flush()
-        self._part_start = None
+        self._part_start = self._segment_start = None
         self._parts, self._data = [], []
 
     # --- media ---------------------------------------------------------------------------------
@@ -143,22 +150,22 @@ class CmafOutput:
         last = self._last_dts.get(kind)
         if last is not None and dts > last:
             self._steps[kind] = dts - last
+            if kind == self._pacer and dts - last <= MAX_PACER_STEP_MS:
+                self._longest_step = max(self._longest_step, dts - last)
         self._last_dts[kind] = dts
-        start = self._part_start
-        pacer_step = self._steps.get(self._pacer, 0)
-        if (
-            start is not None
-            and dts > start
-            and (
-                (kind == self._pacer and dts + pacer_step - start > self.part_ms)
-                # another track well past the target: the pacer paused or ended
-                or dts - start >= self.part_ms + pacer_step
-            )
-        ):
-            self._close_part(dts, now)
-            start = None
+        start, origin = self._part_start, self._segment_start
+        if start is not None and origin is not None and dts > start:
+            grid = origin + (len(self._parts) + 1) * self.part_ms
+            pacer_step = self._steps.get(self._pacer, 0)
+            if (kind == self._pacer and 2 * dts + pacer_step > 2 * grid) or (
+                dts >= grid + pacer_step  # another track well past it: the pacer paused or ended
+            ):
+                self._close_part(dts, now)
+                start = None
         if start is None:
             self._part_start = dts
+            if self._segment_start is None:
+                self._segment_start = dts
             self._part_independent = False
             self._part_has_video = False
         if kind == VIDEO and not self._part_has_video:
@@ -178,9 +185,7 @@ class CmafOutput:
             return
         sequence = self.keeper.next_sequence
         uri = f"{self._prefix}-{sequence}.{len(self._parts)}.m4s"
-        duration_ms = max(end - start, 1)
-        self.longest_part_ms = max(self.longest_part_ms, duration_ms)
-        part = PartEntry(uri, duration_ms / 1000, self._part_independent)
+        part = PartEntry(uri, max(end - start, 1) / 1000, self._part_independent)
         self.store.put(f"{self.path}/{uri}", data)
         self._parts.append(part)
         self._data.append(data)
@@ -190,6 +195,11 @@ class CmafOutput:
             playlist.set_preload_hint(f"{self._prefix}-{sequence}.{len(self._parts)}.m4s")
             self.keeper.write()
             self._updated()
+
+    @property
+    def part_target_ms(self) -> int:
+        """PART-TARGET: the part length plus half the longest frame step (the grid rule)."""
+        return self.part_ms + (self._longest_step + 1) // 2
 
     def end_of_media(self) -> int | None:
         """Where the open part would end at the end of the media (DTS ms: last + step)."""
@@ -203,6 +213,7 @@ class CmafOutput:
             self._close_part(boundary, now)
         parts, data = self._parts, b"".join(self._data)
         self._parts, self._data = [], []
+        self._segment_start = None
         if not parts:
             return 0
         playlist = self.keeper.playlist

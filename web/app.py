@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from segmenter.store import Store
 from web import api, hls, pages
 from web.httputil import cors_headers, plain_error, preflight_headers
+from web.lowlatency import LiveSource, Waiters
 from web.names import CONVERTERS
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
 
@@ -103,8 +104,12 @@ def create_app(
     *,
     config: WebConfig = WebConfig(),  # frozen, so one shared default is safe
     registry: prometheus_client.CollectorRegistry | None = None,
+    live: LiveSource | None = None,
+    waiters: Waiters | None = None,
 ) -> QuartTrio:
-    """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics."""
+    """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics.
+    ``live`` gives the LL-HLS playlists being made (blocking reload, hinted parts); their
+    changes are announced on ``waiters``."""
     if registry is None:
         registry = prometheus_client.CollectorRegistry()
     web = QuartTrio(__name__, template_folder="templates", static_folder=None)
@@ -113,7 +118,8 @@ def create_app(
     web.url_map.merge_slashes = False
     metrics = HttpMetrics(registry)
 
-    hls.install(web, store, config)
+    ll = hls.LowLatency(live, waiters or Waiters()) if live is not None else None
+    hls.install(web, store, config, ll)
     api.install(web, status, registry)
     pages.install(web, status, config, hls_js=config.hls_js_path or DEFAULT_HLS_JS)
 
@@ -177,6 +183,6 @@ def create_app(
         return response
 
     # HLS requests skip Quart (see web.hls); hypercorn and the test client both call asgi_app.
-    fast = hls.fast_path(web.asgi_app, store, config, metrics)
+    fast = hls.fast_path(web.asgi_app, store, config, metrics, ll)
     web.asgi_app = fast  # type: ignore[method-assign,assignment]
     return web

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,6 +28,7 @@ from quart import Response, abort, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
+from segmenter.keeper import CMAF_PLAYLIST_NAME
 from segmenter.store import Store
 from web.httputil import (
     Unsatisfiable,
@@ -35,6 +37,15 @@ from web.httputil import (
     parse_byte_range,
     plain_error,
     preflight_headers,
+)
+from web.lowlatency import (
+    BadRequest,
+    LiveSource,
+    Waiters,
+    deadline_seconds,
+    parse_reload,
+    part_wanted,
+    reload_ready,
 )
 from web.names import PLAYLIST_MIME, segment_mime, store_name
 
@@ -134,9 +145,94 @@ def segment_reply(
     return status, headers, body
 
 
-def install(web: QuartTrio, store: Store, config: WebConfig) -> None:
+def blocking_cache_control(target_duration: int) -> str:
+    # rfc8216bis §6.2.5.2: a blocking answer stays a valid answer to its query (later versions
+    # hold the part asked for too), so caches keyed by the query may keep it a while.
+    return f"public, max-age={3 * target_duration}"
+
+
+@dataclass(frozen=True, slots=True)
+class LowLatency:
+    """What LL-HLS delivery needs: the live playlists and where to wait for their changes."""
+
+    source: LiveSource
+    waiters: Waiters
+
+
+async def low_latency_reply(
+    ll: LowLatency,
+    store: Store,
+    app: str,
+    key: str,
+    file: str,
+    query: str,
+    accept_encoding: str | None,
+    config: WebConfig,
+    compress: PlaylistGzip,
+) -> Reply | None:
+    """The answer to an LL-HLS playlist request with delivery directives (blocking reload,
+    delta update), or to a part that is hinted but not ready yet; None when the ordinary store
+    answer applies (no directives, a stored file, no live LL-HLS playlist here)."""
+    path = f"{app}/{key}"
+    playlist = ll.source.live_playlist(app, key)
+    if playlist is None or playlist.part_target is None:
+        return None
+    deadline = trio.current_time() + deadline_seconds(playlist)
+    if file == CMAF_PLAYLIST_NAME:
+        try:
+            reload = parse_reload(query)
+            if reload.msn is None and not reload.skip:
+                return None
+            with trio.move_on_at(deadline):
+                while not reload_ready(reload, playlist.position, playlist.part_target):
+                    await ll.waiters.wait(path)
+                    fresh = ll.source.live_playlist(app, key)
+                    if fresh is None or fresh.part_target is None:
+                        return None  # the stream was retired meanwhile: what the store has
+                    playlist = fresh
+                data = playlist.render(skip=reload.skip).encode()
+                status, headers, body = playlist_reply(data, accept_encoding, config, compress)
+                if reload.msn is not None:
+                    cache = blocking_cache_control(playlist.target_duration)
+                    headers = [(n, cache if n == "cache-control" else v) for n, v in headers]
+                return status, headers, body
+        except BadRequest as exc:
+            headers, body = plain_error(400, "Bad Request", str(exc))
+            return 400, headers, body
+        headers, body = plain_error(
+            503,
+            "Service Unavailable",
+            f"{file} of {path} did not reach _HLS_msn/_HLS_part within "
+            f"{deadline_seconds(playlist):g} s",
+        )
+        return 503, headers, body
+    if not file.endswith(".m4s") or part_wanted(file, playlist) is not True:
+        return None
+    name = f"{path}/{file}"
+    with trio.move_on_at(deadline):
+        while store.get(name) is None:
+            await ll.waiters.wait(path)
+            fresh = ll.source.live_playlist(app, key)
+            if fresh is None or part_wanted(file, fresh) is not True:
+                break  # the segment ended before this part, or the stream went away
+    stored = store.get(name)
+    if stored is None:
+        return None  # never came: the store's answer (404)
+    return segment_reply(file, stored, None, False, config)
+
+
+def install(web: QuartTrio, store: Store, config: WebConfig, ll: LowLatency | None = None) -> None:
     """The Quart routes: what the fast path hands on (see the module docstring)."""
     compress = PlaylistGzip(config.gzip_level)
+
+    async def low_latency(app: str, key: str, file: str) -> Reply | None:
+        if ll is None:
+            return None
+        query = request.query_string.decode("latin-1")
+        accept_encoding = request.headers.get("Accept-Encoding")
+        return await low_latency_reply(
+            ll, store, app, key, file, query, accept_encoding, config, compress
+        )
 
     async def read(app: str, key: str, file: str) -> bytes:
         name = store_name(app, key, file)
@@ -159,18 +255,31 @@ def install(web: QuartTrio, store: Store, config: WebConfig) -> None:
 
     @web.route(PLAYLIST_ROUTE, methods=["GET"])
     async def playlist(app: str, key: str, file: str) -> Response:
+        reply = await low_latency(app, key, file)
+        if reply is not None:
+            return send(reply)
         data = await read(app, key, file)
         accept_encoding = request.headers.get("Accept-Encoding")
         return send(playlist_reply(data, accept_encoding, config, compress))
 
     @web.route(SEGMENT_ROUTE, methods=["GET"])
     async def segment(app: str, key: str, file: str) -> Response:
+        if file.endswith(".m4s") and store.get(f"{app}/{key}/{file}") is None:
+            reply = await low_latency(app, key, file)  # a hinted part on its way
+            if reply is not None:
+                return send(reply)
         data = await read(app, key, file)
         range_header = request.headers.get("Range")
         return send(segment_reply(file, data, range_header, "If-Range" in request.headers, config))
 
 
-def fast_path(inner: ASGIApp, store: Store, config: WebConfig, metrics: HttpMetrics) -> ASGIApp:
+def fast_path(
+    inner: ASGIApp,
+    store: Store,
+    config: WebConfig,
+    metrics: HttpMetrics,
+    ll: LowLatency | None = None,
+) -> ASGIApp:
     """Wrap Quart's ``asgi_app``: answer GET, HEAD and OPTIONS of ``/<app>/<key>/<file>`` with
     no Quart request context, routing, hooks or Response objects; hand everything else on.
 
@@ -248,7 +357,16 @@ def fast_path(inner: ASGIApp, store: Store, config: WebConfig, metrics: HttpMetr
                     data = store.get(name)
             except Exception:
                 return False  # Quart reads again, logs the error and sends its 500 page
-            if data is None:
+            reply = None
+            if ll is not None and (file == CMAF_PLAYLIST_NAME or data is None):
+                query = scope["query_string"].decode("latin-1")
+                reply = await low_latency_reply(
+                    ll, store, app, key, file, query, accept_encoding, config, compress
+                )
+            if reply is not None:
+                status, headers, body = reply
+                head = head and status < 400
+            elif data is None:
                 status, head = 404, False
                 headers, body = plain_error(404, "Not Found", missing_message(app, key, file))
             elif playlist:
