@@ -16,7 +16,9 @@ import trio
 
 from bench import cpus, fixtures, report
 
-SCENARIOS = ("ingest", "hotpath", "latency", "viewers", "fanout", "firstframe")
+SCENARIOS = (
+    "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
+)  # fmt: skip
 
 
 def _ints(text: str) -> list[int]:
@@ -46,12 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", type=Path, default=None, help="hotpath: recorded RTMP bytes")
     p.add_argument("--repeat", type=int, default=5, help="hotpath: replays of the capture")
     p.add_argument("--trials", type=int, default=12, help="firstframe: joins per target")
+    p.add_argument(
+        "--formats", action="append", default=None, metavar="FORMATS",
+        help="ingest: GATEWAY_HLS_FORMATS of ours, e.g. ts, cmaf or ts,cmaf; repeat the option "
+        "for one run of ours per value (default: one run, the environment's or gateway default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ll-playlist", default=None,
+        help="glass: what the LL-HLS player loads (default index.m3u8, the multivariant one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ts-playlist", default=None,
+        help="glass: ours' TS playlist (default ts.m3u8; index.m3u8 on a gateway without "
+        "hls_formats)",
+    )  # fmt: skip
+    p.add_argument("--sample-interval", type=float, default=0.5, help="glass: seconds")
+    p.add_argument(
+        "--playlist", default="cmaf.m3u8", help="llviewers: the LL-HLS media playlist"
+    )  # fmt: skip
+    p.add_argument(
+        "--baseline", type=float, default=10.0,
+        help="llviewers: seconds of ingest watched without viewers first",
+    )  # fmt: skip
     return p
 
 
 async def _main(opts: Any) -> None:
-    if opts.scenario == "hotpath":
-        targets = ["ours"]
+    if opts.scenario in ("hotpath", "llviewers"):
+        targets = ["ours"]  # nginx-rtmp has no LL-HLS
     else:
         targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]
     try:
@@ -60,7 +84,9 @@ async def _main(opts: Any) -> None:
         raise SystemExit(f"bench: {exc}") from None
     if opts.cpus.clients is not None:
         os.sched_setaffinity(0, opts.cpus.clients)  # FFmpeg, wrk and the rest inherit it
-    fixture = fixtures.ensure(opts.fixture)
+    # glass publishes the clock variant (frame numbers in the picture) of a named fixture.
+    name = fixtures.clock_name(opts.fixture) if opts.scenario == "glass" else opts.fixture
+    fixture = fixtures.ensure(name)
     module = importlib.import_module(f"bench.{opts.scenario}")
     own_workdir = opts.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="bench-")) if own_workdir else opts.workdir

@@ -57,6 +57,8 @@ class PlaylistTracker:
         seq0 = pl.media_sequence or 0
         for i, seg in enumerate(pl.segments):
             seq = seq0 + i
+            if seg.uri is None:  # LL-HLS: the parts of the segment being made, not a segment
+                continue
             if seq not in self.segments:
                 s = Seen(seq, seg.uri, float(seg.duration), now, bool(seg.discontinuity))
                 self.segments[seq] = s
@@ -121,9 +123,10 @@ class FileWatcher:
         return text
 
 
-def probe_segment(data: bytes) -> dict[str, Any]:
-    """Open a segment with PyAV (FFmpeg's demuxers), count its streams and packets."""
-    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+def probe_segment(data: bytes, fmt: str = "mpegts") -> dict[str, Any]:
+    """Open a segment with PyAV (FFmpeg's demuxers), count its streams and packets. An fMP4
+    segment (``fmt="mp4"``) must come with its init segment in front."""
+    with av.open(io.BytesIO(data), mode="r", format=fmt) as container:
         kinds = sorted(s.type for s in container.streams)
         packets = len([p for p in container.demux() if p.size])
     return {"streams": kinds, "packets": packets}
@@ -141,12 +144,20 @@ async def validate(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
         result["segments_listed"] = len(pl.segments)
         result["target_duration"] = pl.target_duration
         probes = []
-        for seg in pl.segments[-VALIDATE_SEGMENTS:]:
+        inits: dict[str, bytes] = {}
+        for seg in [s for s in pl.segments if s.uri is not None][-VALIDATE_SEGMENTS:]:
             sr = await client.get(seg.absolute_uri, timeout=HTTP_TIMEOUT)
             if sr.status_code != 200:
                 probes.append({"uri": seg.uri, "status": sr.status_code})
                 continue
-            probes.append({"uri": seg.uri, "bytes": len(sr.content), **probe_segment(sr.content)})
+            data, fmt = sr.content, "mpegts"
+            if seg.init_section is not None:  # fMP4 (CMAF): init segment + media segment
+                init_uri = seg.init_section.absolute_uri
+                if init_uri not in inits:
+                    ir = await client.get(init_uri, timeout=HTTP_TIMEOUT)
+                    inits[init_uri] = ir.content if ir.status_code == 200 else b""
+                data, fmt = inits[init_uri] + data, "mp4"
+            probes.append({"uri": seg.uri, "bytes": len(sr.content), **probe_segment(data, fmt)})
         result["probes"] = probes
         result["ok"] = bool(probes) and all(p.get("packets", 0) > 0 for p in probes)
     except Exception as exc:  # the check reports failures, it does not stop the bench

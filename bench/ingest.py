@@ -18,7 +18,7 @@ from bench import publish
 from bench.hls import FileWatcher, PlaylistTracker, validate
 from bench.procs import Procs, cpu_seconds, memory_kib
 from bench.report import Table
-from bench.targets import open_target
+from bench.targets import LABELS, open_target
 
 # Seconds between playlist file polls: the lateness resolution.
 POLL_INTERVAL = 0.1
@@ -41,15 +41,32 @@ def _poll(
             trackers[k].update(text, now)
 
 
+def column(target_name: str, formats: str | None) -> str:
+    """Table column of a run: ``ours[ts]`` for ours with --formats ts, else the label."""
+    label = LABELS[target_name]
+    return f"{label}[{formats}]" if formats is not None else label
+
+
 async def run_one(
-    target_name: str, n: int, opts: Any, fixture: Path, workdir: Path
+    target_name: str,
+    n: int,
+    opts: Any,
+    fixture: Path,
+    workdir: Path,
+    formats: str | None = None,
 ) -> dict[str, Any]:
-    run: dict[str, Any] = {"target": target_name, "publishers": n}
-    logdir = workdir / f"{target_name}-{n}-logs"
+    col = column(target_name, formats)
+    run: dict[str, Any] = {"target": target_name, "publishers": n, "column": col}
+    if formats is not None:
+        run["formats"] = formats
+    tag = f"{target_name}-{formats.replace(',', '+')}" if formats else target_name
+    logdir = workdir / f"{tag}-{n}-logs"
     async with Procs() as procs, open_target(
-        target_name, procs, workdir / f"{target_name}-{n}",
+        target_name, procs, workdir / f"{tag}-{n}",
         target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
+        formats=formats,
     ) as target:  # fmt: skip
+        run["playlist"] = target.media_playlist
         await trio.sleep(0.5)  # let the server finish start-up work before the baseline
         idle0, idle_t0 = cpu_seconds(target.pids()), trio.current_time()
         await trio.sleep(IDLE_SECONDS)
@@ -130,15 +147,24 @@ async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
     runs = []
+    # (target, formats): ours once per --formats value (GATEWAY_HLS_FORMATS), nginx once.
+    configs: list[tuple[str, str | None]] = []
+    for name in targets:
+        if name == "ours" and getattr(opts, "formats", None):
+            configs += [(name, f) for f in opts.formats]
+        else:
+            configs.append((name, None))
     for n in opts.publishers:
-        for name in targets:
+        for name, formats in configs:
             try:
-                runs.append(await run_one(name, n, opts, fixture, workdir))
+                runs.append(await run_one(name, n, opts, fixture, workdir, formats))
             except RuntimeError as exc:  # a target that cannot start is a result, not a crash
-                runs.append({"target": name, "publishers": n, "error": str(exc)})
+                runs.append(
+                    {"target": name, "publishers": n, "column": column(name, formats),
+                     "error": str(exc)}
+                )  # fmt: skip
     table = Table(f"ingest: {fixture.name}, {opts.seconds:g} s window", [], "publishers")
-    labels = {"ours": "ours", "nginx": "nginx-rtmp"}
-    table.columns = [labels[t] for t in targets]
+    table.columns = [column(name, formats) for name, formats in configs]
     metrics = [
         ("cpu_s_per_stream_min", "CPU s / stream-minute"),
         ("cpu_percent", "CPU % of one core"),
@@ -153,12 +179,12 @@ async def run(
         ("valid", "valid sampled streams"),
     ]
     for n in opts.publishers:
-        by_target = {r["target"]: r for r in runs if r["publishers"] == n}
+        by_col = {r["column"]: r for r in runs if r["publishers"] == n}
         for key, label in metrics:
-            table.add(n, label, {labels[t]: by_target.get(t, {}).get(key) for t in targets})
-        for t in targets:
-            if "error" in by_target.get(t, {}):
-                table.add(n, "error", {labels[t]: by_target[t]["error"].splitlines()[0][:60]})
+            table.add(n, label, {c: by_col.get(c, {}).get(key) for c in table.columns})
+        for c in table.columns:
+            if "error" in by_col.get(c, {}):
+                table.add(n, "error", {c: by_col[c]["error"].splitlines()[0][:60]})
     params = {
         "publishers": opts.publishers,
         "seconds": opts.seconds,
@@ -166,5 +192,6 @@ async def run(
         "target_duration": opts.target_duration,
         "sample": opts.sample,
         "targets": targets,
+        "formats": getattr(opts, "formats", None),
     }
     return {"params": params, "runs": runs}, table

@@ -31,13 +31,20 @@ class Procs:
     running: list[trio.Process] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
-    async def start(self, args: list[str], *, log: Path | None = None) -> trio.Process:
+    async def start(
+        self, args: list[str], *, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> trio.Process:
+        """Start ``args``; ``env`` is added to the bench's own environment."""
         out: IO[bytes] | int = subprocess.DEVNULL
         if log is not None:
             out = log.open("ab")
             self._logs.append(out)
         proc = await trio.lowlevel.open_process(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **env} if env else None,
         )
         self.running.append(proc)
         return proc

@@ -60,12 +60,14 @@ WATCH_INTERVAL = 0.1
 
 
 async def publish_one(
-    procs: Procs, target: Target, fixture: Path, key: str, logdir: Path
+    procs: Procs, target: Target, fixture: Path, key: str, logdir: Path, url: str | None = None
 ) -> tuple[trio.Process, FileWatcher, PlaylistTracker]:
-    """Start one publisher and wait until its playlist lists a segment (RuntimeError if never)."""
+    """Start one publisher and wait until its playlist lists a segment (RuntimeError if never).
+    ``url``: publish there instead of the target's RTMP URL (a proxy in front of it)."""
     watcher = FileWatcher(target.playlist_path(key))
     tracker = PlaylistTracker(target.target_duration)
-    (pub,) = await start_many(procs, [publish_args(fixture, target.rtmp_url(key))], logdir, key)
+    args = publish_args(fixture, url or target.rtmp_url(key))
+    (pub,) = await start_many(procs, [args], logdir, key)
     with trio.move_on_after(FIRST_SEGMENT_TIMEOUT):
         while tracker.first_at is None and pub.returncode is None and target.alive():
             watch(watcher, tracker)

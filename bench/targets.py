@@ -7,7 +7,10 @@ without loading the server's HTTP side).
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +27,10 @@ from bench.procs import Procs, children, free_port, wait_tcp
 TARGETS = ("ours", "nginx")
 LABELS = {"ours": "ours", "nginx": "nginx-rtmp"}
 APP = "live"
+# Our HLS formats when GATEWAY_HLS_FORMATS does not say (the gateway's default).
+DEFAULT_FORMATS = ("ts", "cmaf")
+# Seconds `gateway run --help` may take (the layout probe).
+HELP_TIMEOUT = 60.0
 
 
 @dataclass
@@ -31,10 +38,14 @@ class Target:
     name: str
     rtmp_port: int
     http_port: int
-    hls_dir: Path  # playlists at <hls_dir>/<app>/<key>/index.m3u8
+    hls_dir: Path  # playlists at <hls_dir>/<app>/<key>/<playlist>
     target_duration: float
     proc: trio.Process
     log: Path
+    # HLS formats served ("ts", "cmaf"); split: index.m3u8 is a multivariant playlist naming
+    # ts.m3u8 / cmaf.m3u8 (ours with hls_formats), else index.m3u8 is the TS media playlist.
+    formats: tuple[str, ...] = ("ts",)
+    split: bool = False
 
     @property
     def label(self) -> str:
@@ -46,11 +57,30 @@ class Target:
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def playlist_url(self, key: str) -> str:
-        return f"{self.http_base()}/{APP}/{key}/index.m3u8"
+    @property
+    def media_playlist(self) -> str:
+        """The media playlist with the segments: TS where served (what nginx-rtmp serves too)."""
+        if not self.split:
+            return "index.m3u8"
+        return "ts.m3u8" if "ts" in self.formats else "cmaf.m3u8"
 
-    def playlist_path(self, key: str) -> Path:
-        return self.hls_dir / APP / key / "index.m3u8"
+    @property
+    def ts_playlist(self) -> str | None:
+        if "ts" not in self.formats:
+            return None
+        return "ts.m3u8" if self.split else "index.m3u8"
+
+    @property
+    def ll_playlist(self) -> str | None:
+        """The Low-Latency HLS (fMP4 parts) media playlist, None where there is none."""
+        return "cmaf.m3u8" if self.split and "cmaf" in self.formats else None
+
+    def playlist_url(self, key: str, file: str | None = None) -> str:
+        """URL of ``file`` (default: the media playlist) of stream ``key``."""
+        return f"{self.http_base()}/{APP}/{key}/{file or self.media_playlist}"
+
+    def playlist_path(self, key: str, file: str | None = None) -> Path:
+        return self.hls_dir / APP / key / (file or self.media_playlist)
 
     def pids(self) -> list[int]:
         """The server process and its children (nginx: master + workers)."""
@@ -74,6 +104,28 @@ def gateway_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "gateway.cli"]
 
 
+@functools.cache
+def ours_split() -> bool:
+    """Whether our gateway has the ``hls_formats`` setting (and so the multivariant index.m3u8
+    with ts.m3u8 and cmaf.m3u8), read from ``gateway run --help``, which lists every setting."""
+    proc = subprocess.run(
+        [*gateway_command(), "run", "--help"],
+        capture_output=True, text=True, timeout=HELP_TIMEOUT, check=False,
+    )  # fmt: skip
+    return "--hls-formats" in proc.stdout
+
+
+def parse_formats(text: str | None) -> tuple[str, ...]:
+    """``"ts,cmaf"`` -> ("ts", "cmaf"); None or empty -> the gateway's default."""
+    if not text:
+        return DEFAULT_FORMATS
+    formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = set(formats) - {"ts", "cmaf"}
+    if unknown or not formats:
+        raise ValueError(f"HLS formats {text!r}: each must be ts or cmaf")
+    return formats
+
+
 @asynccontextmanager
 async def open_target(
     name: str,
@@ -83,10 +135,15 @@ async def open_target(
     target_duration: float = 2.0,
     nginx_workers: int = nginx.DEFAULT_WORKERS,
     cpus: CpuPlan | None = None,
+    formats: str | None = None,
 ) -> AsyncIterator[Target]:
     """Start target ``name`` on free loopback ports (on ``cpus.server`` if given); stop it when
-    the block ends."""
+    the block ends. ``formats`` (ours): GATEWAY_HLS_FORMATS for this server, e.g. "ts" or
+    "ts,cmaf"; None leaves the environment's value (or the gateway's default)."""
     rtmp_port, http_port = free_port(), free_port()
+    env: dict[str, str] = {}
+    served: tuple[str, ...] = ("ts",)
+    split = False
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "server.log"
@@ -98,6 +155,13 @@ async def open_target(
             "--hls-dir", str(hls_dir), "--hls-target-duration", f"{target_duration:g}",
             "--log-level", "warning",
         ]  # fmt: skip
+        split = ours_split()
+        if split:
+            if formats is not None:
+                env["GATEWAY_HLS_FORMATS"] = formats
+            served = parse_formats(formats or os.environ.get("GATEWAY_HLS_FORMATS"))
+        elif formats is not None and parse_formats(formats) != ("ts",):
+            raise RuntimeError(f"this gateway has no hls_formats setting (asked for {formats})")
     elif name == "nginx":
         nginx.ensure_installed()
         hls_dir = directory / "hls"
@@ -115,8 +179,8 @@ async def open_target(
     hls_dir.mkdir(parents=True, exist_ok=True)
     if cpus is not None:
         args = [*cpus.server_prefix(), *args]
-    proc = await procs.start(args, log=log)
-    target = Target(name, rtmp_port, http_port, hls_dir, target_duration, proc, log)
+    proc = await procs.start(args, log=log, env=env)
+    target = Target(name, rtmp_port, http_port, hls_dir, target_duration, proc, log, served, split)
     try:
         try:
             await wait_tcp(rtmp_port, proc)
