@@ -67,16 +67,18 @@ def variants(target: Target, opts: Any) -> list[tuple[str, str, dict[str, Any]]]
 def frame_reference(
     frame: int, keyframes: list[float], gop: int, per_loop: int, rate: float, now: float
 ) -> float | None:
-    """Wall-clock time fixture frame ``frame`` reached the server: the arrival of the newest
-    keyframe of its GOP (the fixture loops every ``per_loop`` keyframes) that arrived before
-    ``now``, plus the frame's offset in the GOP. None if that keyframe never arrived."""
+    """Wall-clock time fixture frame ``frame`` reached the server: the arrival of the keyframe
+    of its GOP in the newest pass of the fixture (it loops every ``per_loop`` keyframes) whose
+    frame had arrived by ``now``, plus the frame's offset in the GOP. None if none had. A
+    latency longer than one pass of the fixture would be read as a pass too late."""
     g, offset = divmod(frame, gop)
     best = None
     for i in range(g, len(keyframes), per_loop):
-        if keyframes[i] > now:
+        ref = keyframes[i] + offset / rate
+        if ref > now:
             break
-        best = keyframes[i]
-    return None if best is None else best + offset / rate
+        best = ref
+    return best
 
 
 def _ms_dist(values: list[float]) -> dict[str, Any]:
