@@ -97,7 +97,7 @@ async def test_sigterm_while_publishing_ends_playlist_and_exits_zero(tmp_path: P
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            index = hls / "live" / "term" / "index.m3u8"
+            index = hls / "live" / "term" / "ts.m3u8"
             with trio.fail_after(20):
                 while not index.exists() or len(m3u8.loads(index.read_text()).segments) < 2:
                     await trio.sleep(0.1)
@@ -115,6 +115,8 @@ async def test_sigterm_while_publishing_ends_playlist_and_exits_zero(tmp_path: P
     playlist = m3u8.loads(index.read_text())
     assert playlist.is_endlist and len(playlist.segments) >= 2
     assert all((index.parent / s.uri).is_file() for s in playlist.segments)
+    cmaf = m3u8.loads((index.parent / "cmaf.m3u8").read_text())
+    assert cmaf.is_endlist and len(cmaf.segments) == len(playlist.segments)
 
 
 # SIGHUP too: a gateway started from a terminal that closes ends its playlists like on SIGTERM.

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.app import Gateway, make_store
 from segmenter.store import DiskStore, MemoryStore, WriteBehindStore
 from tests.clients import (
+    apt_ffmpeg_exe,
     apt_ffprobe_exe,
     imageio_ffmpeg_exe,
     publish_args,
@@ -90,7 +91,7 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
         nursery, test_settings(hls_dir=str(hls), hls_end_grace=3.0, hls_window=20)
     )
     assert isinstance(gw.store, WriteBehindStore)  # disk writes leave the event loop
-    index = hls / "live" / "disk" / "index.m3u8"
+    index = hls / "live" / "disk" / "ts.m3u8"
     seen_counts: list[int] = []
     unlisted: list[str] = []
 
@@ -143,6 +144,13 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
     assert [s.uri for s in pl.segments][-len(uris) :] == uris  # the same list, now ended
     # Every listed segment exists on disk; no temporary file is left behind.
     assert all((index.parent / u).is_file() for u in uris)
+    # The LL-HLS playlist lists the same media: segments, their parts and init segments on disk.
+    cmaf = read_playlist(index.parent / "cmaf.m3u8")
+    assert cmaf is not None and cmaf.is_endlist
+    assert (cmaf.media_sequence, len(cmaf.segments)) == (pl.media_sequence, len(pl.segments))
+    files = [s.uri for s in cmaf.segments] + [s.init_section.uri for s in cmaf.segments]
+    files += [p.uri for s in cmaf.segments for p in s.parts]
+    assert all((index.parent / f).is_file() for f in files)
     assert not [p for p in hls.rglob("*") if ".tmp~" in p.name]
     stop.set()
 
@@ -150,33 +158,26 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
 async def test_http_clients_read_and_decode_while_api_and_metrics_report(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    url = http_url(gateway, "/live/web/index.m3u8")
+    url = http_url(gateway, "/live/web/index.m3u8")  # multivariant -> LL-HLS fMP4
+    ts_url = http_url(gateway, "/live/web/ts.m3u8")
     results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+
+    async def read(name: str, exe: str, playlist: str) -> None:
+        args = [exe, "-hide_banner", "-nostdin", "-v", "warning", "-i", playlist, "-t", "3"]
+        results[name] = await run_client([*args, "-f", "null", "-"], timeout=30)
 
     async def readers() -> None:
         async with httpx.AsyncClient() as client:
             with trio.fail_after(20):
-                while (r := await client.get(url)).status_code != 200 or (
+                while (r := await client.get(ts_url)).status_code != 200 or (
                     len(m3u8.loads(r.text).segments) < 2
                 ):
                     await trio.sleep(0.2)
-        results["ffmpeg"] = await run_client(
-            [
-                imageio_ffmpeg_exe(),
-                "-hide_banner",
-                "-nostdin",
-                "-v",
-                "warning",
-                "-i",
-                url,
-                "-t",
-                "3",
-                "-f",
-                "null",
-                "-",
-            ],
-            timeout=30,
-        )
+        # FFmpeg 9 and Debian's 5.1 read both formats, each through its playlist URL.
+        async with trio.open_nursery() as clients:
+            for exe, version in ((imageio_ffmpeg_exe(), "9"), (apt_ffmpeg_exe(), "5.1")):
+                clients.start_soon(read, f"ffmpeg {version} index.m3u8", exe, url)
+                clients.start_soon(read, f"ffmpeg {version} ts.m3u8", exe, ts_url)
         results["ffprobe"] = await run_client(
             [apt_ffprobe_exe(), "-v", "warning", "-print_format", "json", "-show_streams", url],
             timeout=30,
@@ -189,8 +190,9 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
         inner.start_soon(publish, gateway, "web", 14)
         await readers()
 
-    ffmpeg = results["ffmpeg"]
-    assert ffmpeg.returncode == 0 and ffmpeg.stderr.decode().strip() == "", ffmpeg.stderr
+    for name in [n for n in results if n.startswith("ffmpeg")]:
+        ffmpeg = results[name]
+        assert ffmpeg.returncode == 0 and ffmpeg.stderr.decode().strip() == "", (name, ffmpeg)
     probe = results["ffprobe"]
     assert probe.returncode == 0, probe.stderr
     streams = {s["codec_type"]: s for s in json.loads(probe.stdout)["streams"]}
@@ -227,13 +229,15 @@ async def test_ended_stream_is_retired_and_a_later_publisher_continues_numbering
 ) -> None:
     gw, _ = await start_gateway(nursery, test_settings(hls_end_grace=1.0, hls_retention=1.0))
     await publish(gw, "short", 4)
-    first = m3u8.loads((gw.store.get("live/short/index.m3u8") or b"").decode())
+    first = m3u8.loads((gw.store.get("live/short/ts.m3u8") or b"").decode())
     with trio.fail_after(10):
         while "live/short" in gw.lives or gw.hub.get("live", "short") is not None:
             await trio.sleep(0.1)
-    assert gw.store.names("live/short/") == ["live/short/index.m3u8"]  # segments freed
+    # Segments freed: only the playlists are left, carrying the numbering.
+    names = ("cmaf.m3u8", "index.m3u8", "ts.m3u8")
+    assert sorted(gw.store.names("live/short/")) == [f"live/short/{n}" for n in names]
     assert gw.stream("live", "short") is None
     await publish(gw, "short", 4)
-    again = m3u8.loads((gw.store.get("live/short/index.m3u8") or b"").decode())
+    again = m3u8.loads((gw.store.get("live/short/ts.m3u8") or b"").decode())
     assert again.media_sequence >= first.media_sequence + len(first.segments)
     assert again.segments and again.segments[0].discontinuity

@@ -24,7 +24,7 @@ async def test_pulled_stream_becomes_hls_and_follows_the_source(nursery: trio.Nu
     source = f"rtmp://127.0.0.1:{a.bound.rtmp_port}/live/src"
     b, _ = await start_gateway(nursery, test_settings(pull=f"live/mirror={source}"))
     assert b.bound is not None
-    playlist_url = f"{b.bound.http_url}/live/mirror/index.m3u8"
+    playlist_url = f"{b.bound.http_url}/live/mirror/ts.m3u8"
     async with trio.open_nursery() as inner:
         args = publish_args(imageio_ffmpeg_exe(), source, seconds=8)
         inner.start_soon(partial(run_client, args, timeout=40))

@@ -61,7 +61,7 @@ async def poll(check: Callable[[], Awaitable[Any]], *, timeout: float, what: str
 
 
 def segment_uris(base: str, path: str, http: httpx.AsyncClient) -> Callable[[], Awaitable[Any]]:
-    url = f"{base}/{path}/index.m3u8"
+    url = f"{base}/{path}/ts.m3u8"
 
     async def check() -> list[str]:
         r = await http.get(url)
