@@ -337,7 +337,7 @@ class LiveStream:
                 self.config.interleave_max_samples,
             )
             for output in self._outputs:
-                output.start(session.prefix, session.video, session.audio)
+                output.start(session.prefix, session.video, session.audio, self._discontinuity)
             self._configs = (session.video, session.audio)
         interleaver = session.interleaver
         assert interleaver is not None

@@ -56,7 +56,13 @@ class TsOutput:
         self._mux = muxer or TsMuxer()
         self._prefix = ""
 
-    def start(self, prefix: str, video: AvcConfig | None, audio: AacConfig | None) -> None:
+    def start(
+        self,
+        prefix: str,
+        video: AvcConfig | None,
+        audio: AacConfig | None,
+        discontinuity: bool = False,
+    ) -> None:
         self._prefix = prefix
         self._mux.start(video, audio)
 
@@ -108,6 +114,7 @@ class CmafOutput:
         self._on_update = on_update
         self._prefix = ""
         self._init_uri: str | None = None
+        self._discontinuity = False  # the open segment follows a discontinuity
         self._writer: FragmentWriter | None = None
         self._pacer = AUDIO  # the track whose frames end parts: video when there is video
         self._steps: dict[str, int] = {}  # last DTS step per track (ms)
@@ -121,9 +128,17 @@ class CmafOutput:
         self._data: list[bytes] = []  # their bytes
 
     # --- configuration -------------------------------------------------------------------------
-    def start(self, prefix: str, video: AvcConfig | None, audio: AacConfig | None) -> None:
-        """A new track configuration: a new init segment; an unfinished part is dropped."""
+    def start(
+        self,
+        prefix: str,
+        video: AvcConfig | None,
+        audio: AacConfig | None,
+        discontinuity: bool = False,
+    ) -> None:
+        """A new track configuration: a new init segment; an unfinished part is dropped.
+        ``discontinuity``: the next segment follows EXT-X-DISCONTINUITY (so do its parts)."""
         self._discard()
+        self._discontinuity = discontinuity
         self._prefix = prefix
         init = init_segment(video, audio)
         # Named by content: a publisher that comes back with the same settings keeps the init
@@ -191,7 +206,7 @@ class CmafOutput:
         self._data.append(data)
         playlist = self.keeper.playlist
         if playlist is not None and not playlist.ended:
-            playlist.add_part(part, self._init_uri)
+            playlist.add_part(part, self._init_uri, self._discontinuity)
             playlist.set_preload_hint(f"{self._prefix}-{sequence}.{len(self._parts)}.m4s")
             self.keeper.write()
             self._updated()
@@ -214,6 +229,7 @@ class CmafOutput:
         parts, data = self._parts, b"".join(self._data)
         self._parts, self._data = [], []
         self._segment_start = None
+        self._discontinuity = False
         if not parts:
             return 0
         playlist = self.keeper.playlist

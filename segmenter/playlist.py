@@ -160,6 +160,7 @@ class LivePlaylist:
         self._part_target = part_target  # None: not a low-latency playlist
         self._open_parts: list[PartEntry] = []  # parts of the segment being made
         self._open_init: str | None = None
+        self._open_discontinuity = False
         self._hint: str | None = None  # EXT-X-PRELOAD-HINT URI
         self._rendered: dict[bool, str] = {}  # render() by skip, until the next change
 
@@ -230,14 +231,17 @@ class LivePlaylist:
 
     # -- changes (RFC 8216 §6.2.1: append, drop from the head, bump sequences, add ENDLIST) ------
 
-    def add_part(self, part: PartEntry, init_uri: str | None) -> None:
-        """A part of the segment being made is complete (LL-HLS)."""
+    def add_part(self, part: PartEntry, init_uri: str | None, discontinuity: bool = False) -> None:
+        """A part of the segment being made is complete (LL-HLS). ``discontinuity``: that
+        segment starts a new timeline or configuration (its parts follow EXT-X-DISCONTINUITY)."""
         if self._ended:
             raise PlaylistEndedError("playlist already ended")
         if self._part_target is None:
             raise ValueError("not a low-latency playlist")
         self._open_parts.append(PartEntry(part.uri, _rounded(part.duration), part.independent))
         self._open_init = init_uri
+        self._open_discontinuity = discontinuity
+        self._had_discontinuity = self._had_discontinuity or discontinuity
         self._rendered.clear()
 
     def set_preload_hint(self, uri: str | None) -> None:
@@ -263,7 +267,7 @@ class LivePlaylist:
             )
         if entry.discontinuity:
             self._had_discontinuity = True
-        self._open_parts, self._open_init = [], None
+        self._open_parts, self._open_init, self._open_discontinuity = [], None, False
         self._rendered.clear()
         self._listed.append(_Listed(entry, duration, 0.0))
         self._total += duration
@@ -413,6 +417,8 @@ class LivePlaylist:
             # The segment being made: its parts so far and the hint for the next (§4.4.5.3).
             # m3u8 would print a blank URI line for a segment without a URI; written here.
             lines = []
+            if self._open_discontinuity and self._open_parts:
+                lines.append("#EXT-X-DISCONTINUITY")  # RFC 8216 §4.3.2.3, before its parts
             if self._open_init and (not listed or listed[-1].entry.init_uri != self._open_init):
                 lines.append(f'#EXT-X-MAP:URI="{self._open_init}"')
             lines += [_part_line(p) for p in self._open_parts]

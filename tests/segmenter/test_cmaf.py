@@ -258,3 +258,18 @@ def test_low_latency_playlist_rules(av_flv: bytes) -> None:
     assert delta.skip.skipped_segments == len(pl.segments) - len(delta.segments) > 0
     assert delta.version == 9 and delta.segments[0].init_section is not None
     assert sum(s.duration or 0 for s in delta.segments) >= control.can_skip_until - 2
+
+
+def test_parts_of_a_republished_segment_follow_its_discontinuity(av_flv: bytes) -> None:
+    store = MemoryStore()
+    live, _ = make(store, window_segments=20)
+    publish(live, tags(av_flv), 0.0)
+    live.begin_session(5.0)  # the encoder reconnects; its first segment is still being made
+    for tag in tags(av_flv)[:60]:
+        live.feed(tag, 5.0)
+    lines = get(store, CMAF_PLAYLIST_NAME).decode().splitlines()
+    last_segment = max(i for i, line in enumerate(lines) if line.startswith("#EXTINF"))
+    tail = lines[last_segment + 2 :]
+    assert tail[0] == "#EXT-X-DISCONTINUITY" and tail[1].startswith("#EXT-X-PART:")
+    assert "INDEPENDENT=YES" in tail[1]
+    assert any(line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE") for line in lines)
