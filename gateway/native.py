@@ -27,6 +27,8 @@ COMPILED: tuple[str, ...] = (
     "segmenter.mux",
     "segmenter.live",
     "segmenter.keeper",
+    "segmenter.fmp4",
+    "segmenter.outputs",
 )
 # Name of the shared library mypyc puts the compiled code of all of them in.
 GROUP = "gateway_native"
