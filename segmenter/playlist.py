@@ -163,6 +163,9 @@ class LivePlaylist:
         self._open_discontinuity = False
         self._hint: str | None = None  # EXT-X-PRELOAD-HINT URI
         self._rendered: dict[bool, str] = {}  # render() by skip, until the next change
+        # The part before the open segment's parts, by skip: it changes once per segment, the
+        # open parts and the hint once per part (m3u8's dumps costs ~0.3 ms for a playlist).
+        self._heads: dict[bool, str] = {}
 
     # -- read-only state ------------------------------------------------------------------------
 
@@ -241,7 +244,9 @@ class LivePlaylist:
         self._open_parts.append(PartEntry(part.uri, _rounded(part.duration), part.independent))
         self._open_init = init_uri
         self._open_discontinuity = discontinuity
-        self._had_discontinuity = self._had_discontinuity or discontinuity
+        if discontinuity and not self._had_discontinuity:
+            self._had_discontinuity = True
+            self._heads.clear()  # EXT-X-DISCONTINUITY-SEQUENCE appears
         self._rendered.clear()
 
     def set_preload_hint(self, uri: str | None) -> None:
@@ -269,6 +274,7 @@ class LivePlaylist:
             self._had_discontinuity = True
         self._open_parts, self._open_init, self._open_discontinuity = [], None, False
         self._rendered.clear()
+        self._heads.clear()
         self._listed.append(_Listed(entry, duration, 0.0))
         self._total += duration
 
@@ -342,6 +348,7 @@ class LivePlaylist:
         self._ended = True
         self._open_parts, self._open_init, self._hint = [], None, None
         self._rendered.clear()
+        self._heads.clear()
 
     def listed_uris(self) -> list[str]:
         """Every URI listed now (segments, parts, init segments), for a final clean-up."""
@@ -369,6 +376,25 @@ class LivePlaylist:
         return text
 
     def _render(self, skip: bool) -> str:
+        text = self._heads.get(skip)
+        if text is None:
+            text = self._heads[skip] = self._render_head(skip)
+        if not (self._open_parts or self._hint):
+            return text
+        # The segment being made: its parts so far and the hint for the next (§4.4.5.3).
+        # m3u8 would print a blank URI line for a segment without a URI; written here.
+        lines = []
+        if self._open_discontinuity and self._open_parts:
+            lines.append("#EXT-X-DISCONTINUITY")  # RFC 8216 §4.3.2.3, before its parts
+        listed = self._listed
+        if self._open_init and (not listed or listed[-1].entry.init_uri != self._open_init):
+            lines.append(f'#EXT-X-MAP:URI="{self._open_init}"')
+        lines += [_part_line(p) for p in self._open_parts]
+        if self._hint:
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._hint}"')
+        return text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+
+    def _render_head(self, skip: bool) -> str:
         playlist = m3u8.M3U8()
         low_latency = self._part_target is not None
         maps = low_latency or any(item.entry.init_uri for item in self._listed)
@@ -413,24 +439,12 @@ class LivePlaylist:
                 )
             )
         text: str = playlist.dumps(timespec="milliseconds", infspec="milliseconds")
-        if self._open_parts or self._hint:
-            # The segment being made: its parts so far and the hint for the next (§4.4.5.3).
-            # m3u8 would print a blank URI line for a segment without a URI; written here.
-            lines = []
-            if self._open_discontinuity and self._open_parts:
-                lines.append("#EXT-X-DISCONTINUITY")  # RFC 8216 §4.3.2.3, before its parts
-            if self._open_init and (not listed or listed[-1].entry.init_uri != self._open_init):
-                lines.append(f'#EXT-X-MAP:URI="{self._open_init}"')
-            lines += [_part_line(p) for p in self._open_parts]
-            if self._hint:
-                lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._hint}"')
-            text = text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
         return text
 
     def _parts_from(self) -> int:
-        """Index of the first listed segment whose parts are listed (the last 3 TDs)."""
+        """Index of the first listed segment whose parts are listed: those of the last 3 TDs
+        of complete segments (so the listing changes once per segment, not per part)."""
         remaining = float(PART_LIST_TARGET_DURATIONS * self._target_duration)
-        remaining -= sum(p.duration for p in self._open_parts)
         index = len(self._listed)
         while index > 0 and remaining > 0:
             index -= 1
@@ -438,8 +452,9 @@ class LivePlaylist:
         return index
 
     def _skippable(self) -> int:
-        """How many head segments start more than CAN-SKIP-UNTIL before the end (§6.2.5.1)."""
-        after = sum(p.duration for p in self._open_parts)
+        """How many head segments start more than CAN-SKIP-UNTIL before the end of the last
+        complete segment (§6.2.5.1; the open parts would only allow skipping more)."""
+        after = 0.0
         for index in range(len(self._listed) - 1, -1, -1):
             after += self._listed[index].duration
             if after > self.skip_until + 1e-9:

@@ -37,7 +37,7 @@ class Stream:
 
     def __init__(self, store: MemoryStore, waiters: Waiters) -> None:
         self.store, self.waiters = store, waiters
-        self.playlist = LivePlaylist(2, 6, part_target=0.2)
+        self.playlist = LivePlaylist(2, 10, part_target=0.2)  # 20 s: more than CAN-SKIP-UNTIL
         self.parts: list[PartEntry] = []
         self.store.put(f"{PATH}/init.mp4", b"init")
 
