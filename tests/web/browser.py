@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 import trio
-from playwright.sync_api import ConsoleMessage, Error, Page, Request, sync_playwright
+from playwright.sync_api import ConsoleMessage, Error, Page, Request, Response, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,16 +36,25 @@ CHROMIUM_ARGS = [
 # Launching Chromium and loading a page: generous, CI machines are slow.
 LAUNCH_TIMEOUT_MS = 30_000
 
-# What a sample reads from the page: the <video>'s clock and the page's own player state.
+# What a sample reads from the page: the <video>'s clock, the page's own player state, the data-*
+# attributes of #player and the text of the elements that show the state to a viewer.
 _SAMPLE_JS = """() => {
   const v = document.querySelector('video');
   const s = window.playerState;
+  const root = document.getElementById('player');
+  const shown = {};
+  for (const id of ['state', 'latency', 'rendition']) {
+    const el = document.getElementById(id);
+    if (el) shown[id] = el.textContent;
+  }
   return {
     currentTime: v ? v.currentTime : null,
     paused: v ? v.paused : null,
     readyState: v ? v.readyState : null,
     videoError: v && v.error ? v.error.code : null,
     state: s ? JSON.parse(JSON.stringify(s)) : null,
+    data: root ? Object.assign({}, root.dataset) : {},
+    shown: shown,
   };
 }"""
 
@@ -58,6 +67,8 @@ class Sample:
     ready_state: int | None
     video_error: int | None
     player: dict[str, Any] | None  # window.playerState as JSON
+    data: dict[str, str] = field(default_factory=dict)  # #player's data-* attributes
+    shown: dict[str, str] = field(default_factory=dict)  # text of #state, #latency, #rendition
 
 
 @dataclass
@@ -68,6 +79,7 @@ class PlaybackReport:
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    http_errors: list[str] = field(default_factory=list)  # "STATUS METHOD URL" of 4xx/5xx answers
 
     @property
     def advanced(self) -> float:
@@ -84,6 +96,16 @@ class PlaybackReport:
             if (s.player or {}).get("session") == session and s.current_time > 0
         ]
         return max(times) - min(times) if len(times) >= 2 else 0.0
+
+    def playing_in_session(self, session: str) -> list[Sample]:
+        """Samples taken while ``session`` played: its clock moved since the sample before."""
+        return [
+            sample
+            for before, sample in zip(self.samples, self.samples[1:], strict=False)
+            if (sample.player or {}).get("session") == session
+            and (before.player or {}).get("session") == session
+            and sample.current_time > before.current_time
+        ]
 
     @property
     def last_player(self) -> dict[str, Any]:
@@ -108,7 +130,7 @@ class PlaybackReport:
             f"{self.url}: started={self.started} advanced={self.advanced:.2f}s "
             f"player={self.last_player} samples(at,t,ready)={tail[-12:]} "
             f"console={self.console_errors[-5:]} page={self.page_errors[-5:]} "
-            f"failed={self.failed_requests[-5:]}"
+            f"failed={self.failed_requests[-5:]} http_errors={self.http_errors[-8:]}"
         )
 
 
@@ -121,6 +143,8 @@ def _read(page: Page, started_at: float) -> Sample:
         ready_state=raw["readyState"],
         video_error=raw["videoError"],
         player=raw["state"],
+        data=raw["data"],
+        shown=raw["shown"],
     )
 
 
@@ -154,6 +178,7 @@ def sample_playback_sync(
                 page.on("console", partial(_on_console, report))
                 page.on("pageerror", partial(_on_page_error, report))
                 page.on("requestfailed", partial(_on_failed, report))
+                page.on("response", partial(_on_response, report))
                 page.goto(report.url)
                 pages.append(page)
             origin = time.monotonic()
@@ -188,6 +213,12 @@ def _on_page_error(report: PlaybackReport, error: Error) -> None:
 
 def _on_failed(report: PlaybackReport, request: Request) -> None:
     report.failed_requests.append(f"{request.url}: {request.failure}")
+
+
+def _on_response(report: PlaybackReport, response: Response) -> None:
+    if response.status >= 400:
+        request = response.request
+        report.http_errors.append(f"{response.status} {request.method} {response.url}")
 
 
 async def sample_playback(

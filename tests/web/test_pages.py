@@ -76,6 +76,9 @@ async def test_player_page(app: QuartTrio, path: str) -> None:
     html = await response.get_data(as_text=True)
     app_name, key = path.strip("/").split("/")
     assert "<video" in html
+    # player.js fills these with the latency (PDT) and the rendition playing.
+    assert '<span id="latency"' in html and '<span id="rendition"' in html
+    assert f'<a id="playlist-link" href="/{app_name}/{key}/index.m3u8"' in html  # ?playlist=ts
     assert f'data-playlist="/{app_name}/{key}/index.m3u8"' in html
     assert f'data-api="/api/streams/{app_name}/{key}"' in html
     assert 'data-poll-ms="2000"' in html
