@@ -82,7 +82,12 @@ class PlaylistKeeper:
         return self.playlist is not None or self._resume is not None
 
     def open(
-        self, target_duration: int, now: float, *, part_target: float | None = None
+        self,
+        target_duration: int,
+        now: float,
+        *,
+        part_target: float | None = None,
+        part_hold_back: float | None = None,
     ) -> LivePlaylist:
         """Start a new playlist (none yet, or the current one ended); numbering continues."""
         old = self.playlist
@@ -102,6 +107,7 @@ class PlaylistKeeper:
             media_sequence=sequence,
             discontinuity_sequence=discontinuities,
             part_target=part_target if part_target is not None else self._part_target,
+            part_hold_back=part_hold_back,
         )
         return self.playlist
 

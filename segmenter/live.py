@@ -479,10 +479,12 @@ class LiveStream:
         for output in self._outputs:
             keeper = output.keeper
             if keeper.playlist is None or keeper.playlist.ended:
-                part_target = None
+                part_target = hold_back = None
                 if isinstance(output, CmafOutput):
                     part_target = min(output.part_target_ms / 1000, target)
-                keeper.open(target, self._now, part_target=part_target)
+                    # Players stay three nominal parts behind (PART-TARGET is only a bound).
+                    hold_back = 3 * output.part_ms / 1000
+                keeper.open(target, self._now, part_target=part_target, part_hold_back=hold_back)
 
     @property
     def lowlatency(self) -> LivePlaylist | None:

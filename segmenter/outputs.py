@@ -90,9 +90,10 @@ class CmafOutput:
     Parts follow a grid of ``part_ms`` from the segment's first decode time: a part ends before
     the first video frame (any frame of an audio-only stream) whose middle lies past its grid
     line, so FLV's millisecond jitter (33, 33, 34 ms at 30 fps) neither shortens nor lengthens
-    parts, and a 1 s or 2 s keyframe interval gives whole parts only. A part then lasts at most
-    ``part_ms`` plus half a frame: ``part_target_ms`` (PART-TARGET). A segment's parts add up
-    to it exactly (decode times).
+    parts, and a 1 s or 2 s keyframe interval gives whole parts only. A part starts and ends
+    within half a frame of its grid lines, so it lasts at most ``part_ms`` plus one frame:
+    ``part_target_ms`` (PART-TARGET); 30 fps video fills the grid exactly (200 ms parts).
+    A segment's parts add up to it exactly (decode times).
     """
 
     def __init__(
@@ -213,8 +214,8 @@ class CmafOutput:
 
     @property
     def part_target_ms(self) -> int:
-        """PART-TARGET: the part length plus half the longest frame step (the grid rule)."""
-        return self.part_ms + (self._longest_step + 1) // 2
+        """PART-TARGET: the part length plus the longest frame step (the grid rule's bound)."""
+        return self.part_ms + self._longest_step
 
     def end_of_media(self) -> int | None:
         """Where the open part would end at the end of the media (DTS ms: last + step)."""

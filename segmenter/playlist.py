@@ -32,6 +32,7 @@ PART_LIST_TARGET_DURATIONS = 3
 SKIP_TARGET_DURATIONS = 6
 # PART-HOLD-BACK in part targets (rfc8216bis §4.4.3.8 requires at least 2; Apple advises 3).
 PART_HOLD_BACK_PARTS = 3
+MIN_PART_HOLD_BACK_PARTS = 2
 # DURATION precision of EXT-X-PART and PART-TARGET (milliseconds, like EXTINF).
 PART_DECIMALS = 3
 # RFC 8216 §6.2.2: a live playlist must keep at least this many target durations listed.
@@ -136,6 +137,7 @@ class LivePlaylist:
         discontinuity_sequence: int = 0,
         independent_segments: bool = True,
         part_target: float | None = None,
+        part_hold_back: float | None = None,
     ) -> None:
         if isinstance(target_duration, bool) or not isinstance(target_duration, int):
             raise ValueError("target_duration must be an int (RFC 8216 §4.3.3.1)")
@@ -158,6 +160,13 @@ class LivePlaylist:
         if part_target is not None and not 0 < part_target <= target_duration:
             raise ValueError("part_target must be in (0, target_duration]")
         self._part_target = part_target  # None: not a low-latency playlist
+        if part_target is not None:
+            # PART-HOLD-BACK: three part targets unless given (three nominal part lengths when
+            # PART-TARGET is a bound above them); never below two part targets.
+            floor = MIN_PART_HOLD_BACK_PARTS * part_target
+            held = PART_HOLD_BACK_PARTS * part_target if part_hold_back is None else part_hold_back
+            part_hold_back = round(max(held, floor), PART_DECIMALS)
+        self._part_hold_back = part_hold_back
         self._open_parts: list[PartEntry] = []  # parts of the segment being made
         self._open_init: str | None = None
         self._open_discontinuity = False
@@ -413,7 +422,7 @@ class LivePlaylist:
             playlist.server_control = ServerControl(
                 can_block_reload="YES",
                 hold_back=float(MIN_WINDOW_TARGET_DURATIONS * self._target_duration),
-                part_hold_back=round(PART_HOLD_BACK_PARTS * part_target, PART_DECIMALS),
+                part_hold_back=self._part_hold_back,
                 can_skip_until=self.skip_until,
             )
             playlist.part_inf = PartInformation(part_target=part_target)

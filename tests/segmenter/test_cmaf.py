@@ -18,7 +18,7 @@ from segmenter.fmp4 import AAC_FRAME_SAMPLES, VIDEO_TIMESCALE
 from segmenter.live import CMAF_PLAYLIST_NAME, MULTIVARIANT_NAME, TS_PLAYLIST_NAME
 from segmenter.playlist import nearest_int
 from segmenter.store import MemoryStore
-from tests.segmenter.media import dump_store, ffmpeg_read_warnings, shifted, tags
+from tests.segmenter.media import dump_store, ffmpeg_read_warnings, make_flv, shifted, tags
 from tests.segmenter.test_live import PATH, make, publish
 
 
@@ -110,8 +110,9 @@ def test_parts_decode_concatenate_to_segments_and_tfdt_continues(av_flv: bytes) 
     live.end_session(1.0)
     pl = media_playlist(store)
     init = get(store, pl.segments[0].init_section.uri)
-    # PART-TARGET: 200 ms plus half a frame (outputs.CmafOutput's grid rule).
-    assert pl.part_inf.part_target == 0.217 and pl.target_duration == 2
+    # PART-TARGET: 200 ms plus a frame (outputs.CmafOutput, the grid rule).
+    assert pl.part_inf.part_target == 0.234 and pl.target_duration == 2
+    assert pl.server_control.part_hold_back == 0.6  # three 200 ms parts
     expected: dict[int, int] | None = None  # tfdt of the part before
     part_duration = 0.0  # and its duration
     total_video = 0
@@ -240,7 +241,8 @@ def test_low_latency_playlist_rules(av_flv: bytes) -> None:
     pl = m3u8.loads(text)
     control = pl.server_control
     assert control.can_block_reload == "YES"
-    assert control.part_hold_back >= 3 * pl.part_inf.part_target - 1e-9
+    assert control.part_hold_back >= 2 * pl.part_inf.part_target - 1e-9  # rfc8216bis 4.4.3.8
+    assert control.part_hold_back == 0.6  # and three nominal parts
     assert control.hold_back >= 3 * pl.target_duration
     assert control.can_skip_until >= 6 * pl.target_duration
     assert pl.version >= 6
@@ -273,3 +275,28 @@ def test_parts_of_a_republished_segment_follow_its_discontinuity(av_flv: bytes) 
     assert tail[0] == "#EXT-X-DISCONTINUITY" and tail[1].startswith("#EXT-X-PART:")
     assert "INDEPENDENT=YES" in tail[1]
     assert any(line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE") for line in lines)
+
+
+def test_audio_only_and_video_only_streams(media_dir: Path, tmp_path: Path) -> None:
+    audio_only = make_flv(
+        media_dir / "audio_only.flv",
+        *("-f", "lavfi", "-i", "sine=sample_rate=48000", "-c:a", "aac", "-t", "5"),
+    )
+    video_only = make_flv(
+        media_dir / "video_only.flv",
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-t", "5"),
+    )
+    for name, flv in (("audio", audio_only), ("video", video_only)):
+        store = MemoryStore()
+        live, _ = make(store, window_segments=20)
+        publish(live, tags(flv), 0.0)
+        live.close(10.0)  # EXT-X-ENDLIST: FFmpeg reads it as a whole, not as a live stream
+        pl = media_playlist(store)
+        assert len(pl.segments) >= 2, name
+        for segment in pl.segments:
+            assert segment.parts[0].independent == "YES"
+            assert all(p.duration <= pl.part_inf.part_target for p in segment.parts[:-1])
+        out = tmp_path / name
+        dump_store(store, out)
+        assert ffmpeg_read_warnings(out / PATH / CMAF_PLAYLIST_NAME) == "", name
