@@ -594,6 +594,10 @@ class LiveStream:
             ),
             "segment_count": self.segment_count,
             "media_sequence": playlist.media_sequence if playlist else 0,
+            "formats": list(self.config.formats),
+            "part_target": (
+                self.lowlatency.part_target if self.lowlatency is not None else None
+            ),  # PART-TARGET of cmaf.m3u8, seconds
             "newest_segment_age": (
                 None if self._published_at is None else max(0.0, now - self._published_at)
             ),

@@ -205,6 +205,8 @@ def test_multivariant_names_codecs_resolution_and_measured_bandwidth(av_flv: byt
     assert info.codecs == "avc1.4d400d,mp4a.40.2" or info.codecs.startswith("avc1.")
     assert info.resolution == (320, 240) and info.frame_rate == 30
     assert 0 < info.average_bandwidth <= info.bandwidth
+    stats = live.stats()
+    assert stats["formats"] == ["ts", "cmaf"] and stats["part_target"] == 0.234
     # The two media playlists list the same segments under the same numbers.
     ts, cmaf = media_playlist(store, TS_PLAYLIST_NAME), media_playlist(store)
     assert ts.media_sequence == cmaf.media_sequence and len(ts.segments) == len(cmaf.segments)
