@@ -539,12 +539,20 @@ def read_previous(text: str) -> PreviousPlaylist | None:
         return None
     if playlist.is_variant or playlist.target_duration is None:
         return None
-    segments = playlist.segments
+    # m3u8 reads the parts of an unfinished LL-HLS segment as a segment without a URI.
+    segments = [segment for segment in playlist.segments if segment.uri]
+    uris: list[str] = []
+    for segment in playlist.segments:
+        if segment.uri:
+            uris.append(str(segment.uri))
+        uris += [str(part.uri) for part in segment.parts if part.uri]
+        if segment.init_section is not None and segment.init_section.uri:
+            uris.append(str(segment.init_section.uri))
     return PreviousPlaylist(
         next_media_sequence=int(playlist.media_sequence or 0) + len(segments),
         discontinuity_sequence=int(playlist.discontinuity_sequence or 0)
         + sum(1 for segment in segments if segment.discontinuity),
-        uris=tuple(str(segment.uri) for segment in segments),
+        uris=tuple(dict.fromkeys(uris)),  # segments, parts and init segments, each once
         duration=float(sum(segment.duration or 0 for segment in segments)),
         ended=bool(playlist.is_endlist),
     )

@@ -15,9 +15,14 @@ import av
 import m3u8
 
 from segmenter.fmp4 import AAC_FRAME_SAMPLES, VIDEO_TIMESCALE
-from segmenter.live import CMAF_PLAYLIST_NAME, MULTIVARIANT_NAME, TS_PLAYLIST_NAME
+from segmenter.live import (
+    CMAF_PLAYLIST_NAME,
+    MULTIVARIANT_NAME,
+    TS_PLAYLIST_NAME,
+    end_stale_playlists,
+)
 from segmenter.playlist import nearest_int
-from segmenter.store import MemoryStore
+from segmenter.store import DiskStore, MemoryStore
 from tests.segmenter.media import dump_store, ffmpeg_read_warnings, make_flv, shifted, tags
 from tests.segmenter.test_live import PATH, make, publish
 
@@ -302,3 +307,27 @@ def test_audio_only_and_video_only_streams(media_dir: Path, tmp_path: Path) -> N
         out = tmp_path / name
         dump_store(store, out)
         assert ffmpeg_read_warnings(out / PATH / CMAF_PLAYLIST_NAME) == "", name
+
+
+def test_restart_resumes_the_cmaf_playlist_and_deletes_what_the_dead_run_left(
+    av_flv: bytes, tmp_path: Path
+) -> None:
+    store = DiskStore(tmp_path / "hls")
+    dead, _ = make(store)
+    dead.begin_session(0.0)
+    for tag in tags(av_flv)[:-40]:  # killed mid-segment: open parts and a hint are listed
+        dead.feed(tag, 0.0)
+    left = media_playlist(store)
+    old = [s.uri for s in left.segments if s.uri] + [p.uri for s in left.segments for p in s.parts]
+    assert end_stale_playlists(store) == [f"{PATH}/{CMAF_PLAYLIST_NAME}", f"{PATH}/ts.m3u8"]
+    again, _ = make(store)  # the next run
+    publish(again, tags(av_flv), 100.0)
+    pl = media_playlist(store)
+    ts = media_playlist(store, TS_PLAYLIST_NAME)
+    first = next(s for s in pl.segments if s.uri)
+    assert first.discontinuity and pl.media_sequence == ts.media_sequence
+    assert pl.media_sequence == left.media_sequence + len([s for s in left.segments if s.uri])
+    again.poll(200.0)  # past the grace: the dead run's segments and parts are gone
+    remaining = {name.rsplit("/", 1)[1] for name in store.names(PATH)}
+    assert not remaining & set(old)
+    assert first.init_section.uri in remaining  # the same settings: the init stays in use
