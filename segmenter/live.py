@@ -130,7 +130,11 @@ class _Session:
     audio: AacConfig | None = None
     cutter: Cutter | None = None  # set once the track set is known (first media frame)
     interleaver: Interleaver | None = None
-    wall_anchor: tuple[float, int] | None = None  # (wallclock s, output ms) of the first sample
+    wall_offset: float = 0.0  # wall clock minus the caller's monotonic clock (s)
+    # Earliest arrival relative to media time of the open segment's samples: min(now - dts),
+    # seconds on the caller's clock. A segment's PROGRAM-DATE-TIME is its start on that line.
+    arrival: float | None = None
+    last_arrival: float | None = None  # the closed segment's
     long_gop_warned: bool = False
 
 
@@ -206,7 +210,11 @@ class LiveStream:
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
-        self._session = _Session(Timeline(start, on_jump=self._warn_jump), secrets.token_hex(4))
+        self._session = _Session(
+            Timeline(start, on_jump=self._warn_jump),
+            secrets.token_hex(4),
+            wall_offset=self._wallclock() - now,
+        )
         self._max_key_gap_ms = 0
         self._discontinuity = self._keeper.playlist is not None
         self._left_at = None
@@ -346,6 +354,9 @@ class LiveStream:
             self._warn(f"{kind} timestamp not after the previous one: sample dropped")
             return
         sample = Sample(kind, mapped[0], mapped[1], key, packet.data)
+        arrival = now - mapped[0] / 1000
+        if session.arrival is None or arrival < session.arrival:
+            session.arrival = arrival
         if kind == VIDEO and key:
             if self._last_key_pts is not None and sample.pts > self._last_key_pts:
                 gap = sample.pts - self._last_key_pts
@@ -373,8 +384,6 @@ class LiveStream:
         if not decision.keep:
             self.counters["dropped"] += 1
             return
-        if session.wall_anchor is None:
-            session.wall_anchor = (self._wallclock(), sample.pts)
         self._seg_bytes[sample.kind] += len(sample.data)
         if self._cmaf is not None:
             self._cmaf.write(sample, now)
@@ -413,11 +422,16 @@ class LiveStream:
         self._open_playlists(duration)
         discontinuity, self._discontinuity = self._discontinuity, False
         pdt = None
-        if session.wall_anchor:
+        if session.arrival is None:
+            session.arrival = session.last_arrival  # every sample came before the last cut
+        if session.arrival is not None:
             # rfc8216bis §4.4.4.6: the wall clock at which this media reached the gateway, on
             # every segment (so the first listed one always has it, also after a discontinuity).
-            wall, anchor_ms = session.wall_anchor
-            pdt = datetime.fromtimestamp(wall + (start - anchor_ms) / 1000, UTC)
+            # Taken from the segment's earliest sample relative to its media time: an encoder
+            # whose first frames come late (FFmpeg: ~0.4 s) or in a burst skews one segment, not
+            # the whole session; a steady publisher gives PDTs exactly one EXTINF apart.
+            pdt = datetime.fromtimestamp(session.wall_offset + session.arrival + start / 1000, UTC)
+            session.last_arrival, session.arrival = session.arrival, None
         cut = Cut(duration, boundary, discontinuity, pdt)
         sequence = self._keeper.next_sequence
         sizes = [output.close_segment(cut, now) for output in self._outputs]

@@ -229,7 +229,10 @@ def test_ts_only_multivariant_points_at_the_ts_playlist(av_flv: bytes) -> None:
 def test_every_segment_carries_program_date_time(av_flv: bytes) -> None:
     store = MemoryStore()
     live, _ = make(store, window_segments=3)
-    publish(live, tags(av_flv) + shifted(tags(av_flv), 6000), 0.0)  # 12 s, one session
+    live.begin_session(0.0)
+    for tag in tags(av_flv) + shifted(tags(av_flv), 6000):  # 12 s, arriving in real time
+        live.feed(tag, tag.timestamp / 1000)
+    live.end_session(12.0)
     for name in (CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME):
         pl = media_playlist(store, name)
         assert pl.media_sequence > 0  # the first segments slid out of the window
@@ -331,3 +334,19 @@ def test_restart_resumes_the_cmaf_playlist_and_deletes_what_the_dead_run_left(
     remaining = {name.rsplit("/", 1)[1] for name in store.names(PATH)}
     assert not remaining & set(old)
     assert first.init_section.uri in remaining  # the same settings: the init stays in use
+
+
+def test_program_date_time_is_when_the_media_arrived_despite_a_late_start(
+    av_flv: bytes,
+) -> None:
+    # The encoder's first frames reach the gateway 0.4 s late, the rest on time (wall clock
+    # 1.7e9 at monotonic 0): PDT follows the on-time arrivals, not the late first sample.
+    store = MemoryStore()
+    live, _ = make(store, window_segments=10)
+    live.begin_session(0.0)
+    for index, tag in enumerate(tags(av_flv)):
+        live.feed(tag, tag.timestamp / 1000 + (0.4 if index < 10 else 0.0))
+    live.end_session(6.0)
+    pl = media_playlist(store)
+    first = pl.segments[0].program_date_time.timestamp()
+    assert abs(first - 1.7e9) < 0.05  # its media started at monotonic 0, wall clock 1.7e9
