@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--sample-interval", type=float, default=0.5, help="glass: seconds")
     p.add_argument(
+        "--hls-config", default=None, metavar="JSON",
+        help='glass: hls.js settings merged into every player\'s, e.g. '
+        '\'{"maxLiveSyncPlaybackRate": 1.1}\' (what the gateway\'s player page sets)',
+    )  # fmt: skip
+    p.add_argument(
         "--playlist", default="cmaf.m3u8", help="llviewers: the LL-HLS media playlist"
     )  # fmt: skip
     p.add_argument(

@@ -19,6 +19,7 @@ live edge of the playlist, which does not include the time the server takes to l
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from functools import partial
@@ -52,15 +53,17 @@ POLL_TIMEOUT = 5.0
 
 
 def variants(target: Target, opts: Any) -> list[tuple[str, str, dict[str, Any]]]:
-    """(column, playlist file, hls.js config) of each flavour ``target`` serves."""
+    """(column, playlist file, hls.js config) of each flavour ``target`` serves; ``--hls-config``
+    is merged into every config."""
+    extra = json.loads(opts.hls_config) if getattr(opts, "hls_config", None) else {}
     if target.name == "nginx":
-        return [("nginx-rtmp TS", "index.m3u8", TS_CONFIG)]
+        return [("nginx-rtmp TS", "index.m3u8", {**TS_CONFIG, **extra})]
     out = []
     if target.ll_playlist is not None:
-        out.append(("ours LL-HLS", opts.ll_playlist or "index.m3u8", LL_CONFIG))
+        out.append(("ours LL-HLS", opts.ll_playlist or "index.m3u8", {**LL_CONFIG, **extra}))
     ts = opts.ts_playlist or target.ts_playlist
     if ts is not None:
-        out.append(("ours TS", ts, TS_CONFIG))
+        out.append(("ours TS", ts, {**TS_CONFIG, **extra}))
     return out
 
 
@@ -105,6 +108,8 @@ def summarize(
     pdt_minus_glass: list[float] = []
     hls_latency: list[float] = []
     misreads = 0
+    series = []  # (seconds into the window, glass ms, pdt ms): drift and jumps at a glance
+    t0 = session.samples[0]["now"] / 1000 if session.samples else 0.0
     for s in session.samples:
         now = s["now"] / 1000
         g = None
@@ -116,11 +121,13 @@ def summarize(
             if ref is not None:
                 g = now - ref
                 glass.append(g)
+        p = None
         if s["playingDate"] is not None:
             p = now - s["playingDate"] / 1000
             pdt.append(p)
             if g is not None:
                 pdt_minus_glass.append(p - g)
+        series.append((round(now - t0, 2), _ms(g), _ms(p)))
         if s["latency"] is not None:
             hls_latency.append(s["latency"])
     first, last = (session.samples[0], session.samples[-1]) if session.samples else ({}, {})
@@ -143,6 +150,7 @@ def summarize(
         "fatal_errors": last.get("fatal", 0),
         "playback_speed": round(advanced / wall, 3) if wall > 0 else None,
         "hls_errors": session.errors[:10],
+        "series": series,
         "page_errors": session.page_errors[:5],
     }
 
@@ -258,5 +266,6 @@ async def run(
         "target_duration": opts.target_duration,
         "targets": targets,
         "hls_js": browser.HLS_JS.name,
+        "hls_config": getattr(opts, "hls_config", None),
     }
     return {"params": params, "runs": runs}, table

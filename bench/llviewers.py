@@ -148,7 +148,7 @@ async def _follow(conn: llhls.HttpConnection, path: str, shared: Shared) -> None
                 shared.reload_waits.append((t1, t1 - t0))
                 shared.received += r.size
                 part = pl.parts.get(want)
-                if part is None and want[0] < pl.open_msn:
+                if part is None and want[0] < pl.open_msn and (want[0], 0) in pl.parts:
                     # The segment closed with fewer parts: the next is part 0 of the next one.
                     want = (want[0] + 1, 0)
                     part = pl.parts.get(want)
@@ -157,7 +157,9 @@ async def _follow(conn: llhls.HttpConnection, path: str, shared: Shared) -> None
                         return
                     oldest = min(pl.parts, default=None)
                     if oldest is not None and want < oldest:
-                        shared.resyncs += 1  # fell out of the window: join again
+                        # Fell behind the parts still listed (about 3 target durations): join
+                        # again at the live edge.
+                        shared.resyncs += 1
                         want = None
                     else:
                         shared.early_reloads += 1
