@@ -135,6 +135,7 @@ class _Session:
     # seconds on the caller's clock. A segment's PROGRAM-DATE-TIME is its start on that line.
     arrival: float | None = None
     last_arrival: float | None = None  # the closed segment's
+    segment_dts: int | None = None  # DTS of the open segment's first sample (ms)
     long_gop_warned: bool = False
 
 
@@ -384,6 +385,8 @@ class LiveStream:
         if not decision.keep:
             self.counters["dropped"] += 1
             return
+        if session.segment_dts is None:
+            session.segment_dts = sample.dts
         self._seg_bytes[sample.kind] += len(sample.data)
         if self._cmaf is not None:
             self._cmaf.write(sample, now)
@@ -427,11 +430,16 @@ class LiveStream:
         if session.arrival is not None:
             # rfc8216bis §4.4.4.6: the wall clock at which this media reached the gateway, on
             # every segment (so the first listed one always has it, also after a discontinuity).
-            # Taken from the segment's earliest sample relative to its media time: an encoder
-            # whose first frames come late (FFmpeg: ~0.4 s) or in a burst skews one segment, not
-            # the whole session; a steady publisher gives PDTs exactly one EXTINF apart.
-            pdt = datetime.fromtimestamp(session.wall_offset + session.arrival + start / 1000, UTC)
+            # The arrival of the segment's first frame, read off the segment's earliest sample
+            # relative to decode time: an encoder whose first frames come late (FFmpeg: ~0.4 s)
+            # or in a burst skews one segment, not the whole session, and a steady publisher
+            # gives PDTs one EXTINF apart. By decode time: a B-frame encoder presents a keyframe
+            # after it sends it, which is the encoder's delay, not the gateway's.
+            first_dts = session.segment_dts if session.segment_dts is not None else start
+            wall = session.wall_offset + session.arrival + first_dts / 1000
+            pdt = datetime.fromtimestamp(wall, UTC)
             session.last_arrival, session.arrival = session.arrival, None
+        session.segment_dts = None
         cut = Cut(duration, boundary, discontinuity, pdt)
         sequence = self._keeper.next_sequence
         sizes = [output.close_segment(cut, now) for output in self._outputs]
