@@ -180,7 +180,7 @@ async def test_blocking_reload_for_a_whole_segment_waits_for_its_last_part(
         for _ in range(6):  # parts 3..8: still not complete
             await trio.sleep(0.2)
             stream.add_part()
-            await trio.sleep(0)
+            await trio.testing.wait_all_tasks_blocked()
             assert not responses
         await trio.sleep(0.2)
         stream.add_part()  # the tenth part closes segment 2
