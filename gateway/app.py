@@ -247,6 +247,9 @@ async def run_gateway(
     hconfig.read_timeout = settings.http_read_timeout
     hconfig.keep_alive_timeout = settings.http_keep_alive_timeout
     hconfig.backlog = settings.http_backlog
+    if settings.tls_cert:
+        # hypercorn then offers h2 and http/1.1 by ALPN on the same port.
+        hconfig.certfile, hconfig.keyfile = settings.tls_cert, settings.tls_key
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     http_stop = trio.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 import tomllib
 import types
 import typing
@@ -156,6 +157,15 @@ class Settings:
             minimum=0.5,
         ),
     )
+    # --- TLS -----------------------------------------------------------------------------------
+    tls_cert: str = field(
+        default="",
+        metadata=_doc(
+            "PEM certificate (chain) file; with tls_key, HTTP is served over TLS with HTTP/2 "
+            "(ALPN h2 and http/1.1), which Safari needs for Low-Latency HLS. RTMP stays plain."
+        ),
+    )
+    tls_key: str = field(default="", metadata=_doc("PEM private key file of tls_cert."))
     # --- HLS -----------------------------------------------------------------------------------
     hls_dir: str = field(
         default="",
@@ -335,6 +345,7 @@ def _check(settings: Settings) -> Settings:
             "hls_max_segment_duration: must be >= hls_target_duration "
             f"({settings.hls_max_segment_duration} < {settings.hls_target_duration})"
         )
+    _check_tls(settings)
     formats = hls_formats(settings)
     if not formats or set(formats) - {"ts", "cmaf"}:
         raise ConfigError(
@@ -352,6 +363,24 @@ def _check(settings: Settings) -> Settings:
 
     parse_pull(settings.pull)
     return settings
+
+
+def _check_tls(settings: Settings) -> None:
+    """Both or neither of tls_cert and tls_key, and a pair that loads (the cause named)."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        missing = "tls_key" if settings.tls_cert else "tls_cert"
+        raise ConfigError(f"{missing}: needed too when tls_cert or tls_key is set")
+    if not settings.tls_cert:
+        return
+    for key in ("tls_cert", "tls_key"):
+        path = Path(getattr(settings, key))
+        if not path.is_file():
+            raise ConfigError(f"{key}: {str(path)!r} is not a readable file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"tls_cert/tls_key: cannot load the certificate and key: {exc}") from None
 
 
 def hls_formats(settings: Settings) -> tuple[str, ...]:
