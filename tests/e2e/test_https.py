@@ -88,7 +88,7 @@ def test_tls_settings_must_come_as_a_loadable_pair(pem: tuple[str, str], tmp_pat
     cert, key = pem
     with pytest.raises(ConfigError, match="tls_key: needed"):
         load_settings(env={}, overrides={"tls_cert": cert})
-    with pytest.raises(ConfigError, match="tls_cert: '/nonexistent.pem' is not a readable file"):
+    with pytest.raises(ConfigError, match=r"tls_cert: '/nonexistent\.pem' is not a readable file"):
         load_settings(env={}, overrides={"tls_cert": "/nonexistent.pem", "tls_key": key})
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key\n")
