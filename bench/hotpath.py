@@ -10,7 +10,9 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import re
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from bench.fixtures import FIXTURE_DIR, ffmpeg_exe
 from bench.procs import Procs
 from bench.proxy import KeyframeLog, serve_proxy
 from bench.report import Table
-from bench.targets import open_target
+from bench.targets import open_target, parse_formats
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import Connection
 from segmenter.flv import FlvTag, TagType
@@ -37,6 +39,8 @@ CAPTURE_TIMEOUT = 120.0
 # Lines of the profile kept.
 PROFILE_LINES = 20
 _TYPES = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
+# A segment's name in the store (NAME-SEQ.ts / .m4s), not an LL-HLS part (NAME-SEQ.PART.m4s).
+SEGMENT_NAME = re.compile(r"-\d+\.(ts|m4s)$")
 
 
 async def record_capture(fixture: Path, out: Path, workdir: Path) -> None:
@@ -83,9 +87,11 @@ def decode(data: bytes) -> list[FlvTag]:
     return tags
 
 
-def segment(tags: list[FlvTag]) -> MemoryStore:
+def segment(tags: list[FlvTag], formats: tuple[str, ...] | None = None) -> MemoryStore:
+    """Segment ``tags`` into a MemoryStore with ``formats`` (None: the segmenter's default)."""
     store = MemoryStore()
-    live = LiveStream("live/bench", store, SegmenterConfig(), wallclock=lambda: 0.0)
+    config = SegmenterConfig() if formats is None else SegmenterConfig(formats=formats)
+    live = LiveStream("live/bench", store, config, wallclock=lambda: 0.0)
     live.begin_session(0.0)
     for tag in tags:
         live.feed(tag, tag.timestamp / 1000)  # "now" follows media time: no expiry surprises
@@ -111,22 +117,30 @@ async def run(
     data = capture.read_bytes()
     repeat = max(1, opts.repeat)
     t_decode, tags = _timed(decode, data, repeat)
-    t_segment, store = _timed(segment, tags, repeat)
+    # --formats: one segment stage per value (e.g. segment[ts], segment[cmaf]); total uses the
+    # first.
+    per_format = [parse_formats(f) for f in opts.formats] if opts.formats else [None]
+    seg_times = []
+    stores = []
+    for formats in per_format:
+        t, seg_store = _timed(partial(segment, formats=formats), tags, repeat)
+        seg_times.append((formats, t))
+        stores.append(seg_store)
+    t_segment, store = seg_times[0][1], stores[0]
     media_s = (tags[-1].timestamp - tags[0].timestamp) / 1000 if tags else 0.0
     payload = sum(len(t.body) for t in tags)
     profiler = cProfile.Profile()
     profiler.enable()
-    segment(decode(data))
+    segment(decode(data), per_format[0])
     profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(PROFILE_LINES)
     profile = text.getvalue()
     total = t_decode + t_segment
-    stages: dict[str, dict[str, Any]] = {
-        "decode": {"cpu_s": t_decode},
-        "segment": {"cpu_s": t_segment},
-        "total": {"cpu_s": total},
-    }
+    stages: dict[str, dict[str, Any]] = {"decode": {"cpu_s": t_decode}}
+    for formats, t in seg_times:
+        stages["segment" if formats is None else f"segment[{','.join(formats)}]"] = {"cpu_s": t}
+    stages["total"] = {"cpu_s": total}
     for st in stages.values():
         cpu = st["cpu_s"]
         st.update(
@@ -141,7 +155,8 @@ async def run(
         "messages": len(tags),
         "payload_bytes": payload,
         "media_seconds": media_s,
-        "segments": len([n for n in store.names() if n.endswith(".ts")]),
+        # Segments (NAME-SEQ.ts / .m4s), not LL-HLS parts (NAME-SEQ.PART.m4s) nor init segments.
+        "segments": len([n for n in store.names() if SEGMENT_NAME.search(n)]),
         "stages": stages,
         "profile_top": profile,
     }
