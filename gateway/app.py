@@ -120,6 +120,11 @@ class Gateway:
         live = self.lives.get(f"{app}/{key}")
         return live.lowlatency if live is not None else None
 
+    def live_part(self, app: str, key: str, file: str) -> bytes | None:
+        """LiveSource: an LL-HLS part of a stream segmented here (parts live in memory)."""
+        live = self.lives.get(f"{app}/{key}")
+        return live.part(file) if live is not None else None
+
     def _describe(self, s: Stream) -> dict[str, Any]:
         live = self.lives.get(s.path)
         info: dict[str, Any] = dict(live.stats()) if live is not None else {}

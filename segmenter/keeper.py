@@ -113,7 +113,10 @@ class PlaylistKeeper:
 
     def write(self) -> None:
         if self.playlist is not None:
-            self.store.put(f"{self.path}/{self.name}", self.playlist.render().encode())
+            # The stored copy has whole segments only: parts, the hint and blocking reload are
+            # served by this process from memory (web.lowlatency), which a file cannot do.
+            text = self.playlist.render(low_latency=False)
+            self.store.put(f"{self.path}/{self.name}", text.encode())
 
     def end(self, now: float) -> None:
         """EXT-X-ENDLIST on the current playlist (once)."""

@@ -508,6 +508,10 @@ class LiveStream:
                     hold_back = 3 * output.part_ms / 1000
                 keeper.open(target, self._now, part_target=part_target, part_hold_back=hold_back)
 
+    def part(self, uri: str) -> bytes | None:
+        """An LL-HLS part of this stream (they are kept in memory, not in the store)."""
+        return self._cmaf.part(uri) if self._cmaf is not None else None
+
     @property
     def lowlatency(self) -> LivePlaylist | None:
         """The LL-HLS playlist (cmaf.m3u8) while this process makes it, for blocking reloads."""
@@ -522,7 +526,7 @@ class LiveStream:
         for output in self._outputs:
             output.keeper.retire()
         if self._cmaf is not None:
-            self._cmaf.ended()
+            self._cmaf.retired()
 
     # --- observability -------------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 ``TsOutput``: MPEG-TS segments and ``ts.m3u8`` (RFC 8216), for every HLS player.
 ``CmafOutput``: fMP4 (CMAF) segments made of parts and the Low-Latency HLS ``cmaf.m3u8``
 (rfc8216bis §4.4.4.9, §4.4.5.3, §6.2.5): an init segment per track configuration (EXT-X-MAP),
-one ``moof`` + ``mdat`` per part, and a segment that is its parts put together.
+one ``moof`` + ``mdat`` per part, and a segment that is its parts put together. Init segments,
+segments and a whole-segment ``cmaf.m3u8`` go to the store; the parts and the LL-HLS playlist
+stay in memory, where the web side serves them (only this process can answer a blocking
+reload anyway): five parts and five playlist versions a second per stream never reach a disk.
 
 ``LiveStream`` decides where segments begin and end (the cutter) and hands each output the same
 samples and cuts, so both playlists list the same media under the same sequence numbers.
@@ -11,6 +14,7 @@ samples and cuts, so both playlists list the same media under the same sequence 
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 from collections.abc import Callable
@@ -127,6 +131,10 @@ class CmafOutput:
         self._part_has_video = False
         self._parts: list[PartEntry] = []  # complete parts of the open segment
         self._data: list[bytes] = []  # their bytes
+        # Bytes of the parts of the listed segments and the open one, by URI; a segment's
+        # parts go when it leaves the playlist (keyed by its media sequence number).
+        self._part_bytes: dict[str, bytes] = {}
+        self._part_uris: collections.deque[tuple[int, list[str]]] = collections.deque()
 
     # --- configuration -------------------------------------------------------------------------
     def start(
@@ -202,15 +210,28 @@ class CmafOutput:
         sequence = self.keeper.next_sequence
         uri = f"{self._prefix}-{sequence}.{len(self._parts)}.m4s"
         part = PartEntry(uri, max(end - start, 1) / 1000, self._part_independent)
-        self.store.put(f"{self.path}/{uri}", data)
+        self._part_bytes[uri] = data
+        if not self._part_uris or self._part_uris[-1][0] != sequence:
+            self._part_uris.append((sequence, []))
+        self._part_uris[-1][1].append(uri)
         self._parts.append(part)
         self._data.append(data)
         playlist = self.keeper.playlist
         if playlist is not None and not playlist.ended:
             playlist.add_part(part, self._init_uri, self._discontinuity)
             playlist.set_preload_hint(f"{self._prefix}-{sequence}.{len(self._parts)}.m4s")
-            self.keeper.write()
             self._updated()
+
+    def part(self, uri: str) -> bytes | None:
+        """The bytes of a part of a listed (or the open) segment."""
+        return self._part_bytes.get(uri)
+
+    def _forget_parts(self, before: int | None) -> None:
+        """Drop the parts of segments numbered below ``before`` (all when None)."""
+        uris = self._part_uris
+        while uris and (before is None or uris[0][0] < before):
+            for uri in uris.popleft()[1]:
+                self._part_bytes.pop(uri, None)
 
     @property
     def part_target_ms(self) -> int:
@@ -247,6 +268,7 @@ class CmafOutput:
             parts=tuple(parts),
         )
         playlist.add_segment(entry, now)
+        self._forget_parts(playlist.media_sequence)
         more = cut.boundary is not None
         playlist.set_preload_hint(
             f"{self._prefix}-{playlist.next_media_sequence}.0.m4s" if more else None
@@ -257,6 +279,11 @@ class CmafOutput:
 
     def ended(self) -> None:
         """The playlist got EXT-X-ENDLIST: wake whoever waits on it."""
+        self._updated()
+
+    def retired(self) -> None:
+        """The stream's segments were deleted: so are its parts."""
+        self._forget_parts(None)
         self._updated()
 
     def _updated(self) -> None:

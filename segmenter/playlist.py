@@ -171,10 +171,11 @@ class LivePlaylist:
         self._open_init: str | None = None
         self._open_discontinuity = False
         self._hint: str | None = None  # EXT-X-PRELOAD-HINT URI
-        self._rendered: dict[bool, str] = {}  # render() by skip, until the next change
+        # render() by (skip, low latency), until the next change
+        self._rendered: dict[tuple[bool, bool], str] = {}
         # The part before the open segment's parts, by skip: it changes once per segment, the
         # open parts and the hint once per part (m3u8's dumps costs ~0.3 ms for a playlist).
-        self._heads: dict[bool, str] = {}
+        self._heads: dict[tuple[bool, bool], str] = {}
 
     # -- read-only state ------------------------------------------------------------------------
 
@@ -372,23 +373,26 @@ class LivePlaylist:
 
     # -- output ---------------------------------------------------------------------------------
 
-    def render(self, skip: bool = False) -> str:
+    def render(self, skip: bool = False, low_latency: bool = True) -> str:
         """The playlist text (RFC 8216 §4.3.3, §4.3.4.2: no EXT-X-PLAYLIST-TYPE while live).
 
         ``skip`` asks for a delta update (rfc8216bis §6.2.5.1, ``_HLS_skip=YES``): segments
-        more than CAN-SKIP-UNTIL from the end are replaced by EXT-X-SKIP.
+        more than CAN-SKIP-UNTIL from the end are replaced by EXT-X-SKIP. ``low_latency=False``
+        leaves out every LL-HLS tag (server control, parts, hint): the whole segments only, as a
+        static file server can serve them.
         """
-        skip = skip and self._part_target is not None
-        text = self._rendered.get(skip)
+        low_latency = low_latency and self._part_target is not None
+        key = (skip and low_latency, low_latency)
+        text = self._rendered.get(key)
         if text is None:
-            text = self._rendered[skip] = self._render(skip)
+            text = self._rendered[key] = self._render(*key)
         return text
 
-    def _render(self, skip: bool) -> str:
-        text = self._heads.get(skip)
+    def _render(self, skip: bool, low_latency: bool) -> str:
+        text = self._heads.get((skip, low_latency))
         if text is None:
-            text = self._heads[skip] = self._render_head(skip)
-        if not (self._open_parts or self._hint):
+            text = self._heads[skip, low_latency] = self._render_head(skip, low_latency)
+        if not low_latency or not (self._open_parts or self._hint):
             return text
         # The segment being made: its parts so far and the hint for the next (§4.4.5.3).
         # m3u8 would print a blank URI line for a segment without a URI; written here.
@@ -403,9 +407,8 @@ class LivePlaylist:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._hint}"')
         return text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
-    def _render_head(self, skip: bool) -> str:
+    def _render_head(self, skip: bool, low_latency: bool) -> str:
         playlist = m3u8.M3U8()
-        low_latency = self._part_target is not None
         maps = low_latency or any(item.entry.init_uri for item in self._listed)
         version = MAP_PLAYLIST_VERSION if maps else PLAYLIST_VERSION
         playlist.target_duration = self._target_duration
@@ -417,7 +420,7 @@ class LivePlaylist:
         playlist.is_independent_segments = self._independent_segments
         playlist.is_endlist = self._ended
         listed = self._listed
-        if self._part_target is not None:
+        if low_latency and self._part_target is not None:
             part_target = round(self._part_target, PART_DECIMALS)
             playlist.server_control = ServerControl(
                 can_block_reload="YES",
@@ -433,7 +436,7 @@ class LivePlaylist:
                     playlist.skip = Skip(skipped_segments=skipped)
                     listed = listed[skipped:]
         playlist.version = version
-        with_parts = self._parts_from()
+        with_parts = self._parts_from() if low_latency else len(self._listed)
         for index, item in enumerate(listed, start=len(self._listed) - len(listed)):
             entry = item.entry
             parts = entry.parts if index >= with_parts else ()

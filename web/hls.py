@@ -161,7 +161,6 @@ class LowLatency:
 
 async def low_latency_reply(
     ll: LowLatency,
-    store: Store,
     app: str,
     key: str,
     file: str,
@@ -169,10 +168,12 @@ async def low_latency_reply(
     accept_encoding: str | None,
     config: WebConfig,
     compress: PlaylistGzip,
+    range_header: str | None = None,
+    if_range: bool = False,
 ) -> Reply | None:
-    """The answer to an LL-HLS playlist request with delivery directives (blocking reload,
-    delta update), or to a part that is hinted but not ready yet; None when the ordinary store
-    answer applies (no directives, a stored file, no live LL-HLS playlist here)."""
+    """The answer to a request for the LL-HLS playlist (blocking reload, delta update, or
+    plain) or for a part (ready, or hinted and waited for) while this process makes them;
+    None when the store's answer applies (another file, no live LL-HLS playlist here)."""
     path = f"{app}/{key}"
     playlist = ll.source.live_playlist(app, key)
     if playlist is None or playlist.part_target is None:
@@ -181,8 +182,6 @@ async def low_latency_reply(
     if file == CMAF_PLAYLIST_NAME:
         try:
             reload = parse_reload(query)
-            if reload.msn is None and not reload.skip:
-                return None
             with trio.move_on_at(deadline):
                 while not reload_ready(reload, playlist.position, playlist.part_target):
                     await ll.waiters.wait(path)
@@ -190,8 +189,8 @@ async def low_latency_reply(
                     if fresh is None or fresh.part_target is None:
                         return None  # the stream was retired meanwhile: what the store has
                     playlist = fresh
-                data = playlist.render(skip=reload.skip).encode()
-                status, headers, body = playlist_reply(data, accept_encoding, config, compress)
+                text = playlist.render(skip=reload.skip).encode()
+                status, headers, body = playlist_reply(text, accept_encoding, config, compress)
                 if reload.msn is not None:
                     cache = blocking_cache_control(playlist.target_duration)
                     headers = [(n, cache if n == "cache-control" else v) for n, v in headers]
@@ -206,19 +205,20 @@ async def low_latency_reply(
             f"{deadline_seconds(playlist):g} s",
         )
         return 503, headers, body
-    if not file.endswith(".m4s") or part_wanted(file, playlist) is not True:
+    if not file.endswith(".m4s"):
         return None
-    name = f"{path}/{file}"
-    with trio.move_on_at(deadline):
-        while store.get(name) is None:
-            await ll.waiters.wait(path)
-            fresh = ll.source.live_playlist(app, key)
-            if fresh is None or part_wanted(file, fresh) is not True:
-                break  # the segment ended before this part, or the stream went away
-    stored = store.get(name)
-    if stored is None:
-        return None  # never came: the store's answer (404)
-    return segment_reply(file, stored, None, False, config)
+    data = ll.source.live_part(app, key, file)
+    if data is None and part_wanted(file, playlist) is True:
+        with trio.move_on_at(deadline):
+            while (data := ll.source.live_part(app, key, file)) is None:
+                await ll.waiters.wait(path)
+                fresh = ll.source.live_playlist(app, key)
+                if fresh is None or part_wanted(file, fresh) is not True:
+                    data = ll.source.live_part(app, key, file)
+                    break  # made meanwhile, or never: the segment ended before this part
+    if data is None:
+        return None  # the store's answer (a segment, or 404)
+    return segment_reply(file, data, range_header, if_range, config)
 
 
 def install(web: QuartTrio, store: Store, config: WebConfig, ll: LowLatency | None = None) -> None:
@@ -230,9 +230,12 @@ def install(web: QuartTrio, store: Store, config: WebConfig, ll: LowLatency | No
             return None
         query = request.query_string.decode("latin-1")
         accept_encoding = request.headers.get("Accept-Encoding")
+        range_header = request.headers.get("Range")
+        if_range = "If-Range" in request.headers
         return await low_latency_reply(
-            ll, store, app, key, file, query, accept_encoding, config, compress
-        )
+            ll, app, key, file, query, accept_encoding, config, compress, range_header,
+            if_range,
+        )  # fmt: skip
 
     async def read(app: str, key: str, file: str) -> bytes:
         name = store_name(app, key, file)
@@ -361,8 +364,9 @@ def fast_path(
             if ll is not None and (file == CMAF_PLAYLIST_NAME or data is None):
                 query = scope["query_string"].decode("latin-1")
                 reply = await low_latency_reply(
-                    ll, store, app, key, file, query, accept_encoding, config, compress
-                )
+                    ll, app, key, file, query, accept_encoding, config, compress,
+                    range_header, if_range,
+                )  # fmt: skip
             if reply is not None:
                 status, headers, body = reply
                 head = head and status < 400

@@ -2,11 +2,12 @@
 (draft-pantos-hls-rfc8216bis §6.2.5.2, §6.2.6).
 
 The segmenter keeps each live stream's LL-HLS playlist (``segmenter.playlist.LivePlaylist`` with
-a part target) in memory and calls ``Waiters.notify(path)`` after every part, segment and
-EXT-X-ENDLIST. A request that asks for what does not exist yet parks on the stream's
-``trio.lowlevel.ParkingLot``: each waiting viewer is woken once per part and answered as soon as
-what it asked for exists, without polling. Nothing here writes; the parsing and the decisions
-are plain functions (``parse_reload``, ``reload_ready``, ``part_wanted``).
+a part target) and its parts in memory and calls ``Waiters.notify(path)`` after every part,
+segment and EXT-X-ENDLIST; ``cmaf.m3u8`` is answered from there while the stream is made here
+(the store's copy lists whole segments only). A request that asks for what does not exist yet
+parks on the stream's ``trio.lowlevel.ParkingLot``: each waiting viewer is woken once per part
+and answered as soon as what it asked for exists, without polling. Nothing here writes; the
+parsing and the decisions are plain functions (``parse_reload``, ``reload_ready``, ``part_wanted``).
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ _PART_NAME = re.compile(r"(.+)-(\d{1,20})\.(\d{1,9})\.m4s")
 
 
 class LiveSource(Protocol):
-    """Where the web side finds a stream's LL-HLS playlist while this process makes it."""
+    """Where the web side finds a stream's LL-HLS playlist and parts while this process makes
+    them (they are kept in memory; the store has the whole segments)."""
 
     def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
         """The stream's low-latency playlist, or None when it is not being made here."""
+        ...
+
+    def live_part(self, app: str, key: str, file: str) -> bytes | None:
+        """The bytes of part ``file`` of the stream, or None."""
         ...
 
 

@@ -144,13 +144,15 @@ async def test_disk_store_grows_live_reconnect_discontinuity_then_endlist(
     assert [s.uri for s in pl.segments][-len(uris) :] == uris  # the same list, now ended
     # Every listed segment exists on disk; no temporary file is left behind.
     assert all((index.parent / u).is_file() for u in uris)
-    # The LL-HLS playlist lists the same media: segments, their parts and init segments on disk.
+    # The fMP4 playlist on disk lists the same media as whole segments with their init
+    # segments, all on disk; LL-HLS parts are served from memory and never written.
     cmaf = read_playlist(index.parent / "cmaf.m3u8")
     assert cmaf is not None and cmaf.is_endlist
     assert (cmaf.media_sequence, len(cmaf.segments)) == (pl.media_sequence, len(pl.segments))
+    assert not any(s.parts for s in cmaf.segments)
     files = [s.uri for s in cmaf.segments] + [s.init_section.uri for s in cmaf.segments]
-    files += [p.uri for s in cmaf.segments for p in s.parts]
     assert all((index.parent / f).is_file() for f in files)
+    assert not [p for p in index.parent.iterdir() if p.name.count(".") == 2]  # no part files
     assert not [p for p in hls.rglob("*") if ".tmp~" in p.name]
     stop.set()
 

@@ -33,6 +33,18 @@ def media_playlist(store: MemoryStore, name: str = CMAF_PLAYLIST_NAME) -> m3u8.M
     return m3u8.loads(data.decode())
 
 
+def ll(live: LiveStream) -> m3u8.M3U8:
+    """The LL-HLS playlist as the web side serves it (from memory, with parts and hint)."""
+    assert live.lowlatency is not None
+    return m3u8.loads(live.lowlatency.render())
+
+
+def part(live: LiveStream, uri: str) -> bytes:
+    data = live.part(uri)  # parts stay in memory, never in the store
+    assert data is not None, uri
+    return data
+
+
 def get(store: MemoryStore, uri: str) -> bytes:
     data = store.get(f"{PATH}/{uri}")
     assert data is not None, uri
@@ -110,10 +122,14 @@ def test_parts_decode_concatenate_to_segments_and_tfdt_continues(av_flv: bytes) 
     live.begin_session(0.0)
     for tag in tags(av_flv):
         live.feed(tag, 0.0)
-    pl = media_playlist(store)  # while live: parts listed, a preload hint for the next one
+    pl = ll(live)  # while live: parts listed, a preload hint for the next one
     assert pl.preload_hint is not None and pl.preload_hint.hint_type == "PART"
+    stored = media_playlist(store)  # the store's copy: whole segments, no LL-HLS tags
+    assert "EXT-X-SERVER-CONTROL" not in get(store, CMAF_PLAYLIST_NAME).decode()
+    assert not any(s.parts for s in stored.segments)
+    assert store.get(f"{PATH}/{pl.segments[0].parts[0].uri}") is None
     live.end_session(1.0)
-    pl = media_playlist(store)
+    pl = ll(live)
     init = get(store, pl.segments[0].init_section.uri)
     # PART-TARGET: 200 ms plus a frame (outputs.CmafOutput, the grid rule).
     assert pl.part_inf.part_target == 0.234 and pl.target_duration == 2
@@ -122,22 +138,22 @@ def test_parts_decode_concatenate_to_segments_and_tfdt_continues(av_flv: bytes) 
     part_duration = 0.0  # and its duration
     total_video = 0
     for segment in pl.segments:
-        parts = [get(store, p.uri) for p in segment.parts]
+        parts = [part(live, p.uri) for p in segment.parts]
         assert parts, "every segment of the last 3 target durations lists its parts"
         assert b"".join(parts) == get(store, segment.uri)
         assert segment.parts[0].independent == "YES"
         assert round(sum(p.duration for p in segment.parts), 3) == segment.duration
         assert nearest_int(segment.duration) <= pl.target_duration
-        for part, data in zip(segment.parts, parts, strict=True):
+        for entry, data in zip(segment.parts, parts, strict=True):
             # Only at the end of the media can a part run over (or hold audio alone): AAC's
             # tail goes on after the last video frame, which nothing can tell is the last one.
-            tail = part in pl.segments[-1].parts[-2:]
-            assert part.duration <= pl.part_inf.part_target or tail
+            tail = entry in pl.segments[-1].parts[-2:]
+            assert entry.duration <= pl.part_inf.part_target or tail
             # 30 fps, 1 s keyframes: the parts fall on the 200 ms grid despite FLV's jitter.
-            assert part.duration == 0.2 or tail
+            assert entry.duration == 0.2 or tail
             video, audio, first_key, packets = decode_fmp4(init + data)
             assert audio > 0 and (packets > 0 or tail)
-            assert bool(first_key) is (part.independent == "YES")
+            assert bool(first_key) is (entry.independent == "YES")
             if first_key:
                 assert video > 0  # an independent part decodes alone
             times = tfdts(data)
@@ -149,7 +165,7 @@ def test_parts_decode_concatenate_to_segments_and_tfdt_continues(av_flv: bytes) 
                 assert times[2] > expected[2] and (times[2] - expected[2]) % AAC_FRAME_SAMPLES == 0
             if 1 in times:
                 assert abs(times[2] / 44100 - times[1] / VIDEO_TIMESCALE) < 0.1
-            expected, part_duration = times, part.duration
+            expected, part_duration = times, entry.duration
         video, audio, first_key, _ = decode_fmp4(init + get(store, segment.uri))
         assert first_key and audio > 0
         total_video += video
@@ -164,14 +180,14 @@ def test_republish_continues_decode_times_with_a_new_init_and_discontinuity(
     publish(live, tags(av_flv), 0.0)
     publish(live, shifted(tags(small_flv), 50_000), 5.0)  # a new publisher, a new resolution
     live.close(6.0)
-    pl = media_playlist(store)
+    pl = ll(live)
     inits = [s.init_section.uri for s in pl.segments]
     first_new = next(i for i, s in enumerate(pl.segments) if s.discontinuity)
     assert len(set(inits)) == 2 and inits[first_new] != inits[first_new - 1]
     before: dict[int, int] = {}
-    for part in pl.segments[first_new - 1].parts:
-        before.update(tfdts(get(store, part.uri)))
-    after = tfdts(get(store, pl.segments[first_new].parts[0].uri))
+    for entry in pl.segments[first_new - 1].parts:
+        before.update(tfdts(part(live, entry.uri)))
+    after = tfdts(part(live, pl.segments[first_new].parts[0].uri))
     for track, time in after.items():  # (a session may start with audio before its keyframe)
         assert time > before[track]  # tfdt never goes back, also across sessions
     assert pl.segments[first_new].program_date_time is not None
@@ -247,7 +263,8 @@ def test_low_latency_playlist_rules(av_flv: bytes) -> None:
     live.begin_session(0.0)
     for tag in tags(av_flv) + shifted(tags(av_flv), 6000) + shifted(tags(av_flv), 12000):
         live.feed(tag, 0.0)  # 18 s
-    text = get(store, CMAF_PLAYLIST_NAME).decode()
+    assert live.lowlatency is not None
+    text = live.lowlatency.render()
     pl = m3u8.loads(text)
     control = pl.server_control
     assert control.can_block_reload == "YES"
@@ -279,7 +296,8 @@ def test_parts_of_a_republished_segment_follow_its_discontinuity(av_flv: bytes) 
     live.begin_session(5.0)  # the encoder reconnects; its first segment is still being made
     for tag in tags(av_flv)[:60]:
         live.feed(tag, 5.0)
-    lines = get(store, CMAF_PLAYLIST_NAME).decode().splitlines()
+    assert live.lowlatency is not None
+    lines = live.lowlatency.render().splitlines()
     last_segment = max(i for i, line in enumerate(lines) if line.startswith("#EXTINF"))
     tail = lines[last_segment + 2 :]
     assert tail[0] == "#EXT-X-DISCONTINUITY" and tail[1].startswith("#EXT-X-PART:")
@@ -302,7 +320,7 @@ def test_audio_only_and_video_only_streams(media_dir: Path, tmp_path: Path) -> N
         live, _ = make(store, window_segments=20)
         publish(live, tags(flv), 0.0)
         live.close(10.0)  # EXT-X-ENDLIST: FFmpeg reads it as a whole, not as a live stream
-        pl = media_playlist(store)
+        pl = ll(live)
         assert len(pl.segments) >= 2, name
         for segment in pl.segments:
             assert segment.parts[0].independent == "YES"

@@ -39,10 +39,14 @@ class Stream:
         self.store, self.waiters = store, waiters
         self.playlist = LivePlaylist(2, 10, part_target=0.2)  # 20 s: more than CAN-SKIP-UNTIL
         self.parts: list[PartEntry] = []
+        self.part_bytes: dict[str, bytes] = {}  # parts live in memory, as the segmenter's do
         self.store.put(f"{PATH}/init.mp4", b"init")
 
     def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
         return self.playlist if f"{app}/{key}" == PATH else None
+
+    def live_part(self, app: str, key: str, file: str) -> bytes | None:
+        return self.part_bytes.get(file) if f"{app}/{key}" == PATH else None
 
     def hint(self) -> None:
         position = self.playlist.position
@@ -51,7 +55,7 @@ class Stream:
     def add_part(self) -> str:
         position = self.playlist.position
         uri = f"{PREFIX}-{position.msn}.{position.parts}.m4s"
-        self.store.put(f"{PATH}/{uri}", uri.encode())
+        self.part_bytes[uri] = uri.encode()
         part = PartEntry(uri, 0.2, independent=not self.parts)
         self.parts.append(part)
         self.playlist.add_part(part, "init.mp4")
@@ -305,11 +309,12 @@ async def test_waiting_viewers_wake_once_per_part(
 async def test_plain_requests_and_other_playlists_are_not_held(
     ll_app: QuartTrio, store: MemoryStore, stream: Stream, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store.put(f"{PATH}/cmaf.m3u8", stream.playlist.render().encode())
+    store.put(f"{PATH}/cmaf.m3u8", stream.playlist.render(low_latency=False).encode())
     client = ll_app.test_client()
     started = trio.current_time()
-    plain = await client.get(URL)
+    plain = await client.get(URL)  # from memory: the LL-HLS version, not the store's
     assert plain.status_code == 200 and plain.headers["Cache-Control"] == "public, max-age=1"
+    assert (await plain.get_data()).decode() == stream.playlist.render()
     ts = await client.get(f"/{PATH}/index.m3u8?_HLS_msn=99")  # no LL-HLS there: ignored
     assert ts.status_code == 200
     assert trio.current_time() == started
