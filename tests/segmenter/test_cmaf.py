@@ -19,6 +19,7 @@ from segmenter.live import (
     CMAF_PLAYLIST_NAME,
     MULTIVARIANT_NAME,
     TS_PLAYLIST_NAME,
+    LiveStream,
     end_stale_playlists,
 )
 from segmenter.playlist import nearest_int
