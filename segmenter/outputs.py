@@ -131,8 +131,8 @@ class CmafOutput:
         self._part_has_video = False
         self._parts: list[PartEntry] = []  # complete parts of the open segment
         self._data: list[bytes] = []  # their bytes
-        # Bytes of the parts of the listed segments and the open one, by URI; a segment's
-        # parts go when it leaves the playlist (keyed by its media sequence number).
+        # Bytes of the parts listed and the open segment's, by URI, plus those of one segment
+        # more for requests made from the playlist version before (keyed by its number).
         self._part_bytes: dict[str, bytes] = {}
         self._part_uris: collections.deque[tuple[int, list[str]]] = collections.deque()
 
@@ -268,7 +268,7 @@ class CmafOutput:
             parts=tuple(parts),
         )
         playlist.add_segment(entry, now)
-        self._forget_parts(playlist.media_sequence)
+        self._forget_parts(playlist.first_part_sequence - 1)
         more = cut.boundary is not None
         playlist.set_preload_hint(
             f"{self._prefix}-{playlist.next_media_sequence}.0.m4s" if more else None

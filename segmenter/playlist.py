@@ -453,6 +453,11 @@ class LivePlaylist:
         text: str = playlist.dumps(timespec="milliseconds", infspec="milliseconds")
         return text
 
+    @property
+    def first_part_sequence(self) -> int:
+        """Media sequence number of the oldest segment whose parts are listed."""
+        return self._media_sequence + self._parts_from()
+
     def _parts_from(self) -> int:
         """Index of the first listed segment whose parts are listed: those of the last 3 TDs
         of complete segments (so the listing changes once per segment, not per part)."""
