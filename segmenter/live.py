@@ -107,6 +107,26 @@ class SegmenterConfig:
         return max(1, math.ceil(self.max_segment_duration))
 
 
+# index.m3u8 is rewritten when a bitrate moved this much (fraction) since it was written, or the
+# codecs, picture or frame rate changed: players read it once, so a rewrite per segment for a
+# few bits per second would only cost a render and a store write every segment.
+VARIANT_BITRATE_CHANGE = 0.1
+
+
+def _worth_rewriting(old: Variant | None, new: Variant) -> bool:
+    if old is None or (old.uri, old.codecs, old.resolution, old.frame_rate) != (
+        new.uri,
+        new.codecs,
+        new.resolution,
+        new.frame_rate,
+    ):
+        return True
+    return any(
+        abs(a - b) > VARIANT_BITRATE_CHANGE * b
+        for a, b in ((new.bandwidth, old.bandwidth), (new.average_bandwidth, old.average_bandwidth))
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentInfo:
     """Reported to ``on_segment`` after a segment and the playlist listing it are stored."""
@@ -180,7 +200,7 @@ class LiveStream:
             o for o in (self._ts, self._cmaf) if o is not None
         ]
         self._keeper = self._outputs[0].keeper  # lifecycle questions: all keepers move together
-        self._multivariant = b""
+        self._variant: Variant | None = None  # as index.m3u8 has it
         self._peak_bitrate = 0
         self._bits = (0.0, 0.0)  # bits and seconds of media segmented, for AVERAGE-BANDWIDTH
         self._discontinuity = False  # the next segment starts a new timeline/configuration
@@ -473,10 +493,11 @@ class LiveStream:
             resolution=(video.info.width, video.info.height) if video else None,
             frame_rate=video.info.frame_rate if video else None,
         )
+        if not _worth_rewriting(self._variant, variant):
+            return
+        self._variant = variant
         text = render_multivariant([variant]).encode()
-        if text != self._multivariant:
-            self._multivariant = text
-            self.store.put(f"{self.path}/{MULTIVARIANT_NAME}", text)
+        self.store.put(f"{self.path}/{MULTIVARIANT_NAME}", text)
 
     def _target_duration(self, first_segment: float) -> int:
         """EXT-X-TARGETDURATION for a new playlist (cutter.py, rule 1)."""

@@ -369,3 +369,21 @@ def test_program_date_time_is_when_the_media_arrived_despite_a_late_start(
     pl = media_playlist(store)
     first = pl.segments[0].program_date_time.timestamp()
     assert abs(first - 1.7e9) < 0.05  # its media started at monotonic 0, wall clock 1.7e9
+
+
+def test_multivariant_is_rewritten_only_when_it_changes_materially(av_flv: bytes) -> None:
+    class Counting(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.puts: list[str] = []
+
+        def put(self, name: str, data: bytes) -> None:
+            self.puts.append(name)
+            super().put(name, data)
+
+    store = Counting()
+    live, _ = make(store, window_segments=20)
+    publish(live, tags(av_flv) + shifted(tags(av_flv), 6000), 0.0)  # a steady 12 s
+    segments = len(media_playlist(store).segments)
+    writes = store.puts.count(f"{PATH}/{MULTIVARIANT_NAME}")
+    assert segments >= 6 and 1 <= writes <= 2  # not once per segment
