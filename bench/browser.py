@@ -19,9 +19,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -118,6 +123,26 @@ class Session:
     page_errors: list[str] = field(default_factory=list)
 
 
+@contextmanager
+def chromium(prefix: str) -> Iterator[BrowserContext]:
+    """A fresh headless Chromium (Debian's, driven by Playwright; nothing is downloaded) with a
+    throw-away profile. Shared with the test harness (tests/web/browser.py)."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            timeout=LAUNCH_TIMEOUT_MS,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
 def page_html(src: str, config: dict[str, Any], blocks: int, strip: int) -> str:
     return (
         PAGE.replace("__HLS_JS__", HLS_JS_PATH)
@@ -142,7 +167,7 @@ def play_and_sample(
     """Play ``url`` in a fresh headless Chromium; once the video shows frames (at most
     ``start_timeout`` s), sample every ``interval`` s for ``seconds`` s. Blocking: run it in a
     worker thread from trio code."""
-    from playwright.sync_api import Route, sync_playwright
+    from playwright.sync_api import Route
 
     session = Session(url, config)
     origin = url.split("/", 3)
@@ -156,43 +181,30 @@ def play_and_sample(
         else:
             route.fulfill(status=200, body=html, content_type="text/html; charset=utf-8")
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-chromium-") as profile,
-        sync_playwright() as pw,
-    ):
-        context = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=LAUNCH_TIMEOUT_MS,
+    with chromium("bench-chromium-") as context:
+        context.route(f"{base}/__bench__/**", serve)
+        page = context.new_page()
+        page.set_default_timeout(LAUNCH_TIMEOUT_MS)
+        page.on(
+            "console",
+            lambda m: session.console_errors.append(m.text) if m.type == "error" else None,
         )
-        try:
-            context.route(f"{base}/__bench__/**", serve)
-            page = context.new_page()
-            page.set_default_timeout(LAUNCH_TIMEOUT_MS)
-            page.on(
-                "console",
-                lambda m: session.console_errors.append(m.text) if m.type == "error" else None,
-            )
-            page.on("pageerror", lambda e: session.page_errors.append(str(e)))
-            loaded = time.monotonic()
-            page.goto(base + PAGE_PATH)
-            while time.monotonic() - loaded < start_timeout:
-                s = page.evaluate("window.benchSample()")
-                if s["currentTime"] > 0 and s["code"] is not None:
-                    session.started = True
-                    session.start_s = round(time.monotonic() - loaded, 3)
+        page.on("pageerror", lambda e: session.page_errors.append(str(e)))
+        loaded = time.monotonic()
+        page.goto(base + PAGE_PATH)
+        while time.monotonic() - loaded < start_timeout:
+            s = page.evaluate("window.benchSample()")
+            if s["currentTime"] > 0 and s["code"] is not None:
+                session.started = True
+                session.start_s = round(time.monotonic() - loaded, 3)
+                break
+            page.wait_for_timeout(50)
+        if session.started:
+            origin_t = time.monotonic()
+            while True:
+                session.samples.append(page.evaluate("window.benchSample()"))
+                if time.monotonic() - origin_t >= seconds:
                     break
-                page.wait_for_timeout(50)
-            if session.started:
-                origin_t = time.monotonic()
-                while True:
-                    session.samples.append(page.evaluate("window.benchSample()"))
-                    if time.monotonic() - origin_t >= seconds:
-                        break
-                    page.wait_for_timeout(interval * 1000)
-            session.errors = page.evaluate("window.bench.errors")
-        finally:
-            context.close()
+                page.wait_for_timeout(interval * 1000)
+        session.errors = page.evaluate("window.bench.errors")
     return session

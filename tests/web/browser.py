@@ -10,7 +10,6 @@ Playwright driver ships inside the wheel and the browser is the system one.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,23 +17,9 @@ from functools import partial
 from typing import Any
 
 import trio
-from playwright.sync_api import ConsoleMessage, Error, Page, Request, Response, sync_playwright
+from playwright.sync_api import ConsoleMessage, Error, Page, Request, Response
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",  # we run as root in CI containers
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    # Muted autoplay is allowed anyway; this also covers a page that unmutes.
-    "--autoplay-policy=no-user-gesture-required",
-]
-# Launching Chromium and loading a page: generous, CI machines are slow.
-LAUNCH_TIMEOUT_MS = 30_000
+from bench.browser import LAUNCH_TIMEOUT_MS, chromium
 
 # What a sample reads from the page: the <video>'s clock, the page's own player state, the data-*
 # attributes of #player and the text of the elements that show the state to a viewer.
@@ -159,46 +144,33 @@ def sample_playback_sync(
     passes 0 (at most ``start_timeout`` s in total), then sample all tabs every ``interval`` s
     for ``seconds`` s. Blocking: call it through :func:`sample_playback` from trio code."""
     reports = [PlaybackReport(url) for url in urls]
-    with (
-        tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile,
-        sync_playwright() as pw,
-    ):
-        context = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=LAUNCH_TIMEOUT_MS,
-        )
-        try:
-            pages = []
-            for report in reports:
-                page = context.new_page()
-                page.set_default_timeout(LAUNCH_TIMEOUT_MS)
-                page.on("console", partial(_on_console, report))
-                page.on("pageerror", partial(_on_page_error, report))
-                page.on("requestfailed", partial(_on_failed, report))
-                page.on("response", partial(_on_response, report))
-                page.goto(report.url)
-                pages.append(page)
-            origin = time.monotonic()
-            waiting = set(range(len(pages)))
-            while waiting and time.monotonic() - origin < start_timeout:
-                for index in list(waiting):
-                    if _read(pages[index], origin).current_time > 0:
-                        reports[index].started = True
-                        waiting.discard(index)
-                if waiting:
-                    pages[0].wait_for_timeout(interval * 1000)
-            origin = time.monotonic()
-            while True:
-                for page, report in zip(pages, reports, strict=True):
-                    report.samples.append(_read(page, origin))
-                if time.monotonic() - origin >= seconds:
-                    break
+    with chromium("chromium-profile-") as context:
+        pages = []
+        for report in reports:
+            page = context.new_page()
+            page.set_default_timeout(LAUNCH_TIMEOUT_MS)
+            page.on("console", partial(_on_console, report))
+            page.on("pageerror", partial(_on_page_error, report))
+            page.on("requestfailed", partial(_on_failed, report))
+            page.on("response", partial(_on_response, report))
+            page.goto(report.url)
+            pages.append(page)
+        origin = time.monotonic()
+        waiting = set(range(len(pages)))
+        while waiting and time.monotonic() - origin < start_timeout:
+            for index in list(waiting):
+                if _read(pages[index], origin).current_time > 0:
+                    reports[index].started = True
+                    waiting.discard(index)
+            if waiting:
                 pages[0].wait_for_timeout(interval * 1000)
-        finally:
-            context.close()
+        origin = time.monotonic()
+        while True:
+            for page, report in zip(pages, reports, strict=True):
+                report.samples.append(_read(page, origin))
+            if time.monotonic() - origin >= seconds:
+                break
+            pages[0].wait_for_timeout(interval * 1000)
     return reports
 
 
