@@ -32,6 +32,11 @@ NON_SYNC_SAMPLE_FLAGS = 0x0101_0000
 _TFHD_DEFAULT_BASE_IS_MOOF = 0x02_0000
 # §8.8.8 trun: data-offset, sample duration, size, flags and composition offset present.
 _TRUN_FLAGS = 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800
+# Box sizes of a fragment: moof (8) + mfhd (16); per track traf (8) + tfhd (16) + tfdt v1 (20)
+# + trun header (20), and 16 bytes per sample (duration, size, flags, composition offset).
+MOOF_HEADER_SIZE = 8 + 16
+TRAF_SIZE = 8 + 16 + 20 + 20
+TRUN_SAMPLE_SIZE = 16
 _UNITY_MATRIX = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 _LANGUAGE_UND = ((ord("u") - 0x60) << 10) | ((ord("n") - 0x60) << 5) | (ord("d") - 0x60)
 
@@ -225,14 +230,16 @@ class FragmentWriter:
         if not runs:
             return b""
         self._sequence += 1
-        # The moof's size does not depend on the data offsets: build it once with zero offsets
-        # to learn it, then with the real ones (§8.8.8.1: offsets from the start of the moof).
-        moof_size = len(self._moof(runs, [0] * len(runs)))
+        # §8.8.8.1: data offsets count from the start of the moof, whose size is known ahead.
+        moof_size = MOOF_HEADER_SIZE + sum(
+            TRAF_SIZE + TRUN_SAMPLE_SIZE * len(r.entries) for r in runs
+        )
         offsets, at = [], moof_size + 8
         for run in runs:
             offsets.append(at)
             at += sum(size for _, size, _, _ in run.entries)
         moof = self._moof(runs, offsets)
+        assert len(moof) == moof_size
         mdat_size = at - moof_size
         parts = [moof, struct.pack(">I4s", mdat_size, b"mdat")]
         for run in runs:
