@@ -56,8 +56,9 @@ class SegmentMuxer(Protocol):
     def write(self, sample: Sample) -> None:
         """Add one sample (DTS order across tracks) to the current segment; MediaError if bad."""
 
-    def cut(self) -> bytes:
-        """Finish the current segment and return its bytes (b"" if nothing was written)."""
+    def cut(self) -> tuple[bytes, ...]:
+        """Finish the current segment and return its bytes as chunks in order (() if nothing
+        was written); the store writes or joins them (segmenter.store.Data)."""
 
 
 class ContinuityRewriter:
@@ -159,14 +160,14 @@ class _Sink:
         except MediaError as exc:
             self._error = exc
 
-    def take(self) -> bytes:
+    def take(self) -> tuple[bytes, ...]:
         if self._error is None and self._pending:
             self._flush()
         if self._error is not None:
             raise self._error
         if self._pending:
             raise MediaError("TS output is not a whole number of packets")
-        return b"".join(self._parts)
+        return tuple(self._parts)
 
 
 class TsMuxer:
@@ -225,9 +226,9 @@ class TsMuxer:
         except av.error.FFmpegError as exc:
             raise MediaError(f"muxer refused a {sample.kind} sample: {exc}") from exc
 
-    def cut(self) -> bytes:
+    def cut(self) -> tuple[bytes, ...]:
         if self._container is None:
-            return b""
+            return ()
         try:
             self._container.close()
             return self._sink.take()

@@ -27,7 +27,7 @@ from segmenter.fmp4 import FragmentWriter, init_segment, tracks_for
 from segmenter.keeper import CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, PlaylistKeeper
 from segmenter.mux import SegmentMuxer, TsMuxer
 from segmenter.playlist import PartEntry, SegmentEntry
-from segmenter.store import Store
+from segmenter.store import Store, size_of
 
 # Frame steps above this are gaps, not the frame rate, and do not widen PART-TARGET.
 MAX_PACER_STEP_MS = 100
@@ -85,7 +85,7 @@ class TsOutput:
         entry = SegmentEntry(uri, cut.duration, cut.discontinuity, cut.program_date_time)
         playlist.add_segment(entry, now)
         self.keeper.write()
-        return len(data)
+        return size_of(data)
 
 
 class CmafOutput:
@@ -248,7 +248,7 @@ class CmafOutput:
         boundary = cut.boundary if cut.boundary is not None else self.end_of_media()
         if self._part_start is not None and boundary is not None:
             self._close_part(boundary, now)
-        parts, data = self._parts, b"".join(self._data)
+        parts, data = self._parts, tuple(self._data)  # the segment is its parts, not copied
         self._parts, self._data = [], []
         self._segment_start = None
         self._discontinuity = False
@@ -275,7 +275,7 @@ class CmafOutput:
         )
         self.keeper.write()
         self._updated()
-        return len(data)
+        return size_of(data)
 
     def ended(self) -> None:
         """The playlist got EXT-X-ENDLIST: wake whoever waits on it."""

@@ -21,11 +21,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+# What is stored: bytes, or the chunks that make an object up in order (a segment as its parts,
+# a TS segment as the muxer's writes). Chunks are written one after the other (DiskStore) or
+# joined once something reads them (MemoryStore): the media is not copied just to be stored,
+# and a segment nobody fetches (LL-HLS players fetch parts) is never joined at all.
+Data = bytes | tuple[bytes, ...]
+
+
+def size_of(data: Data) -> int:
+    return len(data) if isinstance(data, bytes) else sum(len(chunk) for chunk in data)
+
+
+def joined(data: Data) -> bytes:
+    return data if isinstance(data, bytes) else b"".join(data)
+
+
+def _frozen(data: Data) -> Data:
+    return data if isinstance(data, tuple) else bytes(data)
+
 
 class Store(Protocol):
     """Storage for HLS objects; every method is synchronous and must not block for long."""
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Data) -> None:
         """Store ``data`` under ``name`` atomically (readers see the old or the new bytes)."""
 
     def get(self, name: str) -> bytes | None:
@@ -42,13 +60,16 @@ class MemoryStore:
     """The embedded default: a dict of immutable bytes."""
 
     def __init__(self) -> None:
-        self._objects: dict[str, bytes] = {}
+        self._objects: dict[str, Data] = {}
 
-    def put(self, name: str, data: bytes) -> None:
-        self._objects[name] = bytes(data)
+    def put(self, name: str, data: Data) -> None:
+        self._objects[name] = _frozen(data)
 
     def get(self, name: str) -> bytes | None:
-        return self._objects.get(name)
+        data = self._objects.get(name)
+        if isinstance(data, tuple):  # joined on the first read, once
+            data = self._objects[name] = b"".join(data)
+        return data
 
     def delete(self, name: str) -> None:
         self._objects.pop(name, None)
@@ -58,7 +79,7 @@ class MemoryStore:
 
     @property
     def total_bytes(self) -> int:
-        return sum(len(v) for v in self._objects.values())
+        return sum(size_of(v) for v in self._objects.values())
 
 
 # A name is '/'-separated components of these characters only: nothing a shell, URL or
@@ -129,7 +150,7 @@ class DiskStore:
             if current.is_symlink() or not current.is_dir():
                 raise ValueError(f"store path {current} is not a plain directory")
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Data) -> None:
         path = self._path(name)
         if path.parent not in self._dirs:
             self._make_parents(path)
@@ -145,9 +166,10 @@ class DiskStore:
             fd = os.open(temp, flags, 0o644)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                for chunk in (data,) if isinstance(data, bytes) else data:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 if self._fsync:
                     os.fsync(fd)
             finally:
@@ -249,9 +271,9 @@ class WriteBehindStore:
         self._max_pending = max(1, max_pending_bytes)
         self._log = log or logging.getLogger(__name__)
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[str, bytes | None]] = collections.deque()
-        # name -> (newest pending bytes, None for a delete; count of its queued operations)
-        self._pending: dict[str, tuple[bytes | None, int]] = {}
+        self._queue: collections.deque[tuple[str, Data | None]] = collections.deque()
+        # name -> (newest pending data, None for a delete; count of its queued operations)
+        self._pending: dict[str, tuple[Data | None, int]] = {}
         self._pending_bytes = 0
         self._closed = False
         self.failures = 0
@@ -263,9 +285,9 @@ class WriteBehindStore:
         return self._inner
 
     # --- writers (the event loop) --------------------------------------------------------------
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Data) -> None:
         validate_name(name)  # a bad name fails here, in the caller, not later in the thread
-        data = bytes(data)
+        data = _frozen(data)
         with self._cond:
             if self._closed:
                 self._inner.put(name, data)
@@ -273,7 +295,7 @@ class WriteBehindStore:
             while self._pending_bytes >= self._max_pending and self._queue:
                 self._cond.wait()
             self._enqueue(name, data)
-            self._pending_bytes += len(data)
+            self._pending_bytes += size_of(data)
 
     def delete(self, name: str) -> None:
         validate_name(name)
@@ -283,7 +305,7 @@ class WriteBehindStore:
                 return
             self._enqueue(name, None)
 
-    def _enqueue(self, name: str, data: bytes | None) -> None:
+    def _enqueue(self, name: str, data: Data | None) -> None:
         _, count = self._pending.get(name, (None, 0))
         self._pending[name] = (data, count + 1)
         self._queue.append((name, data))
@@ -293,7 +315,9 @@ class WriteBehindStore:
     def get(self, name: str) -> bytes | None:
         with self._cond:
             entry = self._pending.get(name)
-        return self._inner.get(name) if entry is None else entry[0]
+        if entry is None:
+            return self._inner.get(name)
+        return None if entry[0] is None else joined(entry[0])
 
     def names(self, prefix: str = "") -> list[str]:
         with self._cond:
@@ -334,7 +358,7 @@ class WriteBehindStore:
                 else:
                     self._pending[name] = (value, count - 1)
                 if data is not None:
-                    self._pending_bytes -= len(data)
+                    self._pending_bytes -= size_of(data)
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -59,6 +59,16 @@ def test_names_with_prefix(store: Store) -> None:
     assert store.names("nothing/") == []
 
 
+def test_chunks_are_stored_as_one_object(store: Store) -> None:
+    # A segment handed over as its parts (segmenter.store.Data) reads back as their bytes.
+    chunks = (b"moof1", b"", b"mdat-one", b"moof2mdat-two")
+    store.put("live/k/seg.m4s", chunks)
+    assert store.get("live/k/seg.m4s") == b"".join(chunks)
+    assert store.get("live/k/seg.m4s") == b"".join(chunks)  # again, from what the first joined
+    store.put("live/k/seg.m4s", b"replaced")
+    assert store.get("live/k/seg.m4s") == b"replaced"
+
+
 def test_empty_bytes_are_stored(store: Store) -> None:
     store.put("a/b/empty.ts", b"")
     assert store.get("a/b/empty.ts") == b""
