@@ -81,7 +81,7 @@ class TsOutput:
         playlist = self.keeper.playlist
         assert playlist is not None, "LiveStream opens the playlists before a cut"
         uri = f"{self._prefix}-{playlist.next_media_sequence}{self._mux.extension}"
-        self.store.put(f"{self.path}/{uri}", data)
+        self.store.put(f"{self.path}/{uri}", data, fresh=True)  # before the playlist naming it
         entry = SegmentEntry(uri, cut.duration, cut.discontinuity, cut.program_date_time)
         playlist.add_segment(entry, now)
         self.keeper.write()
@@ -257,7 +257,7 @@ class CmafOutput:
         playlist = self.keeper.playlist
         assert playlist is not None, "LiveStream opens the playlists before a cut"
         uri = f"{self._prefix}-{playlist.next_media_sequence}.m4s"
-        self.store.put(f"{self.path}/{uri}", data)
+        self.store.put(f"{self.path}/{uri}", data, fresh=True)  # before the playlist naming it
         duration = round(sum(p.duration for p in parts), 3)
         entry = SegmentEntry(
             uri,

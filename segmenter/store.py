@@ -43,8 +43,12 @@ def _frozen(data: Data) -> Data:
 class Store(Protocol):
     """Storage for HLS objects; every method is synchronous and must not block for long."""
 
-    def put(self, name: str, data: Data) -> None:
-        """Store ``data`` under ``name`` atomically (readers see the old or the new bytes)."""
+    def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
+        """Store ``data`` under ``name`` atomically (readers see the old or the new bytes).
+
+        ``fresh``: nothing refers to ``name`` yet (a new segment, put before the playlist that
+        lists it), so it may be written in place: a reader guessing the name could see it
+        partly written, one following the playlists cannot."""
 
     def get(self, name: str) -> bytes | None:
         """Return the bytes stored under ``name``, or None."""
@@ -62,7 +66,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._objects: dict[str, Data] = {}
 
-    def put(self, name: str, data: Data) -> None:
+    def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         self._objects[name] = _frozen(data)
 
     def get(self, name: str) -> bytes | None:
@@ -150,13 +154,15 @@ class DiskStore:
             if current.is_symlink() or not current.is_dir():
                 raise ValueError(f"store path {current} is not a plain directory")
 
-    def put(self, name: str, data: Data) -> None:
+    def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         path = self._path(name)
         if path.parent not in self._dirs:
             self._make_parents(path)
             self._dirs.add(path.parent)
-        temp = f"{path}{_TEMP_MARK}{self._temp_prefix}{next(self._temp_count) & 0xFFFFFFFF:08x}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        if fresh and self._put_in_place(path, data, flags):
+            return
+        temp = f"{path}{_TEMP_MARK}{self._temp_prefix}{next(self._temp_count) & 0xFFFFFFFF:08x}"
         try:
             fd = os.open(temp, flags, 0o644)
         except FileNotFoundError:  # the directory went away since we made it
@@ -181,6 +187,30 @@ class DiskStore:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
+
+    def _put_in_place(self, path: Path, data: Data, flags: int) -> bool:
+        """Write a new file under its own name: a temp file and rename(2) per segment cost
+        ~30 % of a busy gateway's CPU (py-spy, 30 streams in both formats). False when the
+        name exists already (then it is replaced atomically, as usual)."""
+        try:
+            fd = os.open(path, flags, 0o644)
+        except (FileExistsError, FileNotFoundError):
+            return False
+        try:
+            try:
+                for chunk in (data,) if isinstance(data, bytes) else data:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # never leave a partial file under the real name
+            raise
+        return True
 
     def get(self, name: str) -> bytes | None:
         path = self._path(name)
@@ -271,7 +301,7 @@ class WriteBehindStore:
         self._max_pending = max(1, max_pending_bytes)
         self._log = log or logging.getLogger(__name__)
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[str, Data | None]] = collections.deque()
+        self._queue: collections.deque[tuple[str, Data | None, bool]] = collections.deque()
         # name -> (newest pending data, None for a delete; count of its queued operations)
         self._pending: dict[str, tuple[Data | None, int]] = {}
         self._pending_bytes = 0
@@ -285,16 +315,16 @@ class WriteBehindStore:
         return self._inner
 
     # --- writers (the event loop) --------------------------------------------------------------
-    def put(self, name: str, data: Data) -> None:
+    def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         validate_name(name)  # a bad name fails here, in the caller, not later in the thread
         data = _frozen(data)
         with self._cond:
             if self._closed:
-                self._inner.put(name, data)
+                self._inner.put(name, data, fresh=fresh)
                 return
             while self._pending_bytes >= self._max_pending and self._queue:
                 self._cond.wait()
-            self._enqueue(name, data)
+            self._enqueue(name, data, fresh)
             self._pending_bytes += size_of(data)
 
     def delete(self, name: str) -> None:
@@ -305,10 +335,10 @@ class WriteBehindStore:
                 return
             self._enqueue(name, None)
 
-    def _enqueue(self, name: str, data: Data | None) -> None:
+    def _enqueue(self, name: str, data: Data | None, fresh: bool = False) -> None:
         _, count = self._pending.get(name, (None, 0))
         self._pending[name] = (data, count + 1)
-        self._queue.append((name, data))
+        self._queue.append((name, data, fresh))
         self._cond.notify_all()
 
     # --- readers (any thread) ------------------------------------------------------------------
@@ -339,12 +369,12 @@ class WriteBehindStore:
                     self._cond.wait()
                 if not self._queue:
                     return  # closed and drained
-                name, data = self._queue[0]
+                name, data, fresh = self._queue[0]
             try:
                 if data is None:
                     self._inner.delete(name)
                 else:
-                    self._inner.put(name, data)
+                    self._inner.put(name, data, fresh=fresh)
             except Exception as exc:  # one failed write (disk full, permissions) stops no other
                 self.failures += 1
                 self._log.error(

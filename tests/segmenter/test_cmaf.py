@@ -23,7 +23,7 @@ from segmenter.live import (
     end_stale_playlists,
 )
 from segmenter.playlist import nearest_int
-from segmenter.store import DiskStore, MemoryStore
+from segmenter.store import Data, DiskStore, MemoryStore
 from tests.segmenter.media import dump_store, ffmpeg_read_warnings, make_flv, shifted, tags
 from tests.segmenter.test_live import PATH, make, publish
 
@@ -377,9 +377,9 @@ def test_multivariant_is_rewritten_only_when_it_changes_materially(av_flv: bytes
             super().__init__()
             self.puts: list[str] = []
 
-        def put(self, name: str, data: bytes) -> None:
+        def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
             self.puts.append(name)
-            super().put(name, data)
+            super().put(name, data, fresh=fresh)
 
     store = Counting()
     live, _ = make(store, window_segments=20)

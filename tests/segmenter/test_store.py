@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from segmenter.playlist import LivePlaylist, SegmentEntry, parse_resume_state
-from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore, validate_name
+from segmenter.store import Data, DiskStore, MemoryStore, Store, WriteBehindStore, validate_name
 
 
 @pytest.fixture(params=["memory", "disk", "write-behind"])
@@ -277,12 +277,12 @@ class GatedStore(MemoryStore):
         self.ops: list[tuple[str, str]] = []
         self.fail: set[str] = set()
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         assert self.gate.wait(10)
         if name in self.fail:
             raise OSError(28, "No space left on device")
         self.ops.append(("put", name))
-        super().put(name, data)
+        super().put(name, data, fresh=fresh)
 
     def delete(self, name: str) -> None:
         assert self.gate.wait(10)
@@ -423,3 +423,12 @@ def test_disk_store_on_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None
     afile.write_bytes(b"")
     with pytest.raises(NotADirectoryError, match="not a directory"):
         DiskStore(afile)
+
+
+def test_fresh_put_writes_in_place_and_replaces_atomically_otherwise(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "store")
+    store.put("live/k/a-1.ts", (b"seg", b"ment"), fresh=True)  # a new segment: no temp file
+    assert (tmp_path / "store/live/k/a-1.ts").read_bytes() == b"segment"
+    store.put("live/k/a-1.ts", b"again", fresh=True)  # the name exists: replaced as usual
+    assert store.get("live/k/a-1.ts") == b"again"
+    assert files_under(tmp_path / "store") == ["live/k/a-1.ts"]

@@ -68,7 +68,7 @@ class NaiveDiskStore:
         path = Path(str(self.root) + "/" + name)
         return path.read_bytes() if path.is_file() else None
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | tuple[bytes, ...], *, fresh: bool = False) -> None:
         raise AssertionError("web must not write")
 
     def delete(self, name: str) -> None:
