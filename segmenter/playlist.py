@@ -219,10 +219,6 @@ class LivePlaylist:
         return Position(self.next_media_sequence, len(self._open_parts), self._ended)
 
     @property
-    def open_parts(self) -> list[PartEntry]:
-        return list(self._open_parts)
-
-    @property
     def preload_hint(self) -> str | None:
         return self._hint
 
@@ -230,12 +226,6 @@ class LivePlaylist:
     def skip_until(self) -> float:
         """CAN-SKIP-UNTIL in seconds (rfc8216bis §4.4.3.8)."""
         return float(SKIP_TARGET_DURATIONS * self._target_duration)
-
-    def has_part(self, uri: str) -> bool:
-        """Whether ``uri`` is a part listed now (complete and not yet removed)."""
-        if any(p.uri == uri for p in self._open_parts):
-            return True
-        return any(p.uri == uri for item in self._listed for p in item.entry.parts)
 
     @property
     def pending_removals(self) -> int:

@@ -171,15 +171,7 @@ class DiskStore:
             self._dirs.add(path.parent)
             fd = os.open(temp, flags, 0o644)
         try:
-            try:
-                for chunk in (data,) if isinstance(data, bytes) else data:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_and_close(fd, data)
             # rename(2) replaces the directory entry in one step (and never follows a symlink
             # at the destination), so readers see old or new bytes.
             os.replace(temp, path)
@@ -197,20 +189,24 @@ class DiskStore:
         except (FileExistsError, FileNotFoundError):
             return False
         try:
-            try:
-                for chunk in (data,) if isinstance(data, bytes) else data:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_and_close(fd, data)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)  # never leave a partial file under the real name
             raise
         return True
+
+    def _write_and_close(self, fd: int, data: Data) -> None:
+        """Write every chunk of ``data`` (fsync'd when asked for), then close ``fd``."""
+        try:
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def get(self, name: str) -> bytes | None:
         path = self._path(name)
