@@ -6,6 +6,7 @@ The design is in docs/auth.md.
 """
 
 from gateway.auth.hook import MAX_HOOK_BODY, DecisionCache, hook_failure, parse_hook_answer
+from gateway.auth.playback import PlaybackSigner, new_session_id
 from gateway.auth.request import (
     Action,
     AuthRequest,
@@ -17,6 +18,7 @@ from gateway.auth.request import (
     query_token,
     valid_name,
 )
+from gateway.auth.tokens import JwkSet, JwtVerifier, parse_jwks
 
 __all__ = [
     "MAX_HOOK_BODY",
@@ -24,12 +26,17 @@ __all__ = [
     "AuthRequest",
     "Decision",
     "DecisionCache",
+    "JwkSet",
+    "JwtVerifier",
     "NeedHook",
+    "PlaybackSigner",
     "Transport",
     "bearer_token",
     "hook_failure",
     "match_path",
+    "new_session_id",
     "parse_hook_answer",
+    "parse_jwks",
     "query_token",
     "valid_name",
 ]
