@@ -7,6 +7,7 @@ The design is in docs/auth.md.
 
 from gateway.auth.hook import MAX_HOOK_BODY, DecisionCache, hook_failure, parse_hook_answer
 from gateway.auth.playback import PlaybackSigner, new_session_id
+from gateway.auth.policy import Authorizer
 from gateway.auth.request import (
     Action,
     AuthRequest,
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_HOOK_BODY",
     "Action",
     "AuthRequest",
+    "Authorizer",
     "Decision",
     "DecisionCache",
     "JwkSet",
