@@ -63,26 +63,27 @@ class Authorizer:
                 and hmac.compare_digest(token.encode(), self.api_token.encode())
             ):
                 return Decision(True, "api token")
+        # 3. A token too long for any method (docs/auth.md numbers the rules the same way).
         if token is not None and len(token) > self.max_token_bytes:
             return Decision(False, "token too long")
-        # 3. Our own signed playback tokens: the signer is the only authority on them.
+        # 4. Our own signed playback tokens: the signer is the only authority on them.
         signer = self.signer
         if token is not None and signer is not None and signer.looks_like_playback_token(token):
             if action != "read":
                 return Decision(False, f"a playback token does not allow {action}")
             return signer.verify(token, request.app, request.key, now)
-        # 4. A JWT: a grant is final; a refusal is final only when no hook can say otherwise.
+        # 5. A JWT: a grant is final; a refusal is final only when no hook can say otherwise.
         if token is not None and self.jwt is not None and JwtVerifier.looks_like_jwt(token):
             decision = self.jwt.check(token, action, request.app, request.key, now)
             if decision.allowed or not self.hook:
                 return decision
-        # 5-6. The hook, or what it answered recently.
+        # 6-7. What the hook answered recently, or the hook.
         cached = self.cache.get(request, now)
         if cached is not None:
             return cached
         if self.hook:
             return NeedHook(request)
-        # 7. Nothing above could answer.
+        # 8. Nothing above could answer.
         if action == "publish" and self.publish_open:
             return Decision(True, "no publish auth configured")
         if action == "api" and self.api_token is not None:
