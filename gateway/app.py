@@ -23,6 +23,7 @@ from typing import Any
 import trio
 from hypercorn.trio import serve as hypercorn_serve
 
+from gateway.access import AccessControl
 from gateway.config import Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.metrics import Metrics
@@ -95,6 +96,7 @@ class Gateway:
     lives: dict[str, LiveStream] = field(default_factory=dict)
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
+    access: AccessControl | None = None
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
@@ -231,6 +233,8 @@ async def run_gateway(
     """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully."""
     stop = stop if stop is not None else trio.Event()
     gw = Gateway(settings, make_store(settings))
+    access = AccessControl(settings, gw.metrics.registry)
+    gw.access = access
     for name in end_stale_playlists(gw.store):
         log.info("%s: ended a live playlist left by a previous run", name)
     web_app = create_app(
@@ -244,6 +248,7 @@ async def run_gateway(
         registry=gw.metrics.registry,
         live=gw,
         waiters=gw.waiters,
+        gate=access,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout
@@ -263,6 +268,7 @@ async def run_gateway(
         async with trio.open_nursery() as root:
             if handle_signals:
                 root.start_soon(_watch_signals, stop)
+            await root.start(access.run)  # loads a JWKS before anyone is asked
             async with trio.open_nursery() as http:
                 try:
                     http_bound = await http.start(
@@ -281,7 +287,9 @@ async def run_gateway(
                     gw._segmenters = segmenters
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
-                        rtmp_bound = await ingest.start(serve_rtmp, settings, gw.hub, gw.metrics)
+                        rtmp_bound = await ingest.start(
+                            serve_rtmp, settings, gw.hub, gw.metrics, access
+                        )
                         gw.bound = Bound(rtmp_bound, http_bound)
                         log.info(
                             "gateway listening: rtmp %s, http %s, store %s",
