@@ -255,8 +255,7 @@ class Settings:
     max_connections_per_ip: int = field(
         default=64,
         metadata=_doc(
-            "RTMP connections at once from one address; more are closed at accept "
-            "(0 = no limit).",
+            "RTMP connections at once from one address; more are closed at accept (0 = no limit).",
             minimum=0,
         ),
     )
