@@ -10,7 +10,7 @@ import ssl
 
 from gateway.config import Settings
 
-__all__ = ["describe_tls_error", "server_context"]
+__all__ = ["client_context", "describe_tls_error", "server_context"]
 
 
 def server_context(settings: Settings) -> ssl.SSLContext:
@@ -18,6 +18,14 @@ def server_context(settings: Settings) -> ssl.SSLContext:
     RTMP has no protocol id to negotiate)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def client_context(settings: Settings) -> ssl.SSLContext:
+    """For outgoing TLS: the system's CAs plus tls_ca_file, certificate and host name checked."""
+    context = ssl.create_default_context()
+    if settings.tls_ca_file:
+        context.load_verify_locations(cafile=settings.tls_ca_file)
     return context
 
 
