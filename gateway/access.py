@@ -38,6 +38,7 @@ from gateway.auth import (
     query_token,
 )
 from gateway.config import Settings, auth_configured
+from gateway.tls import client_context
 from web.access import Admission
 
 log = logging.getLogger("gateway.access")
@@ -70,15 +71,6 @@ class AccessMetrics:
             "Time the auth hook took to answer (or to fail)",
             registry=registry,
         )
-
-
-def client_ssl_context(settings: Settings) -> ssl.SSLContext:
-    """System CAs plus ``tls_ca_file`` (when the setting exists and is set)."""
-    context = ssl.create_default_context()
-    extra = getattr(settings, "tls_ca_file", "")
-    if extra:
-        context.load_verify_locations(cafile=extra)
-    return context
 
 
 class AccessControl:
@@ -125,7 +117,7 @@ class AccessControl:
         timeout = httpx.Timeout(s.auth_hook_timeout)
         limits = httpx.Limits(max_connections=s.auth_hook_concurrency)
         async with httpx.AsyncClient(
-            verify=client_ssl_context(s), timeout=timeout, limits=limits, follow_redirects=False
+            verify=client_context(s), timeout=timeout, limits=limits, follow_redirects=False
         ) as client:
             self._client = client
             try:

@@ -47,12 +47,17 @@ POLL_INTERVAL = 0.5  # seconds between segmenter housekeeping runs (ENDLIST grac
 class Bound:
     """Where the listeners ended up (port 0 in settings picks a free port)."""
 
-    rtmp: list[tuple[str, int]]
+    rtmp: list[tuple[str, int]]  # empty with rtmp_port -1
     http: list[str]
+    rtmps: list[tuple[str, int]] = field(default_factory=list)  # empty without tls_cert
 
     @property
     def rtmp_port(self) -> int:
         return self.rtmp[0][1]
+
+    @property
+    def rtmps_port(self) -> int:
+        return self.rtmps[0][1]
 
     @property
     def http_url(self) -> str:
@@ -287,13 +292,17 @@ async def run_gateway(
                     gw._segmenters = segmenters
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
-                        rtmp_bound = await ingest.start(
+                        listening = await ingest.start(
                             serve_rtmp, settings, gw.hub, gw.metrics, access
                         )
-                        gw.bound = Bound(rtmp_bound, http_bound)
+                        gw.bound = Bound(
+                            [(a.host, a.port) for a in listening if a.protocol == "rtmp"],
+                            http_bound,
+                            [(a.host, a.port) for a in listening if a.protocol == "rtmps"],
+                        )
                         log.info(
-                            "gateway listening: rtmp %s, http %s, store %s",
-                            ", ".join(f"{h}:{p}" for h, p in rtmp_bound),
+                            "gateway listening: %s, http %s, store %s",
+                            _addresses(gw.bound),
                             ", ".join(http_bound),
                             settings.hls_dir or "memory",
                         )
@@ -312,6 +321,16 @@ async def run_gateway(
         if isinstance(gw.store, WriteBehindStore) and not gw.store.close(timeout=timeout):
             log.error("store: writes still queued after %g s of shutdown", timeout)
     log.info("gateway stopped")
+
+
+def _addresses(bound: Bound) -> str:
+    """'rtmp H:P, rtmps H:P' for the start line; a listener that is off is not named."""
+    parts = [
+        f"{name} " + ", ".join(f"{_bracket(h)}:{p}" for h, p in addresses)
+        for name, addresses in (("rtmp", bound.rtmp), ("rtmps", bound.rtmps))
+        if addresses
+    ]
+    return ", ".join(parts)
 
 
 def _bracket(host: str) -> str:

@@ -31,10 +31,23 @@ def _doc(text: str, *, minimum: float | None = None, maximum: float | None = Non
 @dataclass(frozen=True)
 class Settings:
     # --- listeners -----------------------------------------------------------------------------
-    host: str = field(default="0.0.0.0", metadata=_doc("Address both listeners bind to."))
+    host: str = field(default="0.0.0.0", metadata=_doc("Address every listener binds to."))
     rtmp_port: int = field(
         default=1935,
-        metadata=_doc("RTMP ingest port (0 = any free port).", minimum=0, maximum=65535),
+        metadata=_doc(
+            "RTMP ingest port (0 = any free port; -1 = no plain RTMP, RTMPS only).",
+            minimum=-1,
+            maximum=65535,
+        ),
+    )
+    rtmps_port: int = field(
+        default=1936,
+        metadata=_doc(
+            "RTMPS (RTMP over TLS) port, listened on when tls_cert and tls_key are set "
+            "(0 = any free port).",
+            minimum=0,
+            maximum=65535,
+        ),
     )
     http_port: int = field(
         default=8080, metadata=_doc("HTTP port for HLS, API and player.", minimum=0, maximum=65535)
@@ -162,7 +175,8 @@ class Settings:
         default="",
         metadata=_doc(
             "PEM certificate (chain) file; with tls_key, HTTP is served over TLS with HTTP/2 "
-            "(ALPN h2 and http/1.1), which Safari needs for Low-Latency HLS. RTMP stays plain."
+            "(ALPN h2 and http/1.1), which Safari needs for Low-Latency HLS, and RTMPS is "
+            "served on rtmps_port."
         ),
     )
     tls_key: str = field(default="", metadata=_doc("PEM private key file of tls_cert."))
@@ -257,6 +271,14 @@ class Settings:
         metadata=_doc(
             "RTMP connections at once from one address; more are closed at accept (0 = no limit).",
             minimum=0,
+        ),
+    )
+    tls_ca_file: str = field(
+        default="",
+        metadata=_doc(
+            "PEM bundle of certificate authorities trusted for outgoing TLS (rtmps:// push and "
+            "pull relays, an https auth hook or JWKS URL) besides the system's; empty = the "
+            "system's only."
         ),
     )
     # --- HLS -----------------------------------------------------------------------------------
@@ -460,12 +482,27 @@ def _check(settings: Settings) -> Settings:
 
 
 def _check_tls(settings: Settings) -> None:
-    """Both or neither of tls_cert and tls_key, and a pair that loads (the cause named)."""
+    """Both or neither of tls_cert and tls_key, and a pair that loads (the cause named); the
+    RTMP listener rules that depend on them; a tls_ca_file that loads."""
     if bool(settings.tls_cert) != bool(settings.tls_key):
         missing = "tls_key" if settings.tls_cert else "tls_cert"
         raise ConfigError(f"{missing}: needed too when tls_cert or tls_key is set")
+    if settings.tls_ca_file:
+        if not Path(settings.tls_ca_file).is_file():
+            raise ConfigError(f"tls_ca_file: {settings.tls_ca_file!r} is not a readable file")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=settings.tls_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"tls_ca_file: cannot load the certificates: {exc}") from None
     if not settings.tls_cert:
+        if settings.rtmp_port == -1:
+            # Nothing could publish or play: no plain RTMP and, without a certificate, no RTMPS.
+            raise ConfigError("rtmp_port: -1 (no plain RTMP) needs tls_cert and tls_key for RTMPS")
         return
+    if settings.rtmp_port == settings.rtmps_port != 0:
+        raise ConfigError(
+            f"rtmps_port: {settings.rtmps_port} is rtmp_port too; RTMP and RTMPS need a port each"
+        )
     for key in ("tls_cert", "tls_key"):
         path = Path(getattr(settings, key))
         if not path.is_file():

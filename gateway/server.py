@@ -11,8 +11,11 @@ import itertools
 import logging
 import math
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
 import trio
 
@@ -36,6 +39,7 @@ from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
 from gateway.rtmp.limits import Limits
+from gateway.tls import describe_tls_error, server_context
 from segmenter.flv import FlvTag
 from web.app import RESERVED_APP_NAMES
 
@@ -76,7 +80,8 @@ class Session:
     connect_raw_query: str = ""  # as received, for the auth hook
     # Who may publish and play (None: anyone, as without access settings).
     access: AccessControl | None = None
-    protocol: str = "rtmp"  # "rtmps" over TLS: what the auth hook is told
+    # The transport: "rtmps" when sock is TLS (the log lines and the auth hook say which).
+    protocol: str = "rtmp"
     # Publishes and plays waiting for the auth decision, by message stream id.
     pending: set[int] = field(default_factory=set)
     published: dict[int, Stream] = field(default_factory=dict)
@@ -113,7 +118,8 @@ class Session:
             with trio.move_on_after(1, shield=True):
                 await self.sock.aclose()
             log.info(
-                "rtmp connection #%d from %s closed (%s); %d bytes in, %d out",
+                "%s connection #%d from %s closed (%s); %d bytes in, %d out",
+                self.protocol,
                 self.id,
                 self.peer,
                 self._cause,
@@ -132,7 +138,10 @@ class Session:
             cause = "write timeout (peer not reading)"
             self.metrics.protocol_errors.labels("write-timeout").inc()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            cause = f"connection lost: {exc!r}"
+            tls = describe_tls_error(exc)  # RTMPS: a failed handshake, a bad record
+            cause = tls or f"connection lost: {exc!r}"
+            if tls is not None:
+                self.metrics.protocol_errors.labels("tls-error").inc()
         if cause is not None:
             self._cause = cause
             assert self._nursery is not None
@@ -517,29 +526,59 @@ class Session:
         log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
 
 
+class Listening(NamedTuple):
+    """A bound RTMP listener, as :func:`serve_rtmp` reports them: plain RTMP first."""
+
+    host: str
+    port: int
+    protocol: str = "rtmp"  # or "rtmps"
+
+
+async def _listen(settings: Settings, port: int, protocol: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=settings.host or None)
+    except OSError as exc:
+        where = f"{settings.host}:{port}"
+        what = protocol.upper()
+        raise OSError(exc.errno, f"cannot listen for {what} on {where}: {exc.strerror}") from None
+
+
 async def serve_rtmp(
     settings: Settings,
     hub: Hub,
     metrics: Metrics,
     access: AccessControl | None = None,
     *,
-    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[Listening]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept RTMP connections until cancelled; reports the bound (host, port) pairs.
-    ``access`` decides who may publish and play (None: anyone)."""
+    """Accept RTMP connections on rtmp_port (unless -1) and, with tls_cert, RTMPS on rtmps_port
+    until cancelled; reports the bound addresses. ``access`` decides who may publish and play
+    (None: anyone)."""
+    listeners: list[tuple[str, trio.SocketListener]] = []
+    tls_context: ssl.SSLContext | None = None
     try:
-        listeners = await trio.open_tcp_listeners(settings.rtmp_port, host=settings.host or None)
-    except OSError as exc:
-        where = f"{settings.host}:{settings.rtmp_port}"
-        raise OSError(exc.errno, f"cannot listen for RTMP on {where}: {exc.strerror}") from None
-    addresses = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
-    active = 0
+        if settings.rtmp_port >= 0:
+            found = await _listen(settings, settings.rtmp_port, "rtmp")
+            listeners += [("rtmp", lst) for lst in found]
+        if settings.tls_cert:
+            tls_context = server_context(settings)
+            found = await _listen(settings, settings.rtmps_port, "rtmps")
+            listeners += [("rtmps", lst) for lst in found]
+    except BaseException:
+        for _, lst in listeners:
+            await trio.aclose_forcefully(lst)
+        raise
+    addresses: list[Listening] = []
+    for protocol, lst in listeners:
+        host, port = lst.socket.getsockname()[:2]
+        addresses.append(Listening(str(host), int(port), protocol))
+    active = 0  # both listeners' connections: max_connections is one limit
     per_ip: dict[str, int] = {}  # connections open by address (max_connections_per_ip)
     # Refusals at the limit are logged once per REFUSAL_LOG_INTERVAL: a peer hammering a full
     # server would otherwise get a log line per attempt.
     refusal_logged_at, refused_unlogged = -math.inf, 0
 
-    async def handle(sock: trio.SocketStream) -> None:
+    async def handle(protocol: str, sock: trio.SocketStream) -> None:
         nonlocal active, refusal_logged_at, refused_unlogged
         try:
             host, port = sock.socket.getpeername()[:2]
@@ -568,7 +607,8 @@ async def serve_rtmp(
             else:
                 more = f" ({refused_unlogged} more since the last line)" if refused_unlogged else ""
                 log.warning(
-                    "rtmp connection from %s refused: max_connections (%d) reached%s",
+                    "%s connection from %s refused: max_connections (%d) reached%s",
+                    protocol,
                     peer,
                     settings.max_connections,
                     more,
@@ -581,13 +621,29 @@ async def serve_rtmp(
         per_ip[host] = per_ip.get(host, 0) + 1
         metrics.connections_total.inc()
         metrics.connections_active.inc()
-        session = Session(sock, peer, settings, hub, metrics, mux=mux, access=access)
-        log.info("rtmp connection #%d from %s", session.id, peer)
+        stream: trio.abc.Stream = sock
+        if tls_context is not None and protocol == "rtmps":
+            # The TLS handshake happens in the session's first read, so its setup deadline
+            # covers it. https_compatible: a peer closing without close_notify is just EOF
+            # (RTMP ends its streams itself; there is no truncation to detect).
+            stream = trio.SSLStream(sock, tls_context, server_side=True, https_compatible=True)
+        # The shared reader polls raw sockets: TLS connections read on their own.
+        session = Session(
+            stream,
+            peer,
+            settings,
+            hub,
+            metrics,
+            mux=mux if stream is sock else None,
+            protocol=protocol,
+            access=access,
+        )
+        log.info("%s connection #%d from %s", protocol, session.id, peer)
         try:
             await session.run()
         except Exception:
             # A bug must cost one connection, never the listener and the other streams.
-            log.exception("rtmp connection #%d from %s: internal error", session.id, peer)
+            log.exception("%s connection #%d from %s: internal error", protocol, session.id, peer)
             metrics.protocol_errors.labels("internal-error").inc()
         finally:
             active -= 1
@@ -602,6 +658,6 @@ async def serve_rtmp(
     async with trio.open_nursery() as nursery:
         if mux is not None:
             nursery.start_soon(mux.run)
-        for lst in listeners:
-            nursery.start_soon(trio.serve_listeners, handle, [lst])
-        task_status.started([(str(a[0]), int(a[1])) for a in addresses])
+        for protocol, lst in listeners:
+            nursery.start_soon(trio.serve_listeners, partial(handle, protocol), [lst])
+        task_status.started(addresses)
