@@ -18,6 +18,12 @@ from hypercorn.trio import serve
 Answer = tuple[int, bytes] | None
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def allow_all(ask: dict[str, Any]) -> Answer:
     return 200, b""
 
@@ -31,9 +37,7 @@ class HookServer:
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
         body = b""
         while True:
@@ -77,3 +81,23 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/auth"
+
+
+async def start_document(nursery: trio.Nursery, body: bytes, hits: list[str]) -> str:
+    """Serve ``body`` (e.g. a JWKS) at any path over real HTTP; ``hits`` records each GET."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        hits.append(scope["path"])
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.graceful_timeout = 0.1
+    bound = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
+    return f"{bound[0]}/jwks.json"

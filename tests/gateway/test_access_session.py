@@ -3,15 +3,19 @@ the RTMP client being the sans-IO Connection over an in-memory stream."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from gateway.access import AccessControl
 from gateway.config import Settings
@@ -20,7 +24,14 @@ from gateway.metrics import Metrics
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import Connection, Role
 from gateway.server import Session
-from tests.authhook import Answer, HookServer, closed_port_url, json_answer, start_hook
+from tests.authhook import (
+    Answer,
+    HookServer,
+    closed_port_url,
+    json_answer,
+    start_document,
+    start_hook,
+)
 from tests.gateway.test_server import pump
 
 SECRET = "x" * 40
@@ -257,3 +268,42 @@ async def test_read_auth_allows_rtmp_play_with_a_read_token(nursery: trio.Nurser
     status = events[-1]
     # Allowed: the play goes on (nothing is live, so the usual answer for a missing stream).
     assert isinstance(status, ev.Status) and status.code != "NetStream.Play.Failed"
+
+
+def rsa_jwks(kid: str) -> tuple[Any, bytes]:
+    """A private RSA key and the JWKS (JSON) that publishes its public half."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid=kid, alg="RS256", use="sig")
+    return key, json.dumps({"keys": [jwk]}).encode()
+
+
+@pytest.mark.parametrize("where", ["file", "url"])
+async def test_rs256_tokens_checked_against_a_jwks_file_or_url(
+    nursery: trio.Nursery, tmp_path: Path, where: str
+) -> None:
+    key, jwks = rsa_jwks("k1")
+    hits: list[str] = []
+    if where == "file":
+        source = tmp_path / "jwks.json"
+        source.write_bytes(jwks)
+        location = str(source)
+    else:
+        location = await start_document(nursery, jwks, hits)
+    access, hub = await start_access(nursery, auth_jwks=location)
+    claims = {"permissions": [{"action": "publish", "path": "live/*"}]}
+    good = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+    other_key, _ = rsa_jwks("k1")
+    forged = jwt.encode(claims, other_key, algorithm="RS256", headers={"kid": "k1"})
+    status, _, _ = await publish(nursery, access, hub, f"cam?token={good}")
+    assert status.code == "NetStream.Publish.Start"
+    status, _, _ = await publish(nursery, access, hub, f"cam2?token={forged}")
+    assert status.code == "NetStream.Publish.BadName"
+    assert "signature" in status.description
+    assert hits == ([] if where == "file" else ["/jwks.json"])  # fetched once, at start
+
+
+async def test_a_jwks_that_cannot_be_loaded_stops_the_start(nursery: trio.Nursery) -> None:
+    access = AccessControl(Settings(auth_jwks=closed_port_url().replace("/auth", "/jwks")))
+    with pytest.raises(OSError, match="auth_jwks: cannot load"):
+        await nursery.start(access.run)
