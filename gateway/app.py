@@ -249,6 +249,7 @@ async def run_gateway(
             cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
             # A disk read may block on slow storage: keep it off the event loop that runs ingest.
             read_in_thread=bool(settings.hls_dir),
+            max_requests_per_ip=settings.http_max_requests_per_ip,
         ),
         registry=gw.metrics.registry,
         live=gw,

@@ -391,6 +391,15 @@ class Settings:
             minimum=1.0,
         ),
     )
+    http_max_requests_per_ip: int = field(
+        default=256,
+        metadata=_doc(
+            "HTTP requests in flight at once from one address (blocking LL-HLS reloads "
+            "included); more are answered 429. Viewers behind one NAT share an address, so "
+            "leave room for them (0 = no limit).",
+            minimum=0,
+        ),
+    )
     http_backlog: int = field(
         default=1024,
         metadata=_doc("Pending HTTP connections the kernel queues before refusing.", minimum=16),

@@ -25,6 +25,7 @@ from web.httputil import cors_headers, plain_error, preflight_headers
 from web.lowlatency import LiveSource, Waiters
 from web.names import CONVERTERS
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
+from web.peerlimit import per_address_limit
 
 __all__ = [
     "HLS_JS_INSTALL_COMMAND",
@@ -67,6 +68,8 @@ class WebConfig:
     hls_js_path: Path | None = None
     # Label used for requests that matched no route, bounding the route label's cardinality.
     unmatched_route_label: str = field(default="<unmatched>")
+    # HTTP requests in flight at once from one client address; more get 429 (0 = no limit).
+    max_requests_per_ip: int = 0
 
 
 class StatusSource(Protocol):
@@ -187,5 +190,7 @@ def create_app(
 
     # HLS requests skip Quart (see web.hls); hypercorn and the test client both call asgi_app.
     fast = hls.fast_path(web.asgi_app, store, config, metrics, ll, gate)
-    web.asgi_app = fast  # type: ignore[method-assign,assignment]
+    refused = metrics.requests.labels(route="<per-address limit>", status="429").inc
+    limited = per_address_limit(fast, config.max_requests_per_ip, refused)
+    web.asgi_app = limited  # type: ignore[method-assign,assignment]
     return web
