@@ -171,6 +171,13 @@ async def test_read_auth_hls_through_a_signed_link(
         await trio.sleep(2.1)
         expired = await http.get(f"/live/cam/{segment}?token={short}")
         assert expired.status_code == 403 and "expired" in expired.text
+        # FFmpeg, a player with no notion of tokens, plays the signed link.
+        played = await run_client(
+            [apt_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i",
+             f"{base}/live/cam/index.m3u8?token={token}", "-t", "2", "-f", "null", "-"],
+            timeout=30,
+        )  # fmt: skip
+        assert played.returncode == 0, played.stderr.decode(errors="replace")
         # The page of the stream carries the token to the player.
         page = await http.get("/live/cam/", params={"token": token})
         assert page.status_code == 200 and f'data-token="{token}"' in page.text
