@@ -228,13 +228,22 @@ class AccessControl:
         return not (self.settings.api_token or auth_configured(self.settings))
 
     async def admit_read(
-        self, app: str, key: str, query: str, authorization: str | None, ip: str
+        self,
+        app: str,
+        key: str,
+        query: str,
+        authorization: str | None,
+        ip: str,
+        *,
+        renew: bool = True,
     ) -> Admission:
         token = bearer_token(authorization) or query_token(query)
         request = AuthRequest("read", "hls", app, key, query, ip, token)
         decision = await self.check(request)
         if not decision.allowed:
             return Admission(False, 401 if token is None else 403, decision.reason)
+        if not renew and token is not None:
+            return Admission(True, token=token)
         return Admission(True, token=self.session_token(app, key, decision, token))
 
     async def admit_api(self, query: str, authorization: str | None, ip: str) -> Admission:

@@ -48,9 +48,18 @@ class AccessGate(Protocol):
         ...
 
     async def admit_read(
-        self, app: str, key: str, query: str, authorization: str | None, ip: str
+        self,
+        app: str,
+        key: str,
+        query: str,
+        authorization: str | None,
+        ip: str,
+        *,
+        renew: bool = True,
     ) -> Admission:
-        """May this request read APP/KEY (a playlist, segment, part, page or status)?"""
+        """May this request read APP/KEY (a playlist, segment, part, page or status)?
+        ``renew``: the answer carries a token to hand on (a playlist, page or status); a
+        segment or part needs none, which saves signing one per request."""
         ...
 
     async def admit_api(self, query: str, authorization: str | None, ip: str) -> Admission:

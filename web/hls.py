@@ -264,12 +264,14 @@ def install(
     """The Quart routes: what the fast path hands on (see the module docstring)."""
     compress = PlaylistGzip(config.gzip_level)
 
-    async def admit(app: str, key: str) -> Admission:
+    async def admit(app: str, key: str, file: str) -> Admission:
         if gate is None or not gate.read_auth:
             return Admission(True)
         query = request.query_string.decode("latin-1")
         ip = request.remote_addr or ""
-        return await gate.admit_read(app, key, query, request.headers.get("Authorization"), ip)
+        authorization = request.headers.get("Authorization")
+        playlist = file.endswith(".m3u8")
+        return await gate.admit_read(app, key, query, authorization, ip, renew=playlist)
 
     async def low_latency(app: str, key: str, file: str, token: str | None) -> Reply | None:
         if ll is None:
@@ -304,7 +306,7 @@ def install(
 
     @web.route(PLAYLIST_ROUTE, methods=["GET"])
     async def playlist(app: str, key: str, file: str) -> Response:
-        admission = await admit(app, key)
+        admission = await admit(app, key, file)
         if not admission.allowed:
             return send(refusal(admission, app, key))
         reply = await low_latency(app, key, file, admission.token)
@@ -316,7 +318,7 @@ def install(
 
     @web.route(SEGMENT_ROUTE, methods=["GET"])
     async def segment(app: str, key: str, file: str) -> Response:
-        admission = await admit(app, key)
+        admission = await admit(app, key, file)
         if not admission.allowed:
             return send(refusal(admission, app, key))
         if file.endswith(".m4s") and store.get(f"{app}/{key}/{file}") is None:
@@ -411,7 +413,7 @@ def fast_path(
         if method != "OPTIONS" and gate is not None and gate.read_auth:
             query = scope["query_string"].decode("latin-1")
             ip = client_ip(scope.get("client"))
-            admission = await gate.admit_read(app, key, query, authorization, ip)
+            admission = await gate.admit_read(app, key, query, authorization, ip, renew=playlist)
         if method == "OPTIONS":
             # CORS preflight (web.app _start): answered for any route that exists.
             status, headers, body = 204, [*preflight, ("content-length", "0")], b""
