@@ -13,6 +13,7 @@ Task tree (every task has an owner):
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,13 +34,14 @@ from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
-from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore
+from segmenter.store import DiskStore, MemoryStore, Store, StoreFull, WriteBehindStore
 from web.app import WebConfig, create_app
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
 
 log = logging.getLogger("gateway")
 
+STORE_FULL_LOG_INTERVAL = 10.0  # seconds between "memory store full" lines of one stream
 POLL_INTERVAL = 0.5  # seconds between segmenter housekeeping runs (ENDLIST grace, expiry)
 
 
@@ -77,7 +79,7 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
 
 def make_store(settings: Settings) -> Store:
     if not settings.hls_dir:
-        return MemoryStore()
+        return MemoryStore(settings.hls_memory_max_bytes)
     disk = DiskStore(Path(settings.hls_dir))
     if settings.hls_write_queue_bytes == 0:
         return disk
@@ -102,6 +104,8 @@ class Gateway:
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
     access: AccessControl | None = None
+    # trio time of the last "memory store full" line per stream (one per interval, not per put).
+    _store_full_logged: dict[str, float] = field(default_factory=dict)
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
@@ -214,6 +218,12 @@ class Gateway:
                 live.begin_session(now)
             elif isinstance(item, SessionEnd):
                 live.end_session(now)
+        except StoreFull as exc:
+            # Memory cap reached: this segment is lost, the stream and the others go on.
+            self.metrics.store_refused.inc()
+            if now - self._store_full_logged.get(live.path, -math.inf) >= STORE_FULL_LOG_INTERVAL:
+                self._store_full_logged[live.path] = now
+                log.error("%s: %s", live.path, exc)
         except Exception:
             # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
             log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)

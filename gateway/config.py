@@ -325,6 +325,17 @@ class Settings:
             minimum=0.0,
         ),
     )
+    hls_memory_max_bytes: int = field(
+        default=1024 * 1024 * 1024,
+        metadata=_doc(
+            "Without hls_dir: bytes of segments and playlists held in memory at most; past it "
+            "new segments are refused and logged until ended streams expire and free room, "
+            "rather than the process growing until the kernel kills every stream. Plan about "
+            "window x 2 formats x bitrate x target duration per stream, plus the ended ones "
+            "kept for hls_retention (0 = no cap).",
+            minimum=0,
+        ),
+    )
     hls_write_queue_bytes: int = field(
         default=64 * 1024 * 1024,
         metadata=_doc(
