@@ -9,6 +9,7 @@ at start; an error names the key and the source it came from.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import ssl
 import tomllib
@@ -585,7 +586,7 @@ def load_settings(
         for key, value in _flatten(data).items():
             f = by_name.get(key)
             if f is None:
-                raise ConfigError(f"{key} (from {path}): unknown setting")
+                raise ConfigError(f"{key} (from {path}): unknown setting{_did_you_mean(key)}")
             values[key] = _coerce(f, value, str(path))
     for name, raw in (os.environ if env is None else env).items():
         if not name.startswith("GATEWAY_"):
@@ -593,13 +594,21 @@ def load_settings(
         key = name[len("GATEWAY_") :].lower()
         f = by_name.get(key)
         if f is None:
-            raise ConfigError(f"{key} (from environment {name}): unknown setting")
+            raise ConfigError(
+                f"{key} (from environment {name}): unknown setting{_did_you_mean(key)}"
+            )
         values[key] = _coerce(f, raw, f"environment {name}")
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         values[key] = _coerce(by_name[key], value, f"--{key.replace('_', '-')}")
     return _check(Settings(**values))
+
+
+def _did_you_mean(key: str) -> str:
+    """' (did you mean 'hls_window'?)' for a near miss of a setting's name, else ''."""
+    close = difflib.get_close_matches(key, [f.name for f in Settings.fields()], n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _flatten(data: Mapping[str, Any]) -> dict[str, Any]:
