@@ -91,7 +91,9 @@ class Session:
     _send_lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
     _nursery: trio.Nursery | None = None
     _conn: Connection = field(init=False)
-    _cause: str = "closed by peer"
+    # Why the connection ended; every task sets it, so what is left is a cancellation from
+    # outside: the gateway stopping.
+    _cause: str = "gateway stopping"
     # The shared reader for publishing connections (None: this connection waits on its own).
     mux: ReadMux | None = None
     # Once the connection plays, every write goes through here (players' media are written by
@@ -104,7 +106,7 @@ class Session:
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
         self._conn = conn
-        self._cause = "closed by peer"
+        self._cause = "gateway stopping"
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, abort, render_template, request
+from quart import Response, render_template, request
 from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
@@ -127,12 +127,15 @@ def install(
         rows.sort(key=lambda row: (row["app"], row["key"]))
         return await render_template("index.html", rows=rows)
 
-    # strict_slashes=False plus the check below: "/live/cam1" answers 404 with a hint instead of
-    # a redirect, so no arbitrary two-component path (e.g. "/etc/passwd") leads anywhere.
+    # strict_slashes=False plus the check below: "/live/cam1" (typed or pasted without the
+    # slash) is sent on to the page, its query (a token) kept; only valid names get here.
     @web.route("/<name:app>/<name:key>/", methods=["GET"], strict_slashes=False)
     async def player(app: str, key: str) -> str | Response:
         if not request.path.endswith("/"):
-            abort(404, f"player pages end with a slash: /{app}/{key}/")
+            query = request.query_string.decode("latin-1")
+            target = f"/{app}/{key}/" + (f"?{query}" if query else "")
+            # 301 to the path alone (relative URLs on the page then resolve under the stream).
+            return Response("", status=301, headers={"Location": target})
         token = None
         if gate is not None and gate.read_auth:
             query = request.query_string.decode("latin-1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 import trio.testing
@@ -137,3 +139,17 @@ async def test_query_of_connect_and_of_the_stream_name_are_kept(nursery: trio.Nu
     stream = hub.get("live", "key")
     assert stream is not None and stream.publisher is not None
     assert stream.publisher.query == {"user": ["a"], "token": ["new"]}
+
+
+async def test_a_connection_ended_by_shutdown_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.rtmp")
+    async with trio.open_nursery() as nursery:
+        client, hub, _, _ = await start_session(nursery)
+        conn = Connection(role=Role.CLIENT)
+        conn.connect("live", "rtmp://127.0.0.1/live")
+        conn.publish("key")
+        await pump(client, conn, ev.Status)
+        nursery.cancel_scope.cancel()  # what the gateway's ingest nursery does on SIGTERM
+    closed = [r.getMessage() for r in caplog.records if "closed (" in r.getMessage()]
+    assert len(closed) == 1 and "(gateway stopping)" in closed[0], closed
+    assert hub.publishers() == 0
