@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["AccessGate", "Admission", "client_ip", "tokenize_playlist"]
+from quart import request
+
+__all__ = ["AccessGate", "Admission", "admit_request", "client_ip", "tokenize_playlist"]
 
 # Playback tokens are made of URL-safe characters only (gateway.auth.PlaybackSigner).
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.~-]+")
@@ -65,6 +67,15 @@ class AccessGate(Protocol):
     async def admit_api(self, query: str, authorization: str | None, ip: str) -> Admission:
         """May this request use the API, metrics and stream index?"""
         ...
+
+
+async def admit_request(gate: AccessGate, app: str, key: str, *, renew: bool = True) -> Admission:
+    """``gate.admit_read`` for the Quart request being answered (its query, Authorization
+    header and peer address)."""
+    query = request.query_string.decode("latin-1")
+    authorization = request.headers.get("Authorization")
+    ip = request.remote_addr or ""
+    return await gate.admit_read(app, key, query, authorization, ip, renew=renew)
 
 
 def client_ip(client: tuple[str, int] | list[object] | None) -> str:

@@ -9,7 +9,7 @@ import prometheus_client
 from quart import Response, abort, request
 from quart_trio import QuartTrio
 
-from web.access import AccessGate, Admission
+from web.access import AccessGate, Admission, admit_request
 
 if TYPE_CHECKING:
     from web.app import StatusSource
@@ -79,10 +79,7 @@ def install(
         if not admission.allowed:
             read = Admission(True)
             if gate is not None and gate.read_auth:
-                query = request.query_string.decode("latin-1")
-                authorization = request.headers.get("Authorization")
-                ip = request.remote_addr or ""
-                read = await gate.admit_read(app, key, query, authorization, ip)
+                read = await admit_request(gate, app, key)
             if not read.allowed:
                 return refused(read)
         info = status.stream(app, key)

@@ -23,7 +23,7 @@ from web import api, hls, pages
 from web.access import AccessGate
 from web.httputil import cors_headers, plain_error, preflight_headers
 from web.lowlatency import LiveSource, Waiters
-from web.names import CONVERTERS
+from web.names import CONVERTERS, RESERVED_APP_NAMES
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
 from web.peerlimit import per_address_limit
 
@@ -36,10 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# App names that collide with the gateway's own URL space; the RTMP side should refuse to publish
-# under them (a stream "static/x" would be served, but "api/streams" could never be).
-RESERVED_APP_NAMES = frozenset({"api", "static", "metrics", "healthz"})
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from werkzeug.datastructures import Headers
 
 from segmenter.keeper import CMAF_PLAYLIST_NAME
 from segmenter.store import Store
-from web.access import AccessGate, Admission, client_ip, tokenize_playlist
+from web.access import AccessGate, Admission, admit_request, client_ip, tokenize_playlist
 from web.httputil import (
     Unsatisfiable,
     accepts_gzip,
@@ -267,11 +267,7 @@ def install(
     async def admit(app: str, key: str, file: str) -> Admission:
         if gate is None or not gate.read_auth:
             return Admission(True)
-        query = request.query_string.decode("latin-1")
-        ip = request.remote_addr or ""
-        authorization = request.headers.get("Authorization")
-        playlist = file.endswith(".m3u8")
-        return await gate.admit_read(app, key, query, authorization, ip, renew=playlist)
+        return await admit_request(gate, app, key, renew=file.endswith(".m3u8"))
 
     async def low_latency(app: str, key: str, file: str, token: str | None) -> Reply | None:
         if ll is None:

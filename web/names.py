@@ -77,3 +77,8 @@ CONVERTERS: dict[str, type[BaseConverter]] = {
     "playlist": PlaylistConverter,
     "segment": SegmentConverter,
 }
+
+
+# App names that collide with the gateway's own URL space; the RTMP side should refuse to publish
+# under them (a stream "static/x" would be served, but "api/streams" could never be).
+RESERVED_APP_NAMES = frozenset({"api", "static", "metrics", "healthz"})

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, render_template, request
+from quart import Response, abort, render_template, request
 from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
-from web.access import AccessGate, Admission
+from web.access import AccessGate, Admission, admit_request
 from web.api import operator
-from web.names import PLAYLIST_MIME
+from web.names import PLAYLIST_MIME, RESERVED_APP_NAMES
 
 if TYPE_CHECKING:
     from web.app import StatusSource, WebConfig
@@ -128,20 +128,20 @@ def install(
         return await render_template("index.html", rows=rows)
 
     # strict_slashes=False plus the check below: "/live/cam1" (typed or pasted without the
-    # slash) is sent on to the page, its query (a token) kept; only valid names get here.
+    # slash) of a stream the gateway knows is sent on to its page, the query (a token) kept;
+    # any other two-component path (e.g. "/etc/passwd") leads nowhere: 404 with a hint.
     @web.route("/<name:app>/<name:key>/", methods=["GET"], strict_slashes=False)
     async def player(app: str, key: str) -> str | Response:
         if not request.path.endswith("/"):
+            if app in RESERVED_APP_NAMES or status.stream(app, key) is None:
+                abort(404, f"player pages end with a slash: /{app}/{key}/")
             query = request.query_string.decode("latin-1")
             target = f"/{app}/{key}/" + (f"?{query}" if query else "")
             # 301 to the path alone (relative URLs on the page then resolve under the stream).
             return Response("", status=301, headers={"Location": target})
         token = None
         if gate is not None and gate.read_auth:
-            query = request.query_string.decode("latin-1")
-            authorization = request.headers.get("Authorization")
-            ip = request.remote_addr or ""
-            admission = await gate.admit_read(app, key, query, authorization, ip)
+            admission = await admit_request(gate, app, key)
             if not admission.allowed:
                 return refused_page(admission)
             token = admission.token

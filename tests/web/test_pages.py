@@ -87,12 +87,17 @@ async def test_player_page(app: QuartTrio, path: str) -> None:
     assert not EXTERNAL.search(html)
 
 
-async def test_player_page_without_its_slash_redirects_keeping_the_query(app: QuartTrio) -> None:
+async def test_player_page_without_its_slash_redirects_keeping_the_query(
+    app: QuartTrio, status: FakeStatus
+) -> None:
+    status.set(stream_info("live", "cam1"))
     response = await app.test_client().get("/live/cam1")
     assert response.status_code == 301 and response.headers["Location"] == "/live/cam1/"
     response = await app.test_client().get("/live/cam1?token=p1~9~~x")
     assert response.headers["Location"] == "/live/cam1/?token=p1~9~~x"
-    assert (await app.test_client().get("/live/..")).status_code == 404  # not a stream name
+    # A path of no known stream leads nowhere (no page for "/etc/passwd"), with a hint.
+    unknown = await app.test_client().get("/live/other")
+    assert unknown.status_code == 404 and b"/live/other/" in await unknown.get_data()
 
 
 async def test_player_poll_interval_from_config(store: MemoryStore, status: FakeStatus) -> None:
