@@ -541,7 +541,7 @@ async def run_all(
                     await procs.stop(s.publisher)
                     s.scope.cancel()
             for s in servers:
-                if s.ours:
+                if s.ours and opts.viewers > 0:  # --viewers 0: setup only
                     runs[s.column]["viewers"] = await part2(opts, s, hook)
                     runs[s.column]["server_alive"] = s.target.alive()
             watching.cancel_scope.cancel()
