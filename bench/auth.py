@@ -591,31 +591,35 @@ async def run(
         if what == "play":
             row(f"{what} setup", "connect->first media p50 ms", what, "first_media", "p50_ms")
         for c in columns:  # the hook's cost: this column's p50 less the same server's without
-            if c.endswith("+hook") and c in runs and c[: -len("+hook")] in runs:
-                with_hook = runs[c].get(what, {}).get("total", {}).get("p50_ms")
-                without = runs[c[: -len("+hook")]].get(what, {}).get("total", {}).get("p50_ms")
-                if with_hook is not None and without is not None:
-                    runs[c][what]["added_p50_ms"] = round(with_hook - without, 2)
-        row(f"{what} setup", "with hook - without, p50 ms", what, "added_p50_ms")
+            base = runs.get(c.removesuffix("+hook"), {}).get(what)
+            mine = runs.get(c, {}).get(what)
+            if c.endswith("+hook") and base and mine:
+                for stage in ("total", "command"):
+                    a, b = mine[stage]["p50_ms"], base[stage]["p50_ms"]
+                    if a is not None and b is not None:
+                        mine[f"added_{stage}_p50_ms"] = round(a - b, 2)
+        row(f"{what} setup", "with hook - without: connect p50 ms", what, "added_total_p50_ms")
+        row(f"{what} setup", f"with hook - without: {what} p50 ms", what, "added_command_p50_ms")
         row(f"{what} setup", "hook calls per setup", what, "hook_calls_per_setup")
         row(f"{what} setup", "failed", what, "failed")
     table.add("hook", "round trip p50 ms (bench, httpx)", {c: rtt["p50_ms"] for c in columns
                                                           if c.endswith("+hook")})  # fmt: skip
     row("hook", "service p50 ms (in the hook)", "hook_service", "p50_ms")
     row("hook", "round trip mean ms (gateway metrics)", "gateway_hook_mean_ms")
-    row("hls viewers", "sessions started", "viewers", "sessions")
-    row("hls viewers", "hook read calls", "viewers", "hook_read_calls")
-    row("hls viewers", "hook calls per session", "viewers", "hook_calls_per_session")
-    row("hls viewers", "requests /s", "viewers", "requests_per_s")
-    row("hls viewers", "MB/s", "viewers", "mb_per_s")
-    row("hls viewers", "playlist p50 ms", "viewers", "playlist", "p50_ms")
-    row("hls viewers", "playlist p99 ms", "viewers", "playlist", "p99_ms")
-    row("hls viewers", "segment/part p50 ms", "viewers", "media", "p50_ms")
-    row("hls viewers", "segment/part p99 ms", "viewers", "media", "p99_ms")
-    row("hls viewers", "non-200 statuses", "viewers", "statuses")
-    row("hls viewers", "errors", "viewers", "errors")
-    row("cpu", "server % (window)", "viewers", "server_cpu_percent")
-    row("cpu", "bench client % (window)", "viewers", "bench_cpu_percent")
+    if opts.viewers > 0:
+        row("hls viewers", "sessions started", "viewers", "sessions")
+        row("hls viewers", "hook read calls", "viewers", "hook_read_calls")
+        row("hls viewers", "hook calls per session", "viewers", "hook_calls_per_session")
+        row("hls viewers", "requests /s", "viewers", "requests_per_s")
+        row("hls viewers", "MB/s", "viewers", "mb_per_s")
+        row("hls viewers", "playlist p50 ms", "viewers", "playlist", "p50_ms")
+        row("hls viewers", "playlist p99 ms", "viewers", "playlist", "p99_ms")
+        row("hls viewers", "segment/part p50 ms", "viewers", "media", "p50_ms")
+        row("hls viewers", "segment/part p99 ms", "viewers", "media", "p99_ms")
+        row("hls viewers", "non-200 statuses", "viewers", "statuses")
+        row("hls viewers", "errors", "viewers", "errors")
+        row("cpu", "server % (window)", "viewers", "server_cpu_percent")
+        row("cpu", "bench client % (window)", "viewers", "bench_cpu_percent")
     for c, r in runs.items():
         if r.get("error"):
             table.add("error", "", {c: r["error"].splitlines()[0][:60]})
