@@ -18,6 +18,7 @@ from bench import cpus, fixtures, report
 
 SCENARIOS = (
     "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
+    "auth",
 )  # fmt: skip
 
 
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--publishers", type=_ints, default=[1, 10, 50, 100], help="ingest: list")
     p.add_argument("--sample", type=int, default=3, help="ingest: streams checked over HTTP")
-    p.add_argument("--viewers", type=int, default=200, help="viewers: HTTP clients")
+    p.add_argument(
+        "--viewers", type=int, default=None,
+        help="viewers, llviewers: HTTP clients (default 200); auth: HLS sessions (default 1000)",
+    )  # fmt: skip
     p.add_argument("--players", type=_ints, default=[1, 10, 50], help="fanout: list")
     p.add_argument("--poll-ms", type=float, default=5.0, help="latency: playlist poll period")
     p.add_argument("--capture", type=Path, default=None, help="hotpath: recorded RTMP bytes")
@@ -76,10 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", type=float, default=10.0,
         help="llviewers: seconds of ingest watched without viewers first",
     )  # fmt: skip
+    p.add_argument("--setups", type=int, default=30, help="auth: publishes and plays per column")
+    p.add_argument(
+        "--hook-delay", type=float, default=0.0, help="auth: ms the bench hook waits to answer"
+    )  # fmt: skip
+    p.add_argument(
+        "--viewer-mode", choices=("segments", "ll"), default="segments",
+        help="auth: viewers reload the variant playlist every target duration and fetch whole "
+        "segments (segments), or follow it with blocking reloads and parts (ll)",
+    )  # fmt: skip
+    p.add_argument("--ramp", type=float, default=5.0, help="auth: seconds over which viewers start")
     return p
 
 
 async def _main(opts: Any) -> None:
+    if opts.viewers is None:
+        opts.viewers = 1000 if opts.scenario == "auth" else 200
     if opts.scenario in ("hotpath", "llviewers"):
         targets = ["ours"]  # nginx-rtmp has no LL-HLS
     else:

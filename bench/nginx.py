@@ -40,7 +40,7 @@ rtmp {{
             hls_nested on;
             hls_fragment {fragment}s;
             hls_playlist_length {playlist}s;
-        }}
+{directives}        }}
     }}
 }}
 http {{
@@ -85,7 +85,9 @@ def write_conf(
     fragment: float = 2.0,
     playlist: float = 12.0,
     workers: int = DEFAULT_WORKERS,
+    directives: str = "",
 ) -> Path:
+    """``directives``: more lines for ``application live`` (e.g. on_publish URL;)."""
     for sub in ("hls/live", "tmp"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
@@ -98,6 +100,7 @@ def write_conf(
             fragment=f"{fragment:g}",
             playlist=f"{playlist:g}",
             workers=workers,
+            directives="".join(f"            {line}\n" for line in directives.splitlines()),
         )
     )
     return conf

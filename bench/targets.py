@@ -136,12 +136,18 @@ async def open_target(
     nginx_workers: int = nginx.DEFAULT_WORKERS,
     cpus: CpuPlan | None = None,
     formats: str | None = None,
+    settings: dict[str, str] | None = None,
+    nginx_directives: str = "",
 ) -> AsyncIterator[Target]:
     """Start target ``name`` on free loopback ports (on ``cpus.server`` if given); stop it when
     the block ends. ``formats`` (ours): GATEWAY_HLS_FORMATS for this server, e.g. "ts" or
-    "ts,cmaf"; None leaves the environment's value (or the gateway's default)."""
+    "ts,cmaf"; None leaves the environment's value (or the gateway's default). ``settings``
+    (ours): more GATEWAY_* variables for this server; ``nginx_directives``: lines added to
+    nginx's ``application live`` block."""
     rtmp_port, http_port = free_port(), free_port()
     env: dict[str, str] = {}
+    if name == "ours" and settings:
+        env.update(settings)
     served: tuple[str, ...] = ("ts",)
     split = False
     directory = workdir / name
@@ -172,6 +178,7 @@ async def open_target(
             fragment=target_duration,
             playlist=6 * target_duration,
             workers=nginx_workers,
+            directives=nginx_directives,
         )
         args = nginx.command(directory, conf)
     else:
