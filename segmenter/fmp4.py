@@ -6,7 +6,7 @@ Why not PyAV's mp4 muxer (measured, see docs/llhls.md): its fragments are cut wh
 follow our segment and part boundaries exactly; a stream made with ``add_mux_stream`` or from a
 template drops the avcC/ASC and the picture size in the init segment; and each packet costs a
 Python -> C round trip. Here a sample is appended to a list; a part is cut into one buffer
-(``moof`` + ``mdat`` header, packed in place) followed by the samples' own bytes, not copied.
+(``moof`` + ``mdat`` header, packed in place) and joined with the samples' bytes.
 The FLV payloads go in as they are: AVCC NAL units with the avcC's length size and raw AAC frames
 are exactly what ``avc1`` and ``mp4a`` samples hold.
 """
@@ -226,13 +226,11 @@ class FragmentWriter:
     def empty(self) -> bool:
         return not any(run.entries for run in self._runs.values())
 
-    def flush(self) -> tuple[bytes, ...]:
-        """The fragment of every sample added since the last flush (() if there are none), as
-        its chunks: ``moof`` + ``mdat`` header, then the samples as they were added. Not joined:
-        a part is stored and written as its chunks, and joined only if a player fetches it."""
+    def flush(self) -> bytes:
+        """The fragment of every sample added since the last flush (b"" if there are none)."""
         runs = [r for r in self._runs.values() if r.entries]
         if not runs:
-            return ()
+            return b""
         self._sequence += 1
         # §8.8.8.1: data offsets count from the start of the moof, whose size is known ahead.
         moof_size = MOOF_HEADER_SIZE + sum(
@@ -243,7 +241,7 @@ class FragmentWriter:
         head = bytearray(moof_size + 8)
         _pack_into(">I4sI4sII", head, 0, moof_size, b"moof", 16, b"mfhd", 0, self._sequence)
         pos, offset = MOOF_HEADER_SIZE, moof_size + 8
-        chunks: list[bytes] = [b""]
+        chunks: list[bytes | bytearray] = [head]
         for run in runs:
             entries = run.entries
             assert run.base is not None
@@ -268,5 +266,6 @@ class FragmentWriter:
             run.entries, run.data, run.base = [], [], None
         assert pos == moof_size
         _pack_into(">I4s", head, moof_size, offset - moof_size, b"mdat")
-        chunks[0] = bytes(head)
-        return tuple(chunks)
+        # One copy of the samples into one object: keeping the samples themselves alive for as
+        # long as the part is listed fragmented the heap (malloc's CPU doubled, perf).
+        return b"".join(chunks)

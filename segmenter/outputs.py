@@ -27,7 +27,7 @@ from segmenter.fmp4 import FragmentWriter, init_segment, tracks_for
 from segmenter.keeper import CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, PlaylistKeeper
 from segmenter.mux import SegmentMuxer, TsMuxer
 from segmenter.playlist import PartEntry, SegmentEntry
-from segmenter.store import Data, Store, joined, size_of
+from segmenter.store import Store, size_of
 
 # Frame steps above this are gaps, not the frame rate, and do not widen PART-TARGET.
 MAX_PACER_STEP_MS = 100
@@ -130,11 +130,10 @@ class CmafOutput:
         self._part_independent = False
         self._part_has_video = False
         self._parts: list[PartEntry] = []  # complete parts of the open segment
-        self._data: list[tuple[bytes, ...]] = []  # their chunks
-        # Chunks of the parts listed and the open segment's, by URI, plus those of one segment
-        # more for requests made from the playlist version before (keyed by its number); a
-        # part is joined when it is first fetched (most are never fetched without LL viewers).
-        self._part_bytes: dict[str, Data] = {}
+        self._data: list[bytes] = []  # their bytes
+        # Bytes of the parts listed and the open segment's, by URI, plus those of one segment
+        # more for requests made from the playlist version before (keyed by its number).
+        self._part_bytes: dict[str, bytes] = {}
         self._part_uris: collections.deque[tuple[int, list[str]]] = collections.deque()
 
     # --- configuration -------------------------------------------------------------------------
@@ -225,11 +224,7 @@ class CmafOutput:
 
     def part(self, uri: str) -> bytes | None:
         """The bytes of a part of a listed (or the open) segment."""
-        data = self._part_bytes.get(uri)
-        if data is None or isinstance(data, bytes):
-            return data
-        data = self._part_bytes[uri] = joined(data)  # once: later requests get these bytes
-        return data
+        return self._part_bytes.get(uri)
 
     def _forget_parts(self, before: int | None) -> None:
         """Drop the parts of segments numbered below ``before`` (all when None)."""
@@ -253,8 +248,7 @@ class CmafOutput:
         boundary = cut.boundary if cut.boundary is not None else self.end_of_media()
         if self._part_start is not None and boundary is not None:
             self._close_part(boundary, now)
-        # The segment is its parts' chunks, not copied.
-        parts, data = self._parts, tuple(chunk for part in self._data for chunk in part)
+        parts, data = self._parts, tuple(self._data)  # the segment is its parts, not copied
         self._parts, self._data = [], []
         self._segment_start = None
         self._discontinuity = False
