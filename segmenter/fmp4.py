@@ -5,9 +5,10 @@ Why not PyAV's mp4 muxer (measured, see docs/llhls.md): its fragments are cut wh
 (``frag_duration``; ``frag_custom`` cannot be flushed on demand from PyAV), so parts could not
 follow our segment and part boundaries exactly; a stream made with ``add_mux_stream`` or from a
 template drops the avcC/ASC and the picture size in the init segment; and each packet costs a
-Python -> C round trip. Here a sample is appended to a list, and a part costs one ``struct.pack``
-per sample when it is cut. The FLV payloads go in as they are: AVCC NAL units with the avcC's
-length size and raw AAC frames are exactly what ``avc1`` and ``mp4a`` samples hold.
+Python -> C round trip. Here a sample is appended to a list; a part is cut into one buffer
+(``moof`` + ``mdat`` header, packed in place) and joined with the samples' bytes.
+The FLV payloads go in as they are: AVCC NAL units with the avcC's length size and raw AAC frames
+are exactly what ``avc1`` and ``mp4a`` samples hold.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ MOOF_HEADER_SIZE = 8 + 16
 TRAF_SIZE = 8 + 16 + 20 + 20
 TRUN_SAMPLE_SIZE = 16
 _UNITY_MATRIX = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+_pack_into = struct.pack_into
 _LANGUAGE_UND = ((ord("u") - 0x60) << 10) | ((ord("n") - 0x60) << 5) | (ord("d") - 0x60)
 
 
@@ -234,46 +236,36 @@ class FragmentWriter:
         moof_size = MOOF_HEADER_SIZE + sum(
             TRAF_SIZE + TRUN_SAMPLE_SIZE * len(r.entries) for r in runs
         )
-        offsets, at = [], moof_size + 8
+        # One buffer for the moof and the mdat header, packed in place: no bytes per box or
+        # per sample.
+        head = bytearray(moof_size + 8)
+        _pack_into(">I4sI4sII", head, 0, moof_size, b"moof", 16, b"mfhd", 0, self._sequence)
+        pos, offset = MOOF_HEADER_SIZE, moof_size + 8
+        chunks: list[bytes | bytearray] = [head]
         for run in runs:
-            offsets.append(at)
-            at += sum(size for _, size, _, _ in run.entries)
-        moof = self._moof(runs, offsets)
-        assert len(moof) == moof_size
-        mdat_size = at - moof_size
-        parts = [moof, struct.pack(">I4s", mdat_size, b"mdat")]
-        for run in runs:
-            parts += run.data
-            run.entries, run.data, run.base = [], [], None
-        return b"".join(parts)
-
-    def _moof(self, runs: list[_Run], offsets: list[int]) -> bytes:
-        trafs = []
-        for run, offset in zip(runs, offsets, strict=True):
             entries = run.entries
             assert run.base is not None
-            samples = bytearray()
-            for i, (dts, size, flags, cto) in enumerate(entries):
-                duration = entries[i + 1][0] - dts if i + 1 < len(entries) else run.step
-                duration = duration or default_duration(run.track)
-                samples += struct.pack(">IIIi", max(duration, 0), size, flags, cto)
-            trafs.append(
-                box(
-                    b"traf",
-                    full_box(
-                        b"tfhd",
-                        0,
-                        _TFHD_DEFAULT_BASE_IS_MOOF,
-                        struct.pack(">I", run.track.track_id),
-                    ),
-                    full_box(b"tfdt", 1, 0, struct.pack(">Q", run.base)),
-                    full_box(
-                        b"trun",
-                        1,
-                        _TRUN_FLAGS,
-                        struct.pack(">Ii", len(entries), offset),
-                        bytes(samples),
-                    ),
-                )
-            )
-        return box(b"moof", full_box(b"mfhd", 0, 0, struct.pack(">I", self._sequence)), *trafs)
+            count = len(entries)
+            trun_size = 20 + TRUN_SAMPLE_SIZE * count
+            _pack_into(
+                ">I4sI4sIII4sIQI4sIIi", head, pos,
+                TRAF_SIZE - 20 + trun_size, b"traf",
+                16, b"tfhd", _TFHD_DEFAULT_BASE_IS_MOOF, run.track.track_id,
+                20, b"tfdt", 1 << 24, run.base,  # version 1: 64-bit decode time
+                trun_size, b"trun", (1 << 24) | _TRUN_FLAGS, count, offset,
+            )  # fmt: skip
+            pos += TRAF_SIZE
+            default = default_duration(run.track)
+            for i in range(count):
+                dts, size, flags, cto = entries[i]
+                duration = entries[i + 1][0] - dts if i + 1 < count else run.step
+                _pack_into(">IIIi", head, pos, max(duration or default, 0), size, flags, cto)
+                pos += TRUN_SAMPLE_SIZE
+                offset += size
+            chunks += run.data
+            run.entries, run.data, run.base = [], [], None
+        assert pos == moof_size
+        _pack_into(">I4s", head, moof_size, offset - moof_size, b"mdat")
+        # One copy of the samples into one object: keeping the samples themselves alive for as
+        # long as the part is listed fragmented the heap (malloc's CPU doubled, perf).
+        return b"".join(chunks)

@@ -296,10 +296,12 @@ class LivePlaylist:
         inits = {item.entry.init_uri for item in self._listed}
         for head in removed:
             # RFC 8216 §6.2.2: keep a removed segment available for its duration plus the
-            # duration of the longest playlist that contained it; its parts and an init segment
-            # no listed segment uses any more go with it.
+            # duration of the longest playlist that contained it; an init segment no listed
+            # segment uses any more goes with it. Parts are not here: they never reach the store
+            # (CmafOutput keeps them in memory), and deleting ten missing files per segment
+            # cost the store's writer thread more than writing the segment.
             deadline = now + head.duration + head.longest_playlist
-            uris = [head.entry.uri, *(p.uri for p in head.entry.parts)]
+            uris = [head.entry.uri]
             if head.entry.init_uri is not None and head.entry.init_uri not in inits:
                 uris.append(head.entry.init_uri)
                 inits.add(head.entry.init_uri)
@@ -351,14 +353,14 @@ class LivePlaylist:
         self._heads.clear()
 
     def listed_uris(self) -> list[str]:
-        """Every URI listed now (segments, parts, init segments), for a final clean-up."""
+        """Every stored URI listed now (segments, init segments; not parts, which are never
+        stored), for a final clean-up."""
         uris = []
         for item in self._listed:
             entry = item.entry
-            uris += [entry.uri, *(p.uri for p in entry.parts)]
+            uris.append(entry.uri)
             if entry.init_uri is not None:
                 uris.append(entry.init_uri)
-        uris += [p.uri for p in self._open_parts]
         return list(dict.fromkeys(uris))
 
     # -- output ---------------------------------------------------------------------------------

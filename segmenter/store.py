@@ -115,6 +115,8 @@ _NAME_COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
 # listed as stored objects, and leftovers from a crash are recognisable.
 _TEMP_MARK = ".tmp~"
 _TEMP_NAME = re.compile(r".*\.tmp~[0-9a-f]{16}")
+# Chunks per writev(2) call (POSIX guarantees at least 16; Linux allows 1024).
+_IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16))
 # Longest accepted name (a safe bound well below PATH_MAX on every platform we run on).
 MAX_NAME_LENGTH = 1024
 # Longest component: NAME_MAX is 255 bytes and the temp file adds 21 characters to it.
@@ -221,10 +223,20 @@ class DiskStore:
     def _write_and_close(self, fd: int, data: Data) -> None:
         """Write every chunk of ``data`` (fsync'd when asked for), then close ``fd``."""
         try:
-            for chunk in (data,) if isinstance(data, bytes) else data:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+            # writev(2): a CMAF segment is a few hundred chunks (parts are a moof and the
+            # samples' own bytes), one system call per IOV_MAX of them.
+            chunks: list[bytes | memoryview] = [data] if isinstance(data, bytes) else list(data)
+            chunks = [chunk for chunk in chunks if chunk]
+            done = 0
+            while done < len(chunks):
+                written = os.writev(fd, chunks[done : done + _IOV_MAX])
+                while written:  # skip what was written; a chunk written in part is cut
+                    size = len(chunks[done])
+                    if written < size:
+                        chunks[done] = memoryview(chunks[done])[written:]
+                        break
+                    written -= size
+                    done += 1
             if self._fsync:
                 os.fsync(fd)
         finally:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from segmenter.playlist import (
     MAX_WINDOW_SEGMENTS,
     LivePlaylist,
+    PartEntry,
     PlaylistEndedError,
     SegmentEntry,
     parse_resume_state,
@@ -312,6 +313,19 @@ def test_expiry_uses_the_longest_playlist_that_listed_the_segment() -> None:
     removed_at = now
     assert pl.expired(removed_at + 1.0 + 30.0 - 0.001) == []
     assert pl.expired(removed_at + 1.0 + 30.0) == ["s0.ts"]
+
+
+def test_expiry_and_clean_up_name_stored_objects_only_not_parts() -> None:
+    # Parts live in the segmenter's memory, never in the store: nothing to delete there.
+    pl = LivePlaylist(2, 3, part_target=0.2)
+    now = 0.0
+    for i in range(4):
+        now += 2.0
+        parts = tuple(PartEntry(f"s{i}.{n}.m4s", 0.2, n == 0) for n in range(10))
+        pl.add_part(parts[0], "init.mp4")
+        pl.add_segment(SegmentEntry(f"s{i}.m4s", 2.0, init_uri="init.mp4", parts=parts), now)
+    assert pl.listed_uris() == ["s1.m4s", "init.mp4", "s2.m4s", "s3.m4s"]
+    assert pl.expired(1000.0) == ["s0.m4s"]
 
 
 def test_expiry_order_and_partial() -> None:

@@ -78,6 +78,24 @@ def test_chunks_are_stored_as_one_object(store: Store) -> None:
     assert store.get("live/k/seg.m4s") == b"replaced"
 
 
+def test_disk_writes_many_chunks_through_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More chunks than one writev(2) takes, and a kernel that writes only part of each call.
+    real = os.writev
+
+    def short_writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        head = b"".join(bytes(b) for b in buffers[:3])
+        return real(fd, [head[: max(1, len(head) // 2)]])  # a prefix of what was asked
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    store = DiskStore(tmp_path)
+    chunks = tuple(bytes([i % 251]) * (i % 7) for i in range(3000))
+    store.put("live/k/seg.m4s", chunks, fresh=True)
+    store.put("live/k/seg.m4s", chunks[::-1])
+    assert store.get("live/k/seg.m4s") == b"".join(chunks[::-1])
+
+
 def test_empty_bytes_are_stored(store: Store) -> None:
     store.put("a/b/empty.ts", b"")
     assert store.get("a/b/empty.ts") == b""
