@@ -89,8 +89,9 @@ async def run_client(args: list[str], *, timeout: float) -> subprocess.Completed
         return await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
 
 
-def gst_publish_args(url: str, *, seconds: float) -> list[str]:
-    """GStreamer as a publisher: x264 + AAC in FLV over rtmp2sink (the third real encoder)."""
+def gst_publish_args(url: str, *, seconds: float, sink: str = "rtmp2sink") -> list[str]:
+    """GStreamer as a publisher: x264 + AAC in FLV over rtmp2sink (the third real encoder), or
+    ``sink="rtmpsink"`` (the librtmp-based element)."""
     frames = int(seconds * 30)
     return [
         "gst-launch-1.0", "-q", "-e",
@@ -98,7 +99,7 @@ def gst_publish_args(url: str, *, seconds: float) -> list[str]:
         "video/x-raw,width=320,height=240,framerate=30/1", "!",
         "x264enc", "tune=zerolatency", "key-int-max=30", "speed-preset=ultrafast", "!",
         "h264parse", "!", "flvmux", "name=m", "streamable=true", "!",
-        "rtmp2sink", f"location={url}",
+        sink, f"location={url}",
         "audiotestsrc", "is-live=true", f"num-buffers={int(seconds * 44100 / 1024)}", "!",
         "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m.",
     ]  # fmt: skip
