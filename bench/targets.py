@@ -160,6 +160,9 @@ async def open_target(
             "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
             "--hls-dir", str(hls_dir), "--hls-target-duration", f"{target_duration:g}",
             "--log-level", "warning",
+            # All bench load comes from one loopback address: per-address limits off, as
+            # nginx-rtmp has none.
+            "--max-connections-per-ip", "0", "--http-max-requests-per-ip", "0",
         ]  # fmt: skip
         split = ours_split()
         if split:
