@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,9 +124,10 @@ class Session:
 
 
 @contextmanager
-def chromium(prefix: str) -> Iterator[BrowserContext]:
+def chromium(prefix: str, extra_args: Sequence[str] = ()) -> Iterator[BrowserContext]:
     """A fresh headless Chromium (Debian's, driven by Playwright; nothing is downloaded) with a
-    throw-away profile. Shared with the test harness (tests/web/browser.py)."""
+    throw-away profile. Shared with the test harness (tests/web/browser.py). ``extra_args``:
+    more command-line switches (a test CA's key to trust, for instance)."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix=prefix) as profile, sync_playwright() as pw:
@@ -134,7 +135,7 @@ def chromium(prefix: str) -> Iterator[BrowserContext]:
             profile,
             executable_path=CHROMIUM,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *extra_args],
             timeout=LAUNCH_TIMEOUT_MS,
         )
         try:

@@ -13,6 +13,7 @@ Task tree (every task has an owner):
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any
 import trio
 from hypercorn.trio import serve as hypercorn_serve
 
+from gateway.access import AccessControl
 from gateway.config import Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.metrics import Metrics
@@ -32,13 +34,14 @@ from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
-from segmenter.store import DiskStore, MemoryStore, Store, WriteBehindStore
+from segmenter.store import DiskStore, MemoryStore, Store, StoreFull, WriteBehindStore
 from web.app import WebConfig, create_app
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
 
 log = logging.getLogger("gateway")
 
+STORE_FULL_LOG_INTERVAL = 10.0  # seconds between "memory store full" lines of one stream
 POLL_INTERVAL = 0.5  # seconds between segmenter housekeeping runs (ENDLIST grace, expiry)
 
 
@@ -46,12 +49,17 @@ POLL_INTERVAL = 0.5  # seconds between segmenter housekeeping runs (ENDLIST grac
 class Bound:
     """Where the listeners ended up (port 0 in settings picks a free port)."""
 
-    rtmp: list[tuple[str, int]]
+    rtmp: list[tuple[str, int]]  # empty with rtmp_port -1
     http: list[str]
+    rtmps: list[tuple[str, int]] = field(default_factory=list)  # empty without tls_cert
 
     @property
     def rtmp_port(self) -> int:
         return self.rtmp[0][1]
+
+    @property
+    def rtmps_port(self) -> int:
+        return self.rtmps[0][1]
 
     @property
     def http_url(self) -> str:
@@ -71,7 +79,7 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
 
 def make_store(settings: Settings) -> Store:
     if not settings.hls_dir:
-        return MemoryStore()
+        return MemoryStore(settings.hls_memory_max_bytes)
     disk = DiskStore(Path(settings.hls_dir))
     if settings.hls_write_queue_bytes == 0:
         return disk
@@ -95,6 +103,9 @@ class Gateway:
     lives: dict[str, LiveStream] = field(default_factory=dict)
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
+    access: AccessControl | None = None
+    # trio time of the last "memory store full" line per stream (one per interval, not per put).
+    _store_full_logged: dict[str, float] = field(default_factory=dict)
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
@@ -207,6 +218,12 @@ class Gateway:
                 live.begin_session(now)
             elif isinstance(item, SessionEnd):
                 live.end_session(now)
+        except StoreFull as exc:
+            # Memory cap reached: this segment is lost, the stream and the others go on.
+            self.metrics.store_refused.inc()
+            if now - self._store_full_logged.get(live.path, -math.inf) >= STORE_FULL_LOG_INTERVAL:
+                self._store_full_logged[live.path] = now
+                log.error("%s: %s", live.path, exc)
         except Exception:
             # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
             log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
@@ -231,6 +248,8 @@ async def run_gateway(
     """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully."""
     stop = stop if stop is not None else trio.Event()
     gw = Gateway(settings, make_store(settings))
+    access = AccessControl(settings, gw.metrics.registry)
+    gw.access = access
     for name in end_stale_playlists(gw.store):
         log.info("%s: ended a live playlist left by a previous run", name)
     web_app = create_app(
@@ -240,10 +259,12 @@ async def run_gateway(
             cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
             # A disk read may block on slow storage: keep it off the event loop that runs ingest.
             read_in_thread=bool(settings.hls_dir),
+            max_requests_per_ip=settings.http_max_requests_per_ip,
         ),
         registry=gw.metrics.registry,
         live=gw,
         waiters=gw.waiters,
+        gate=access,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout
@@ -263,6 +284,7 @@ async def run_gateway(
         async with trio.open_nursery() as root:
             if handle_signals:
                 root.start_soon(_watch_signals, stop)
+            await root.start(access.run)  # loads a JWKS before anyone is asked
             async with trio.open_nursery() as http:
                 try:
                     http_bound = await http.start(
@@ -281,11 +303,17 @@ async def run_gateway(
                     gw._segmenters = segmenters
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
-                        rtmp_bound = await ingest.start(serve_rtmp, settings, gw.hub, gw.metrics)
-                        gw.bound = Bound(rtmp_bound, http_bound)
+                        listening = await ingest.start(
+                            serve_rtmp, settings, gw.hub, gw.metrics, access
+                        )
+                        gw.bound = Bound(
+                            [(a.host, a.port) for a in listening if a.protocol == "rtmp"],
+                            http_bound,
+                            [(a.host, a.port) for a in listening if a.protocol == "rtmps"],
+                        )
                         log.info(
-                            "gateway listening: rtmp %s, http %s, store %s",
-                            ", ".join(f"{h}:{p}" for h, p in rtmp_bound),
+                            "gateway listening: %s, http %s, store %s",
+                            _addresses(gw.bound),
                             ", ".join(http_bound),
                             settings.hls_dir or "memory",
                         )
@@ -304,6 +332,16 @@ async def run_gateway(
         if isinstance(gw.store, WriteBehindStore) and not gw.store.close(timeout=timeout):
             log.error("store: writes still queued after %g s of shutdown", timeout)
     log.info("gateway stopped")
+
+
+def _addresses(bound: Bound) -> str:
+    """'rtmp H:P, rtmps H:P' for the start line; a listener that is off is not named."""
+    parts = [
+        f"{name} " + ", ".join(f"{_bracket(h)}:{p}" for h, p in addresses)
+        for name, addresses in (("rtmp", bound.rtmp), ("rtmps", bound.rtmps))
+        if addresses
+    ]
+    return ", ".join(parts)
 
 
 def _bracket(host: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -44,12 +46,87 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=f.name.upper(),
             help=f"{f.metadata['doc']} (default: {f.default!r})",
         )
+    sign = commands.add_parser(
+        "sign",
+        help="print a playback URL signed with playback_secret that works until it expires",
+        description="Settings (playback_secret, host, http_port, tls_cert) come from defaults < "
+        "--config FILE < GATEWAY_* environment, as for `gateway run`.",
+    )
+    sign.add_argument("stream", metavar="APP/KEY", help="the stream the link opens")
+    sign.add_argument(
+        "--ttl", default="1h", help="how long the link works: 90s, 30m, 12h, 7d (default 1h)"
+    )
+    sign.add_argument("--config", metavar="FILE", help="TOML file with settings")
+    sign.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="where viewers reach the gateway, e.g. https://live.example.com "
+        "(default: from host, http_port and tls_cert)",
+    )
+    sign.add_argument(
+        "--page", action="store_true", help="the player page's URL instead of the playlist's"
+    )
     return parser
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds (positive)."""
+    text = text.strip().lower()
+    unit = _TTL_UNITS.get(text[-1:])
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < 10 * 365 * 86400:  # NaN fails too
+        raise ValueError(
+            f"--ttl: a positive duration under ten years like 90s, 30m, 12h or 7d, got {text!r}"
+        )
+    return seconds
+
+
+def sign_command(args: argparse.Namespace) -> int:
+    from gateway.auth import PlaybackSigner
+    from gateway.hub import valid_name
+
+    app, _, key = args.stream.strip("/").partition("/")
+    if not (valid_name(app) and valid_name(key)):
+        print(f"gateway sign: expected APP/KEY, got {args.stream!r}", file=sys.stderr)
+        return 2
+    try:
+        ttl = parse_ttl(args.ttl)
+        settings = load_settings(config_file=args.config)
+    except (ValueError, ConfigError) as exc:
+        print(f"gateway sign: {exc}", file=sys.stderr)
+        return 2
+    if not settings.playback_secret:
+        print(
+            "gateway sign: set playback_secret (the same value as the running gateway's) so "
+            "the link can be checked",
+            file=sys.stderr,
+        )
+        return 2
+    base = args.base_url
+    if not base:
+        scheme = "https" if settings.tls_cert else "http"
+        host = settings.host if settings.host not in ("", "0.0.0.0", "::") else "localhost"
+        host = f"[{host}]" if ":" in host else host
+        base = f"{scheme}://{host}:{settings.http_port}"
+    expires = math.ceil(time.time() + ttl)
+    token = PlaybackSigner(settings.playback_secret.encode()).sign(app, key, expires, "")
+    target = "" if args.page else "index.m3u8"
+    print(f"{base.rstrip('/')}/{app}/{key}/{target}?token={token}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "sign":
+        return sign_command(args)
     if args.command != "run":
         parser.print_help()
         return 2

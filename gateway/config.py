@@ -31,10 +31,23 @@ def _doc(text: str, *, minimum: float | None = None, maximum: float | None = Non
 @dataclass(frozen=True)
 class Settings:
     # --- listeners -----------------------------------------------------------------------------
-    host: str = field(default="0.0.0.0", metadata=_doc("Address both listeners bind to."))
+    host: str = field(default="0.0.0.0", metadata=_doc("Address every listener binds to."))
     rtmp_port: int = field(
         default=1935,
-        metadata=_doc("RTMP ingest port (0 = any free port).", minimum=0, maximum=65535),
+        metadata=_doc(
+            "RTMP ingest port (0 = any free port; -1 = no plain RTMP, RTMPS only).",
+            minimum=-1,
+            maximum=65535,
+        ),
+    )
+    rtmps_port: int = field(
+        default=1936,
+        metadata=_doc(
+            "RTMPS (RTMP over TLS) port, listened on when tls_cert and tls_key are set "
+            "(0 = any free port).",
+            minimum=0,
+            maximum=65535,
+        ),
     )
     http_port: int = field(
         default=8080, metadata=_doc("HTTP port for HLS, API and player.", minimum=0, maximum=65535)
@@ -162,10 +175,112 @@ class Settings:
         default="",
         metadata=_doc(
             "PEM certificate (chain) file; with tls_key, HTTP is served over TLS with HTTP/2 "
-            "(ALPN h2 and http/1.1), which Safari needs for Low-Latency HLS. RTMP stays plain."
+            "(ALPN h2 and http/1.1), which Safari needs for Low-Latency HLS, and RTMPS is "
+            "served on rtmps_port."
         ),
     )
     tls_key: str = field(default="", metadata=_doc("PEM private key file of tls_cert."))
+    # --- access control (docs/auth.md) ----------------------------------------------------------
+    auth_hook_url: str = field(
+        default="",
+        metadata=_doc(
+            "HTTP(S) URL the gateway POSTs a JSON request to before a publish, a read (with "
+            "read_auth) or an API call; a 2xx answer allows, anything else denies (fail-closed). "
+            "Empty = no hook."
+        ),
+    )
+    auth_hook_timeout: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds the hook has to answer; a later answer counts as a refusal.",
+            minimum=0.1,
+            maximum=60.0,
+        ),
+    )
+    auth_hook_concurrency: int = field(
+        default=64,
+        metadata=_doc(
+            "Hook requests in flight at once; more wait for a slot (within auth_hook_timeout), "
+            "so a burst of viewers cannot flood the hook.",
+            minimum=1,
+        ),
+    )
+    auth_cache_seconds: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Seconds a hook answer is reused for the same action, app, key, address and token "
+            "(0 = ask every time). Timeouts and 5xx answers are never reused.",
+            minimum=0.0,
+        ),
+    )
+    auth_jwt_secret: str = field(
+        default="",
+        metadata=_doc("Shared secret for HS256 JSON Web Tokens (empty = HS256 tokens refused)."),
+    )
+    auth_jwks: str = field(
+        default="",
+        metadata=_doc(
+            "JSON Web Key Set for RS256/ES256 tokens: a file path or an http(s) URL (fetched at "
+            "start and every auth_jwks_refresh seconds)."
+        ),
+    )
+    auth_jwks_refresh: float = field(
+        default=300.0,
+        metadata=_doc("Seconds between fetches of an auth_jwks URL.", minimum=10.0),
+    )
+    auth_max_token_bytes: int = field(
+        default=4096,
+        metadata=_doc(
+            "Longest token accepted, bytes; a longer one is refused before it is decoded.",
+            minimum=64,
+            maximum=65536,
+        ),
+    )
+    read_auth: bool = field(
+        default=False,
+        metadata=_doc(
+            "Ask before every read (RTMP play, HLS playback session); false = anyone may watch."
+        ),
+    )
+    read_token_ttl: float = field(
+        default=300.0,
+        metadata=_doc(
+            "With read_auth: seconds the signed token on every playlist URI stays valid; each "
+            "playlist reload renews it, so only a player that stopped reloading loses it.",
+            minimum=10.0,
+        ),
+    )
+    playback_secret: str = field(
+        default="",
+        metadata=_doc(
+            "Secret (32+ bytes) that signs playback tokens: `gateway sign` links and the "
+            "tokens on playlist URIs. Empty = a random one per process (signed links then stop "
+            "working at a restart, and `gateway sign` refuses)."
+        ),
+    )
+    api_token: str = field(
+        default="",
+        metadata=_doc(
+            "When set, /api/*, /metrics and the stream index need 'Authorization: Bearer "
+            "<api_token>' (or a hook or token allowing 'api'); addresses of publishers and "
+            "players are shown only there."
+        ),
+    )
+    max_connections_per_ip: int = field(
+        default=64,
+        metadata=_doc(
+            "RTMP connections at once from one address; more are closed at accept (0 = no limit).",
+            minimum=0,
+        ),
+    )
+    tls_ca_file: str = field(
+        default="",
+        metadata=_doc(
+            "PEM bundle of certificate authorities trusted for outgoing TLS (rtmps:// push and "
+            "pull relays, an https auth hook or JWKS URL) besides the system's; empty = the "
+            "system's only."
+        ),
+    )
     # --- HLS -----------------------------------------------------------------------------------
     hls_dir: str = field(
         default="",
@@ -208,6 +323,17 @@ class Settings:
             "Seconds without a publisher before the playlist gets EXT-X-ENDLIST; a publisher "
             "reconnecting within it continues the same playlist with a discontinuity.",
             minimum=0.0,
+        ),
+    )
+    hls_memory_max_bytes: int = field(
+        default=1024 * 1024 * 1024,
+        metadata=_doc(
+            "Without hls_dir: bytes of segments and playlists held in memory at most; past it "
+            "new segments are refused and logged until ended streams expire and free room, "
+            "rather than the process growing until the kernel kills every stream. Plan about "
+            "window x 2 formats x bitrate x target duration per stream, plus the ended ones "
+            "kept for hls_retention (0 = no cap).",
+            minimum=0,
         ),
     )
     hls_write_queue_bytes: int = field(
@@ -274,6 +400,15 @@ class Settings:
             "Seconds an idle keep-alive HTTP connection is kept; players reload playlists every "
             "target duration or so, so this covers the gap between reloads.",
             minimum=1.0,
+        ),
+    )
+    http_max_requests_per_ip: int = field(
+        default=256,
+        metadata=_doc(
+            "HTTP requests in flight at once from one address (blocking LL-HLS reloads "
+            "included); more are answered 429. Viewers behind one NAT share an address, so "
+            "leave room for them (0 = no limit).",
+            minimum=0,
         ),
     )
     http_backlog: int = field(
@@ -346,6 +481,7 @@ def _check(settings: Settings) -> Settings:
             f"({settings.hls_max_segment_duration} < {settings.hls_target_duration})"
         )
     _check_tls(settings)
+    _check_auth(settings)
     formats = hls_formats(settings)
     if not formats or set(formats) - {"ts", "cmaf"}:
         raise ConfigError(
@@ -366,12 +502,27 @@ def _check(settings: Settings) -> Settings:
 
 
 def _check_tls(settings: Settings) -> None:
-    """Both or neither of tls_cert and tls_key, and a pair that loads (the cause named)."""
+    """Both or neither of tls_cert and tls_key, and a pair that loads (the cause named); the
+    RTMP listener rules that depend on them; a tls_ca_file that loads."""
     if bool(settings.tls_cert) != bool(settings.tls_key):
         missing = "tls_key" if settings.tls_cert else "tls_cert"
         raise ConfigError(f"{missing}: needed too when tls_cert or tls_key is set")
+    if settings.tls_ca_file:
+        if not Path(settings.tls_ca_file).is_file():
+            raise ConfigError(f"tls_ca_file: {settings.tls_ca_file!r} is not a readable file")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=settings.tls_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"tls_ca_file: cannot load the certificates: {exc}") from None
     if not settings.tls_cert:
+        if settings.rtmp_port == -1:
+            # Nothing could publish or play: no plain RTMP and, without a certificate, no RTMPS.
+            raise ConfigError("rtmp_port: -1 (no plain RTMP) needs tls_cert and tls_key for RTMPS")
         return
+    if settings.rtmp_port == settings.rtmps_port != 0:
+        raise ConfigError(
+            f"rtmps_port: {settings.rtmps_port} is rtmp_port too; RTMP and RTMPS need a port each"
+        )
     for key in ("tls_cert", "tls_key"):
         path = Path(getattr(settings, key))
         if not path.is_file():
@@ -381,6 +532,31 @@ def _check_tls(settings: Settings) -> None:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"tls_cert/tls_key: cannot load the certificate and key: {exc}") from None
+
+
+def _check_auth(settings: Settings) -> None:
+    """Access-control settings that cannot work are refused at start, naming the key."""
+    url = settings.auth_hook_url
+    if url and not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"auth_hook_url: must be an http:// or https:// URL, got {url!r}")
+    jwks = settings.auth_jwks
+    if jwks and not jwks.lower().startswith(("http://", "https://")) and not Path(jwks).is_file():
+        raise ConfigError(f"auth_jwks: {jwks!r} is neither an http(s) URL nor a readable file")
+    # RFC 7518 §3.2: an HMAC-SHA256 key has at least 256 bits (`openssl rand -hex 32`).
+    for key in ("playback_secret", "auth_jwt_secret"):
+        secret = getattr(settings, key)
+        if secret and len(secret.encode()) < 32:
+            raise ConfigError(f"{key}: use at least 32 bytes, e.g. `openssl rand -hex 32`")
+    if settings.read_auth and not (auth_configured(settings) or settings.playback_secret):
+        raise ConfigError(
+            "read_auth: nobody could watch; set auth_hook_url, auth_jwt_secret, auth_jwks or "
+            "playback_secret (for `gateway sign` links)"
+        )
+
+
+def auth_configured(settings: Settings) -> bool:
+    """A hook or a token verifier decides who may publish (else anyone may)."""
+    return bool(settings.auth_hook_url or settings.auth_jwt_secret or settings.auth_jwks)
 
 
 def hls_formats(settings: Settings) -> tuple[str, ...]:

@@ -38,6 +38,11 @@ class Metrics:
             registry=r,
         )
         self.segments = Counter("hls_segments", "HLS segments produced", registry=r)
+        self.store_refused = Counter(
+            "hls_store_refused",
+            "Segmenter writes refused by the store (memory cap hls_memory_max_bytes reached)",
+            registry=r,
+        )
         self.segment_duration = Histogram(
             "hls_segment_duration_seconds",
             "Duration of produced HLS segments",

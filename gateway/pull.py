@@ -19,7 +19,7 @@ import trio
 
 from gateway.config import ConfigError, Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, valid_name
-from gateway.relay import _NET_ERRORS, Opener, _why, open_target
+from gateway.relay import _NET_ERRORS, Opener, _why, open_target, target_opener
 from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
@@ -199,7 +199,8 @@ class Pull:
 class PullManager:
     """Owns one long-lived task per pull rule; :meth:`describe` feeds the API."""
 
-    def __init__(self, settings: Settings, hub: Hub, *, opener: Opener = open_target) -> None:
+    def __init__(self, settings: Settings, hub: Hub, *, opener: Opener | None = None) -> None:
+        opener = opener if opener is not None else target_opener(settings)
         self.pulls = [
             Pull(rule, hub, settings, connection_id=-(i + 1), opener=opener)
             for i, rule in enumerate(parse_pull(settings.pull))

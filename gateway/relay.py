@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import trio
@@ -32,6 +33,7 @@ from gateway.rtmp import events as ev
 from gateway.rtmp.client import set_data_frame
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
+from gateway.tls import client_context, describe_tls_error
 from segmenter.flv import FlvTag, TagType
 
 log = logging.getLogger("gateway.relay")
@@ -43,6 +45,9 @@ _NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.
 
 def _why(exc: BaseException) -> str:
     """trio wraps TLS and socket errors in BrokenResourceError: name the cause too."""
+    tls = describe_tls_error(exc)
+    if tls is not None:
+        return tls  # e.g. "TLS certificate not accepted: self-signed certificate"
     cause = exc.__cause__ or exc.__context__
     return f"{exc!r} ({cause!r})" if cause is not None else repr(exc)
 
@@ -50,18 +55,25 @@ def _why(exc: BaseException) -> str:
 Opener = Callable[[Target], Awaitable[trio.abc.Stream]]
 
 
-async def open_target(target: Target) -> trio.abc.Stream:
-    """TCP, plus TLS with the system's default trust for rtmps://."""
+async def open_target(target: Target, context: ssl.SSLContext | None = None) -> trio.abc.Stream:
+    """TCP, plus TLS for rtmps:// with SNI and the certificate checked for the host against
+    ``context`` (default: the system's CAs)."""
     sock = await trio.open_tcp_stream(target.host, target.port)
     if target.scheme != "rtmps":
         return sock
-    tls = trio.SSLStream(sock, ssl.create_default_context(), server_hostname=target.host)
+    context = context if context is not None else ssl.create_default_context()
+    tls = trio.SSLStream(sock, context, server_hostname=target.host)
     try:
         await tls.do_handshake()
     except BaseException:
         await trio.aclose_forcefully(sock)
         raise
     return tls
+
+
+def target_opener(settings: Settings) -> Opener:
+    """open_target trusting the system's CAs and tls_ca_file (one context for every relay)."""
+    return partial(open_target, context=client_context(settings))
 
 
 class RelayFailed(Exception):
@@ -362,11 +374,12 @@ class RelayManager:
         metrics: Metrics,
         *,
         config: RelayConfig | None = None,
-        opener: Opener = open_target,
+        opener: Opener | None = None,
     ) -> None:
         self.rules = parse_push(settings.push)
         self.config = config if config is not None else RelayConfig.from_settings(settings)
-        self.hub, self.metrics, self.opener = hub, metrics, opener
+        self.hub, self.metrics = hub, metrics
+        self.opener = opener if opener is not None else target_opener(settings)
         self._relays: dict[str, list[Relay]] = {}
 
     def start(self, stream: Stream, nursery: trio.Nursery) -> None:

@@ -11,11 +11,16 @@ import itertools
 import logging
 import math
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
 import trio
 
+from gateway.access import AccessControl
+from gateway.auth import AuthRequest, Transport
 from gateway.config import Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
 from gateway.metrics import Metrics
@@ -34,6 +39,7 @@ from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
 from gateway.rtmp.limits import Limits
+from gateway.tls import describe_tls_error, server_context
 from segmenter.flv import FlvTag
 from web.app import RESERVED_APP_NAMES
 
@@ -71,6 +77,13 @@ class Session:
     id: int = field(default_factory=lambda: next(_ids))
     app: str | None = None
     connect_query: dict[str, list[str]] = field(default_factory=dict)
+    connect_raw_query: str = ""  # as received, for the auth hook
+    # Who may publish and play (None: anyone, as without access settings).
+    access: AccessControl | None = None
+    # The transport: "rtmps" when sock is TLS (the log lines and the auth hook say which).
+    protocol: str = "rtmp"
+    # Publishes and plays waiting for the auth decision, by message stream id.
+    pending: set[int] = field(default_factory=set)
     published: dict[int, Stream] = field(default_factory=dict)
 
     # Plays in progress by message stream id: the task's cancel scope and the feed pause acts on.
@@ -105,7 +118,8 @@ class Session:
             with trio.move_on_after(1, shield=True):
                 await self.sock.aclose()
             log.info(
-                "rtmp connection #%d from %s closed (%s); %d bytes in, %d out",
+                "%s connection #%d from %s closed (%s); %d bytes in, %d out",
+                self.protocol,
                 self.id,
                 self.peer,
                 self._cause,
@@ -124,7 +138,10 @@ class Session:
             cause = "write timeout (peer not reading)"
             self.metrics.protocol_errors.labels("write-timeout").inc()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            cause = f"connection lost: {exc!r}"
+            tls = describe_tls_error(exc)  # RTMPS: a failed handshake, a bad record
+            cause = tls or f"connection lost: {exc!r}"
+            if tls is not None:
+                self.metrics.protocol_errors.labels("tls-error").inc()
         if cause is not None:
             self._cause = cause
             assert self._nursery is not None
@@ -286,6 +303,36 @@ class Session:
                 f"invalid stream name {shown(key)}",
             )
             return
+        if self.access is not None and self.access.read_auth:
+            if event.stream_id in self.pending:
+                return  # one decision per stream id at a time
+            self.pending.add(event.stream_id)
+            query = self._raw_query(event.name, event.query)
+            request = self.access.request("read", self._transport, self.app, key, query, self.ip)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._authorize_play, conn, event, key, request)
+            return
+        self._start_play(conn, event, key)
+
+    async def _authorize_play(
+        self, conn: Connection, event: ev.PlayRequest, key: str, request: AuthRequest
+    ) -> None:
+        assert self.access is not None
+        try:
+            decision = await self.access.check(request)
+        finally:
+            self.pending.discard(event.stream_id)
+        if not decision.allowed:
+            why = f"not allowed to play {self.app}/{key}: {decision.reason}"
+            log.warning("rtmp #%d %s: play refused: %s", self.id, self.peer, why)
+            conn.reject_play(event.stream_id, "NetStream.Play.Failed", why)
+            await self._close_after_refusal(f"play refused: {decision.reason}")
+            return
+        self._start_play(conn, event, key)
+        await self.flush()
+
+    def _start_play(self, conn: Connection, event: ev.PlayRequest, key: str) -> None:
+        assert self.app is not None
         if event.stream_id in self.playing:
             # A new play replaces the old one (§7.2.2.1).
             self.playing.pop(event.stream_id)[0].cancel()
@@ -346,6 +393,7 @@ class Session:
         self.app = app
         # rtmp://host/live?token=x puts the query on the app/tcUrl: kept for authorisation.
         self.connect_query = split_query("?" + event.query)[1] if event.query else {}
+        self.connect_raw_query = event.query
         conn.accept_connect()
 
     def _on_publish(self, conn: Connection, event: ev.PublishRequest) -> None:
@@ -367,6 +415,47 @@ class Session:
                 f"invalid stream name {shown(key)}: use 1-128 of A-Z a-z 0-9 _ -",
             )
             return
+        if self.access is not None and not self.access.publish_open:
+            if event.stream_id in self.pending or event.stream_id in self.published:
+                self._reject(
+                    conn, event.stream_id, "NetStream.Publish.BadName", "already publishing"
+                )
+                return
+            # Nothing happens before the decision: no Publish.Start, playlist, relay or API
+            # entry. The check runs in its own task, so the connection keeps reading (and a
+            # slow hook delays no one else); setup_timeout still bounds it.
+            self.pending.add(event.stream_id)
+            raw = self._raw_query(event.name, event.query)
+            request = self.access.request("publish", self._transport, app, key, raw, self.ip)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._authorize_publish, conn, event.stream_id, request, query)
+            return
+        self._start_publish(conn, event.stream_id, app, key, query)
+
+    async def _authorize_publish(
+        self,
+        conn: Connection,
+        stream_id: int,
+        request: AuthRequest,
+        query: dict[str, list[str]],
+    ) -> None:
+        assert self.access is not None
+        try:
+            decision = await self.access.check(request)
+        finally:
+            self.pending.discard(stream_id)
+        if not decision.allowed:
+            # The description names the cause, never the key (it may be the secret).
+            why = f"not allowed to publish in {request.app}: {decision.reason}"
+            self._reject(conn, stream_id, "NetStream.Publish.BadName", why)
+            return
+        # A hook may map the (secret) key to the public name the stream is served under.
+        self._start_publish(conn, stream_id, request.app, decision.name or request.key, query)
+        await self.flush()
+
+    def _start_publish(
+        self, conn: Connection, stream_id: int, app: str, key: str, query: dict[str, list[str]]
+    ) -> None:
         try:
             stream = self.hub.start_publish(
                 app, key, peer=self.peer, connection_id=self.id, query=query, owner=self
@@ -375,12 +464,38 @@ class Session:
             # The log names the publisher holding the name; the refused peer (anyone who knows
             # or guesses the key) is not told the streamer's address.
             busy = f"{app}/{key} is already being published"
-            self._reject(conn, event.stream_id, "NetStream.Publish.BadName", busy, str(exc))
+            self._reject(conn, stream_id, "NetStream.Publish.BadName", busy, str(exc))
             return
-        self.published[event.stream_id] = stream
+        self.published[stream_id] = stream
         self.metrics.publishers.set(self.hub.publishers())
-        conn.accept_publish(event.stream_id)
+        conn.accept_publish(stream_id)
         log.info("publish start %s/%s from %s (connection #%d)", app, key, self.peer, self.id)
+
+    @property
+    def _transport(self) -> Transport:
+        return "rtmps" if self.protocol == "rtmps" else "rtmp"
+
+    @property
+    def ip(self) -> str:
+        """The peer's address without the port (what the auth hook is told)."""
+        host = self.peer.rpartition(":")[0] if ":" in self.peer else self.peer
+        return host.strip("[]")
+
+    def _raw_query(self, name: str, query: str) -> str:
+        """The query strings of the stream name and of the connect URL, as received (the
+        name's first, so its parameters win, as in split_query)."""
+        parts = [name.partition("?")[2], query, self.connect_raw_query]
+        return "&".join(p for p in parts if p)
+
+    async def _close_after_refusal(self, cause: str) -> None:
+        """Send the refusal, then close: an encoder shows the error instead of waiting."""
+        with trio.move_on_after(self.settings.send_timeout):
+            async with self._send_lock:
+                pass  # a write in progress (often of the refusal itself) ends first
+            await self.flush()
+        self._cause = cause
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
 
     def evict(self, why: str) -> None:
         """A new publisher took our name over (the peer sent nothing for publish_takeover_after)."""
@@ -402,6 +517,8 @@ class Session:
         log.warning("rtmp #%d %s: publish refused: %s (%s)", self.id, self.peer, code, why)
         self.metrics.publish_rejected.labels(code).inc()
         conn.reject_publish(stream_id, code, description)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._close_after_refusal, f"publish refused: {description}")
 
     def _end_publish(self, stream: Stream, why: str) -> None:
         self.hub.end_publish(stream, self.id)
@@ -409,32 +526,79 @@ class Session:
         log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
 
 
+class Listening(NamedTuple):
+    """A bound RTMP listener, as :func:`serve_rtmp` reports them: plain RTMP first."""
+
+    host: str
+    port: int
+    protocol: str = "rtmp"  # or "rtmps"
+
+
+async def _listen(settings: Settings, port: int, protocol: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=settings.host or None)
+    except OSError as exc:
+        where = f"{settings.host}:{port}"
+        what = protocol.upper()
+        raise OSError(exc.errno, f"cannot listen for {what} on {where}: {exc.strerror}") from None
+
+
 async def serve_rtmp(
     settings: Settings,
     hub: Hub,
     metrics: Metrics,
+    access: AccessControl | None = None,
     *,
-    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[Listening]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept RTMP connections until cancelled; reports the bound (host, port) pairs."""
+    """Accept RTMP connections on rtmp_port (unless -1) and, with tls_cert, RTMPS on rtmps_port
+    until cancelled; reports the bound addresses. ``access`` decides who may publish and play
+    (None: anyone)."""
+    listeners: list[tuple[str, trio.SocketListener]] = []
+    tls_context: ssl.SSLContext | None = None
     try:
-        listeners = await trio.open_tcp_listeners(settings.rtmp_port, host=settings.host or None)
-    except OSError as exc:
-        where = f"{settings.host}:{settings.rtmp_port}"
-        raise OSError(exc.errno, f"cannot listen for RTMP on {where}: {exc.strerror}") from None
-    addresses = [tuple(lst.socket.getsockname()[:2]) for lst in listeners]
-    active = 0
+        if settings.rtmp_port >= 0:
+            found = await _listen(settings, settings.rtmp_port, "rtmp")
+            listeners += [("rtmp", lst) for lst in found]
+        if settings.tls_cert:
+            tls_context = server_context(settings)
+            found = await _listen(settings, settings.rtmps_port, "rtmps")
+            listeners += [("rtmps", lst) for lst in found]
+    except BaseException:
+        for _, lst in listeners:
+            await trio.aclose_forcefully(lst)
+        raise
+    addresses: list[Listening] = []
+    for protocol, lst in listeners:
+        host, port = lst.socket.getsockname()[:2]
+        addresses.append(Listening(str(host), int(port), protocol))
+    active = 0  # both listeners' connections: max_connections is one limit
+    per_ip: dict[str, int] = {}  # connections open by address (max_connections_per_ip)
     # Refusals at the limit are logged once per REFUSAL_LOG_INTERVAL: a peer hammering a full
     # server would otherwise get a log line per attempt.
     refusal_logged_at, refused_unlogged = -math.inf, 0
 
-    async def handle(sock: trio.SocketStream) -> None:
+    async def handle(protocol: str, sock: trio.SocketStream) -> None:
         nonlocal active, refusal_logged_at, refused_unlogged
         try:
             host, port = sock.socket.getpeername()[:2]
             peer = f"{host}:{port}"
         except OSError:
-            peer = "unknown"
+            host, peer = "unknown", "unknown"
+        per_ip_limit = settings.max_connections_per_ip
+        if per_ip_limit and per_ip.get(host, 0) >= per_ip_limit:
+            metrics.connections_refused.inc()
+            now = trio.current_time()
+            if now - refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+                log.warning(
+                    "rtmp connection from %s refused: max_connections_per_ip (%d) reached",
+                    peer,
+                    per_ip_limit,
+                )
+                refusal_logged_at = now
+            with trio.move_on_after(1, shield=True):
+                await sock.aclose()
+            return
         if active >= settings.max_connections:
             metrics.connections_refused.inc()
             now = trio.current_time()
@@ -443,7 +607,8 @@ async def serve_rtmp(
             else:
                 more = f" ({refused_unlogged} more since the last line)" if refused_unlogged else ""
                 log.warning(
-                    "rtmp connection from %s refused: max_connections (%d) reached%s",
+                    "%s connection from %s refused: max_connections (%d) reached%s",
+                    protocol,
                     peer,
                     settings.max_connections,
                     more,
@@ -453,18 +618,38 @@ async def serve_rtmp(
                 await sock.aclose()
             return
         active += 1
+        per_ip[host] = per_ip.get(host, 0) + 1
         metrics.connections_total.inc()
         metrics.connections_active.inc()
-        session = Session(sock, peer, settings, hub, metrics, mux=mux)
-        log.info("rtmp connection #%d from %s", session.id, peer)
+        stream: trio.abc.Stream = sock
+        if tls_context is not None and protocol == "rtmps":
+            # The TLS handshake happens in the session's first read, so its setup deadline
+            # covers it. https_compatible: a peer closing without close_notify is just EOF
+            # (RTMP ends its streams itself; there is no truncation to detect).
+            stream = trio.SSLStream(sock, tls_context, server_side=True, https_compatible=True)
+        # The shared reader polls raw sockets: TLS connections read on their own.
+        session = Session(
+            stream,
+            peer,
+            settings,
+            hub,
+            metrics,
+            mux=mux if stream is sock else None,
+            protocol=protocol,
+            access=access,
+        )
+        log.info("%s connection #%d from %s", protocol, session.id, peer)
         try:
             await session.run()
         except Exception:
             # A bug must cost one connection, never the listener and the other streams.
-            log.exception("rtmp connection #%d from %s: internal error", session.id, peer)
+            log.exception("%s connection #%d from %s: internal error", protocol, session.id, peer)
             metrics.protocol_errors.labels("internal-error").inc()
         finally:
             active -= 1
+            left = per_ip.pop(host) - 1
+            if left:
+                per_ip[host] = left
             metrics.connections_active.dec()
 
     mux = None
@@ -473,6 +658,6 @@ async def serve_rtmp(
     async with trio.open_nursery() as nursery:
         if mux is not None:
             nursery.start_soon(mux.run)
-        for lst in listeners:
-            nursery.start_soon(trio.serve_listeners, handle, [lst])
-        task_status.started([(str(a[0]), int(a[1])) for a in addresses])
+        for protocol, lst in listeners:
+            nursery.start_soon(trio.serve_listeners, partial(handle, protocol), [lst])
+        task_status.started(addresses)

@@ -299,6 +299,11 @@ class Cutter:
             self._track(sample)
             return _KEEP
         if elapsed >= self.target_ms and (key or not self.has_video):
+            rounds_above = self.limit_ms + FORCED_CUT_HEADROOM_MS  # ceiling + 0.5 s
+            if key and elapsed >= rounds_above > sample.dts - self.start:
+                # A keyframe shown later than decoded (B-frames) would end the segment past the
+                # limit: end it at the keyframe's DTS, which no earlier sample let us cut at.
+                return self._cut(sample.dts, sample, forced=False)
             return self._cut(sample.pts, sample, forced=False)
         if key and elapsed > 0 and self._overflows(elapsed + self.max_key_gap):
             return self._cut(sample.pts, sample, forced=False)  # rule 2: early cut

@@ -60,14 +60,34 @@ class Store(Protocol):
         """Names currently stored that start with ``prefix``."""
 
 
-class MemoryStore:
-    """The embedded default: a dict of immutable bytes."""
+class StoreFull(OSError):
+    """A put would take a store past its byte cap (nothing was stored)."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+
+class MemoryStore:
+    """The embedded default: a dict of immutable bytes, at most ``max_bytes`` of them (0 = no
+    cap): memory is the process's own, and a gateway that grows without bound is killed with
+    every stream on it, so past the cap a put is refused (StoreFull) and only it is lost."""
+
+    def __init__(self, max_bytes: int = 0) -> None:
         self._objects: dict[str, Data] = {}
+        self.max_bytes = max_bytes
+        self._bytes = 0
 
     def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
+        old = self._objects.get(name)
+        size = size_of(data)
+        total = self._bytes + size - (size_of(old) if old is not None else 0)
+        if self.max_bytes and total > self.max_bytes:
+            raise StoreFull(
+                f"memory store full: {name} ({size} bytes) would pass hls_memory_max_bytes "
+                f"({self.max_bytes})"
+            )
         self._objects[name] = _frozen(data)
+        self._bytes = total
 
     def get(self, name: str) -> bytes | None:
         data = self._objects.get(name)
@@ -76,14 +96,16 @@ class MemoryStore:
         return data
 
     def delete(self, name: str) -> None:
-        self._objects.pop(name, None)
+        old = self._objects.pop(name, None)
+        if old is not None:
+            self._bytes -= size_of(old)
 
     def names(self, prefix: str = "") -> list[str]:
         return [n for n in self._objects if n.startswith(prefix)]
 
     @property
     def total_bytes(self) -> int:
-        return sum(size_of(v) for v in self._objects.values())
+        return self._bytes
 
 
 # A name is '/'-separated components of these characters only: nothing a shell, URL or

@@ -45,8 +45,10 @@ def publish_args(
     audio: bool = True,
     video: bool = True,
     realtime: bool = True,
+    ca_file: str | None = None,
 ) -> list[str]:
-    """A real encoder: testsrc2 + sine to H.264/AAC, published over RTMP."""
+    """A real encoder: testsrc2 + sine to H.264/AAC, published over RTMP (rtmps:// URLs: the
+    server's certificate verified against ``ca_file``)."""
     args = [exe, "-hide_banner", "-nostdin", "-loglevel", "error"]
     if video:
         args += [
@@ -71,8 +73,14 @@ def publish_args(
     args += ["-t", str(seconds)]
     if ts_offset is not None:
         args += ["-output_ts_offset", str(ts_offset)]
-    args += ["-f", "flv", url]
+    args += ["-f", "flv", *tls_args(ca_file), url]
     return args
+
+
+def tls_args(ca_file: str | None) -> list[str]:
+    """FFmpeg's tls protocol options, which rtmps:// passes on: verify the server against
+    ``ca_file`` (FFmpeg 9 verifies by default, 5.1 only with tls_verify; both take ca_file)."""
+    return ["-tls_verify", "1", "-ca_file", ca_file] if ca_file is not None else []
 
 
 async def run_client(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[bytes]:
@@ -96,8 +104,11 @@ def gst_publish_args(url: str, *, seconds: float) -> list[str]:
     ]  # fmt: skip
 
 
-def play_args(client: str, url: str, out: str, *, seconds: float) -> list[str]:
-    """A real RTMP player recording ``seconds`` of a live stream to an FLV file."""
+def play_args(
+    client: str, url: str, out: str, *, seconds: float, ca_file: str | None = None
+) -> list[str]:
+    """A real RTMP player recording ``seconds`` of a live stream to an FLV file (FFmpeg only:
+    rtmps:// verified against ``ca_file``)."""
     if client == "rtmpdump":
         return ["rtmpdump", "-q", "-r", url, "--live", "-B", str(seconds), "-o", out]
     if client == "gstreamer":
@@ -107,5 +118,5 @@ def play_args(client: str, url: str, out: str, *, seconds: float) -> list[str]:
             "filesink", f"location={out}",
         ]  # fmt: skip
     exe = imageio_ffmpeg_exe() if client == "ffmpeg-9" else apt_ffmpeg_exe()
-    return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", url,
-            "-t", str(seconds), "-c", "copy", "-f", "flv", out]  # fmt: skip
+    return [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *tls_args(ca_file),
+            "-i", url, "-t", str(seconds), "-c", "copy", "-f", "flv", out]  # fmt: skip

@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def test_settings(**overrides: object) -> Settings:
-    base: dict[str, object] = {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0}
+    base: dict[str, object] = {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0, "rtmps_port": 0}
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -20,10 +20,12 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from segmenter.store import Store
 from web import api, hls, pages
+from web.access import AccessGate
 from web.httputil import cors_headers, plain_error, preflight_headers
 from web.lowlatency import LiveSource, Waiters
 from web.names import CONVERTERS
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
+from web.peerlimit import per_address_limit
 
 __all__ = [
     "HLS_JS_INSTALL_COMMAND",
@@ -66,6 +68,8 @@ class WebConfig:
     hls_js_path: Path | None = None
     # Label used for requests that matched no route, bounding the route label's cardinality.
     unmatched_route_label: str = field(default="<unmatched>")
+    # HTTP requests in flight at once from one client address; more get 429 (0 = no limit).
+    max_requests_per_ip: int = 0
 
 
 class StatusSource(Protocol):
@@ -106,10 +110,12 @@ def create_app(
     registry: prometheus_client.CollectorRegistry | None = None,
     live: LiveSource | None = None,
     waiters: Waiters | None = None,
+    gate: AccessGate | None = None,
 ) -> QuartTrio:
     """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics.
     ``live`` gives the LL-HLS playlists being made (blocking reload, hinted parts); their
-    changes are announced on ``waiters``."""
+    changes are announced on ``waiters``. ``gate`` decides who may read and administer
+    (None: anyone)."""
     if registry is None:
         registry = prometheus_client.CollectorRegistry()
     web = QuartTrio(__name__, template_folder="templates", static_folder=None)
@@ -119,9 +125,9 @@ def create_app(
     metrics = HttpMetrics(registry)
 
     ll = hls.LowLatency(live, waiters or Waiters()) if live is not None else None
-    hls.install(web, store, config, ll)
-    api.install(web, status, registry)
-    pages.install(web, status, config, hls_js=config.hls_js_path or DEFAULT_HLS_JS)
+    hls.install(web, store, config, ll, gate)
+    api.install(web, status, registry, gate)
+    pages.install(web, status, config, hls_js=config.hls_js_path or DEFAULT_HLS_JS, gate=gate)
 
     @web.before_request
     async def _start() -> Response | None:
@@ -183,6 +189,8 @@ def create_app(
         return response
 
     # HLS requests skip Quart (see web.hls); hypercorn and the test client both call asgi_app.
-    fast = hls.fast_path(web.asgi_app, store, config, metrics, ll)
-    web.asgi_app = fast  # type: ignore[method-assign,assignment]
+    fast = hls.fast_path(web.asgi_app, store, config, metrics, ll, gate)
+    refused = metrics.requests.labels(route="<per-address limit>", status="429").inc
+    limited = per_address_limit(fast, config.max_requests_per_ip, refused)
+    web.asgi_app = limited  # type: ignore[method-assign,assignment]
     return web

@@ -30,6 +30,7 @@ from werkzeug.datastructures import Headers
 
 from segmenter.keeper import CMAF_PLAYLIST_NAME
 from segmenter.store import Store
+from web.access import AccessGate, Admission, client_ip, tokenize_playlist
 from web.httputil import (
     Unsatisfiable,
     accepts_gzip,
@@ -106,27 +107,45 @@ class PlaylistGzip:
 
 
 def playlist_reply(
-    data: bytes, accept_encoding: str | None, config: WebConfig, compress: PlaylistGzip
+    data: bytes,
+    accept_encoding: str | None,
+    config: WebConfig,
+    compress: PlaylistGzip,
+    token: str | None = None,
 ) -> Reply:
+    """``token``: a viewer's playback token, put on every URI (read_auth); the answer is then
+    that viewer's own, so shared caches must not keep it."""
+    cache = playlist_cache_control(config.playlist_max_age)
+    if token is not None:
+        data = tokenize_playlist(data, token)
+        cache = cache.replace("public", "private")
     headers = [
         ("content-type", PLAYLIST_MIME),
-        ("cache-control", playlist_cache_control(config.playlist_max_age)),
+        ("cache-control", cache),
         # The body depends on Accept-Encoding (RFC 9110 §12.5.5).
         ("vary", "Accept-Encoding"),
     ]
     if len(data) >= config.gzip_min_size and accepts_gzip(accept_encoding):
-        data = compress(data)
+        # A tokenized playlist is one viewer's: caching its gzip would only evict shared ones.
+        data = compress(data) if token is None else gzip.compress(data, config.gzip_level, mtime=0)
         headers.append(("content-encoding", "gzip"))
     headers.append(("content-length", str(len(data))))
     return 200, headers, data
 
 
 def segment_reply(
-    file: str, data: bytes, range_header: str | None, if_range: bool, config: WebConfig
+    file: str,
+    data: bytes,
+    range_header: str | None,
+    if_range: bool,
+    config: WebConfig,
+    private: bool = False,
 ) -> Reply:
+    """``private``: asked with a viewer's token (read_auth), so no shared cache may keep it."""
+    cache = segment_cache_control(config.segment_max_age)
     headers = [
         ("content-type", segment_mime(file)),
-        ("cache-control", segment_cache_control(config.segment_max_age)),
+        ("cache-control", cache.replace("public", "private") if private else cache),
         ("accept-ranges", "bytes"),
     ]
     # We send no validators, so no If-Range matches: send it all (RFC 9110 §13.1.5).
@@ -145,10 +164,20 @@ def segment_reply(
     return status, headers, body
 
 
-def blocking_cache_control(target_duration: int) -> str:
+def blocking_cache_control(target_duration: int, private: bool = False) -> str:
     # rfc8216bis §6.2.5.2: a blocking answer stays a valid answer to its query (later versions
     # hold the part asked for too), so caches keyed by the query may keep it a while.
-    return f"public, max-age={3 * target_duration}"
+    return f"{'private' if private else 'public'}, max-age={3 * target_duration}"
+
+
+def refusal(admission: Admission, app: str, key: str) -> Reply:
+    """The answer to a read refused by access control: 401 without credentials, else 403."""
+    if admission.status == 401:
+        extra = [("www-authenticate", 'Bearer realm="gateway"')]
+        headers, body = plain_error(401, "Unauthorized", admission.reason, extra)
+        return 401, headers, body
+    headers, body = plain_error(403, "Forbidden", f"{app}/{key}: {admission.reason}")
+    return 403, headers, body
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +199,12 @@ async def low_latency_reply(
     compress: PlaylistGzip,
     range_header: str | None = None,
     if_range: bool = False,
+    token: str | None = None,
 ) -> Reply | None:
     """The answer to a request for the LL-HLS playlist (blocking reload, delta update, or
     plain) or for a part (ready, or hinted and waited for) while this process makes them;
-    None when the store's answer applies (another file, no live LL-HLS playlist here)."""
+    None when the store's answer applies (another file, no live LL-HLS playlist here).
+    ``token``: the viewer's playback token under read_auth (see playlist_reply)."""
     path = f"{app}/{key}"
     playlist = ll.source.live_playlist(app, key)
     if playlist is None or playlist.part_target is None:
@@ -190,9 +221,11 @@ async def low_latency_reply(
                         return None  # the stream was retired meanwhile: what the store has
                     playlist = fresh
                 text = playlist.render(skip=reload.skip).encode()
-                status, headers, body = playlist_reply(text, accept_encoding, config, compress)
+                status, headers, body = playlist_reply(
+                    text, accept_encoding, config, compress, token
+                )
                 if reload.msn is not None:
-                    cache = blocking_cache_control(playlist.target_duration)
+                    cache = blocking_cache_control(playlist.target_duration, token is not None)
                     headers = [(n, cache if n == "cache-control" else v) for n, v in headers]
                 return status, headers, body
         except BadRequest as exc:
@@ -218,14 +251,29 @@ async def low_latency_reply(
                     break  # made meanwhile, or never: the segment ended before this part
     if data is None:
         return None  # the store's answer (a segment, or 404)
-    return segment_reply(file, data, range_header, if_range, config)
+    return segment_reply(file, data, range_header, if_range, config, token is not None)
 
 
-def install(web: QuartTrio, store: Store, config: WebConfig, ll: LowLatency | None = None) -> None:
+def install(
+    web: QuartTrio,
+    store: Store,
+    config: WebConfig,
+    ll: LowLatency | None = None,
+    gate: AccessGate | None = None,
+) -> None:
     """The Quart routes: what the fast path hands on (see the module docstring)."""
     compress = PlaylistGzip(config.gzip_level)
 
-    async def low_latency(app: str, key: str, file: str) -> Reply | None:
+    async def admit(app: str, key: str, file: str) -> Admission:
+        if gate is None or not gate.read_auth:
+            return Admission(True)
+        query = request.query_string.decode("latin-1")
+        ip = request.remote_addr or ""
+        authorization = request.headers.get("Authorization")
+        playlist = file.endswith(".m3u8")
+        return await gate.admit_read(app, key, query, authorization, ip, renew=playlist)
+
+    async def low_latency(app: str, key: str, file: str, token: str | None) -> Reply | None:
         if ll is None:
             return None
         query = request.query_string.decode("latin-1")
@@ -234,7 +282,7 @@ def install(web: QuartTrio, store: Store, config: WebConfig, ll: LowLatency | No
         if_range = "If-Range" in request.headers
         return await low_latency_reply(
             ll, app, key, file, query, accept_encoding, config, compress, range_header,
-            if_range,
+            if_range, token,
         )  # fmt: skip
 
     async def read(app: str, key: str, file: str) -> bytes:
@@ -258,22 +306,30 @@ def install(web: QuartTrio, store: Store, config: WebConfig, ll: LowLatency | No
 
     @web.route(PLAYLIST_ROUTE, methods=["GET"])
     async def playlist(app: str, key: str, file: str) -> Response:
-        reply = await low_latency(app, key, file)
+        admission = await admit(app, key, file)
+        if not admission.allowed:
+            return send(refusal(admission, app, key))
+        reply = await low_latency(app, key, file, admission.token)
         if reply is not None:
             return send(reply)
         data = await read(app, key, file)
         accept_encoding = request.headers.get("Accept-Encoding")
-        return send(playlist_reply(data, accept_encoding, config, compress))
+        return send(playlist_reply(data, accept_encoding, config, compress, admission.token))
 
     @web.route(SEGMENT_ROUTE, methods=["GET"])
     async def segment(app: str, key: str, file: str) -> Response:
+        admission = await admit(app, key, file)
+        if not admission.allowed:
+            return send(refusal(admission, app, key))
         if file.endswith(".m4s") and store.get(f"{app}/{key}/{file}") is None:
-            reply = await low_latency(app, key, file)  # a hinted part on its way
+            reply = await low_latency(app, key, file, admission.token)  # a hinted part coming
             if reply is not None:
                 return send(reply)
         data = await read(app, key, file)
         range_header = request.headers.get("Range")
-        return send(segment_reply(file, data, range_header, "If-Range" in request.headers, config))
+        if_range = "If-Range" in request.headers
+        private = admission.token is not None
+        return send(segment_reply(file, data, range_header, if_range, config, private))
 
 
 def fast_path(
@@ -282,6 +338,7 @@ def fast_path(
     config: WebConfig,
     metrics: HttpMetrics,
     ll: LowLatency | None = None,
+    gate: AccessGate | None = None,
 ) -> ASGIApp:
     """Wrap Quart's ``asgi_app``: answer GET, HEAD and OPTIONS of ``/<app>/<key>/<file>`` with
     no Quart request context, routing, hooks or Response objects; hand everything else on.
@@ -325,7 +382,7 @@ def fast_path(
         if name is None or app == "api":
             return False  # Quart's 404 under /api/ is JSON ("api" is a reserved app name anyway)
         playlist = file.endswith(".m3u8")
-        origin = accept_encoding = range_header = None
+        origin = accept_encoding = range_header = authorization = None
         if_range = False
         for raw_name, raw_value in scope["headers"]:
             # Quart reads the first of repeated headers, as latin-1.
@@ -341,6 +398,9 @@ def fast_path(
                     range_header = raw_value.decode("latin-1")
             elif header == b"if-range":
                 if_range = True
+            elif header == b"authorization":
+                if authorization is None:
+                    authorization = raw_value.decode("latin-1")
             elif header == b"transfer-encoding" or (
                 header == b"content-length" and raw_value.strip() != b"0"
             ):
@@ -349,10 +409,19 @@ def fast_path(
         # Replies drop their body for HEAD (but keep its Content-Length); error pages do not, as
         # in Quart (hypercorn does not send them).
         head = method == "HEAD"
+        admission = None
+        if method != "OPTIONS" and gate is not None and gate.read_auth:
+            query = scope["query_string"].decode("latin-1")
+            ip = client_ip(scope.get("client"))
+            admission = await gate.admit_read(app, key, query, authorization, ip, renew=playlist)
         if method == "OPTIONS":
             # CORS preflight (web.app _start): answered for any route that exists.
             status, headers, body = 204, [*preflight, ("content-length", "0")], b""
+        elif admission is not None and not admission.allowed:
+            status, headers, body = refusal(admission, app, key)
+            head = False
         else:
+            token = admission.token if admission is not None else None
             try:
                 if config.read_in_thread:
                     data = await trio.to_thread.run_sync(store.get, name)
@@ -365,7 +434,7 @@ def fast_path(
                 query = scope["query_string"].decode("latin-1")
                 reply = await low_latency_reply(
                     ll, app, key, file, query, accept_encoding, config, compress,
-                    range_header, if_range,
+                    range_header, if_range, token,
                 )  # fmt: skip
             if reply is not None:
                 status, headers, body = reply
@@ -374,9 +443,13 @@ def fast_path(
                 status, head = 404, False
                 headers, body = plain_error(404, "Not Found", missing_message(app, key, file))
             elif playlist:
-                status, headers, body = playlist_reply(data, accept_encoding, config, compress)
+                status, headers, body = playlist_reply(
+                    data, accept_encoding, config, compress, token
+                )
             else:
-                status, headers, body = segment_reply(file, data, range_header, if_range, config)
+                status, headers, body = segment_reply(
+                    file, data, range_header, if_range, config, token is not None
+                )
         # web.app _finish: CORS headers set over the response's own, then the metrics.
         vary = next((value for name, value in headers if name == "vary"), None)
         for name, value in cors_headers(config.cors_origins, origin, vary, False):

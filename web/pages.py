@@ -15,6 +15,8 @@ from quart import Response, abort, render_template, request
 from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
+from web.access import AccessGate, Admission
+from web.api import operator
 from web.names import PLAYLIST_MIME
 
 if TYPE_CHECKING:
@@ -35,6 +37,20 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 
 class AssetConverter(BaseConverter):
     regex = r"[a-z0-9_-]{1,64}\.(?:js|css)"
+
+
+def refused_page(admission: Admission) -> Response:
+    """A plain-text refusal of a page: 401 (with a Bearer challenge) or 403."""
+    reason = "Unauthorized" if admission.status == 401 else "Forbidden"
+    response = Response(
+        f"{admission.status} {reason}: {admission.reason}\n",
+        status=admission.status,
+        content_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+    if admission.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
+    return response
 
 
 def format_bitrate(bits_per_second: Any) -> str:
@@ -88,14 +104,24 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return assets
 
 
-def install(web: QuartTrio, status: StatusSource, config: WebConfig, *, hls_js: Path) -> None:
+def install(
+    web: QuartTrio,
+    status: StatusSource,
+    config: WebConfig,
+    *,
+    hls_js: Path,
+    gate: AccessGate | None = None,
+) -> None:
     web.url_map.converters["asset"] = AssetConverter
     assets = _load_static()
     static_cache = f"public, max-age={config.static_max_age}"
     hls_js_cache: list[bytes] = []  # filled on the first successful read
 
     @web.route("/", methods=["GET"])
-    async def index() -> str:
+    async def index() -> str | Response:
+        admission = await operator(gate)
+        if not admission.allowed:
+            return refused_page(admission)
         now = datetime.now(UTC)
         rows = [stream_row(info, now) for info in status.streams()]
         rows.sort(key=lambda row: (row["app"], row["key"]))
@@ -104,12 +130,22 @@ def install(web: QuartTrio, status: StatusSource, config: WebConfig, *, hls_js: 
     # strict_slashes=False plus the check below: "/live/cam1" answers 404 with a hint instead of
     # a redirect, so no arbitrary two-component path (e.g. "/etc/passwd") leads anywhere.
     @web.route("/<name:app>/<name:key>/", methods=["GET"], strict_slashes=False)
-    async def player(app: str, key: str) -> str:
+    async def player(app: str, key: str) -> str | Response:
         if not request.path.endswith("/"):
             abort(404, f"player pages end with a slash: /{app}/{key}/")
+        token = None
+        if gate is not None and gate.read_auth:
+            query = request.query_string.decode("latin-1")
+            authorization = request.headers.get("Authorization")
+            ip = request.remote_addr or ""
+            admission = await gate.admit_read(app, key, query, authorization, ip)
+            if not admission.allowed:
+                return refused_page(admission)
+            token = admission.token
         # Served for unknown streams too: the page waits for the publisher to appear.
         return await render_template(
             "player.html",
+            token=token,
             app=app,
             key=key,
             playlist_url=f"/{app}/{key}/index.m3u8",

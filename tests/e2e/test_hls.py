@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -243,3 +244,24 @@ async def test_ended_stream_is_retired_and_a_later_publisher_continues_numbering
     again = m3u8.loads((gw.store.get("live/short/ts.m3u8") or b"").decode())
     assert again.media_sequence >= first.media_sequence + len(first.segments)
     assert again.segments and again.segments[0].discontinuity
+
+
+async def test_a_full_memory_store_loses_segments_not_the_gateway(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    cap = 400_000  # a few of this publisher's segments
+    gw, _ = await start_gateway(nursery, test_settings(hls_memory_max_bytes=cap))
+    assert gw.bound is not None
+    url = f"rtmp://127.0.0.1:{gw.bound.rtmp_port}/live/big"
+    with caplog.at_level(logging.ERROR):
+        result = await run_client(
+            publish_args(imageio_ffmpeg_exe(), url, seconds=8, size="640x360"), timeout=40
+        )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")  # ingest unharmed
+    assert gw.store.total_bytes <= cap
+    full = [r for r in caplog.records if "memory store full" in r.getMessage()]
+    assert full and len(full) <= 2  # named, and once per interval, not per segment
+    assert gw.metrics.store_refused._value.get() >= len(full)
+    async with httpx.AsyncClient(base_url=gw.bound.http_url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/api/streams/live/big")).status_code == 200

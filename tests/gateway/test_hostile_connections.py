@@ -79,3 +79,30 @@ async def test_connections_read_into_4_kib_until_data_fills_it() -> None:
     assert first_copy == bytes(first)  # the earlier view still shows its own bytes
     await ours.aclose()
     await peer.aclose()
+
+
+async def test_one_address_gets_at_most_max_connections_per_ip(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(host="127.0.0.1", rtmp_port=0, max_connections_per_ip=2)
+    metrics = Metrics()
+    bound = await nursery.start(serve_rtmp, settings, Hub(), metrics)
+    port = bound[0][1]
+    held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+    with trio.fail_after(5):
+        while metrics.connections_active._value.get() < 2:
+            await trio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="gateway.rtmp"):
+        await refused(port)
+    assert "max_connections_per_ip (2) reached" in caplog.text
+    assert metrics.connections_refused._value.get() == 1
+    await held.pop().aclose()
+    with trio.fail_after(5):
+        while metrics.connections_active._value.get() > 1:
+            await trio.sleep(0.01)
+    again = await trio.open_tcp_stream("127.0.0.1", port)  # a slot is free again
+    with trio.fail_after(5):
+        while metrics.connections_active._value.get() < 2:
+            await trio.sleep(0.01)
+    for sock in (*held, again):
+        await sock.aclose()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from segmenter.cutter import (
@@ -132,6 +132,8 @@ def test_long_gop_is_force_cut_and_video_waits_for_next_keyframe() -> None:
     ceiling=st.integers(4, 12),
     with_audio=st.booleans(),
 )
+# A keyframe decoded just below the limit but shown past it (5 fps, one B-frame delay).
+@example(fps=5, key_every=12.625, target=1000, ceiling=12, with_audio=False)
 @settings(max_examples=150, deadline=None)
 def test_cut_invariants(
     fps: int, key_every: float, target: int, ceiling: int, with_audio: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -12,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from segmenter.playlist import LivePlaylist, SegmentEntry, parse_resume_state
-from segmenter.store import Data, DiskStore, MemoryStore, Store, WriteBehindStore, validate_name
+from segmenter.store import (
+    Data,
+    DiskStore,
+    MemoryStore,
+    Store,
+    StoreFull,
+    WriteBehindStore,
+    validate_name,
+)
 
 
 @pytest.fixture(params=["memory", "disk", "write-behind"])
@@ -450,3 +459,21 @@ def test_fresh_put_writes_in_place_and_replaces_atomically_otherwise(tmp_path: P
     store.put("live/k/a-1.ts", b"again", fresh=True)  # the name exists: replaced as usual
     assert store.get("live/k/a-1.ts") == b"again"
     assert files_under(tmp_path / "store") == ["live/k/a-1.ts"]
+
+
+def test_memory_store_refuses_a_put_past_its_cap_and_keeps_count() -> None:
+    store = MemoryStore(max_bytes=100)
+    store.put("a/1.ts", b"x" * 60)
+    store.put("a/p.m3u8", (b"y" * 10, b"z" * 10))  # chunks count by their sum
+    assert store.total_bytes == 80
+    with pytest.raises(StoreFull, match="hls_memory_max_bytes") as caught:
+        store.put("a/2.ts", b"x" * 30)
+    assert caught.value.errno == errno.ENOSPC
+    assert store.get("a/2.ts") is None and store.total_bytes == 80  # nothing half-stored
+    store.put("a/p.m3u8", b"w" * 40)  # a replacement counts only what it adds
+    assert store.total_bytes == 100
+    store.delete("a/1.ts")
+    store.delete("a/1.ts")  # twice: counted once
+    store.put("a/2.ts", b"x" * 30)
+    assert store.total_bytes == 70 == sum(len(store.get(n) or b"") for n in store.names())
+    assert MemoryStore().max_bytes == 0  # no cap unless asked

@@ -139,12 +139,13 @@ def sample_playback_sync(
     *,
     interval: float = 0.25,
     start_timeout: float = 20.0,
+    chromium_args: Sequence[str] = (),
 ) -> list[PlaybackReport]:
     """Open each URL in its own tab of one fresh Chromium, wait until each video's currentTime
     passes 0 (at most ``start_timeout`` s in total), then sample all tabs every ``interval`` s
     for ``seconds`` s. Blocking: call it through :func:`sample_playback` from trio code."""
     reports = [PlaybackReport(url) for url in urls]
-    with chromium("chromium-profile-") as context:
+    with chromium("chromium-profile-", chromium_args) as context:
         pages = []
         for report in reports:
             page = context.new_page()
@@ -199,6 +200,7 @@ async def sample_playback(
     *,
     interval: float = 0.25,
     start_timeout: float = 20.0,
+    chromium_args: Sequence[str] = (),
 ) -> list[PlaybackReport]:
     """Trio wrapper: runs :func:`sample_playback_sync` in a worker thread."""
     return await trio.to_thread.run_sync(
@@ -208,5 +210,6 @@ async def sample_playback(
             seconds,
             interval=interval,
             start_timeout=start_timeout,
+            chromium_args=chromium_args,
         )
     )

@@ -16,7 +16,11 @@
   var renditionEl = document.getElementById("rendition");
   var errorEl = document.getElementById("error");
   var params = new URLSearchParams(location.search);
-  var apiUrl = root.dataset.api;
+  // read_auth: the viewer's playback token, put on the first playlist and on status polls
+  // (the playlists carry it on to every other URI); status answers renew it.
+  var token = root.dataset.token || "";
+  var apiBase = root.dataset.api;
+  var apiUrl = withToken(apiBase);
   var pollMs = Number(root.dataset.pollMs) || 2000;
   var mime = root.dataset.mime;
   // ?engine=hlsjs or ?engine=native forces one playback path (for testing both).
@@ -24,7 +28,8 @@
   // ?playlist=ts plays the MPEG-TS media playlist (ts.m3u8, next to index.m3u8), ?playlist=cmaf
   // the LL-HLS one, instead of the multivariant index.m3u8.
   var PLAYLISTS = { index: "index.m3u8", ts: "ts.m3u8", cmaf: "cmaf.m3u8" };
-  var playlistUrl = siblingUrl(root.dataset.playlist, PLAYLISTS[params.get("playlist")]);
+  var playlistBase = siblingUrl(root.dataset.playlist, PLAYLISTS[params.get("playlist")]);
+  var playlistUrl = withToken(playlistBase);
   root.dataset.source = playlistUrl;
   var link = document.getElementById("playlist-link");
   if (link) {
@@ -74,6 +79,11 @@
   var nativeVariant = null; // ... and of the one loaded, for native HLS (see variantRendition)
 
   // The URL of file `name` in the directory of `url` (url itself when name is not given).
+  function withToken(url) {
+    if (!token) return url;
+    return url + (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(token);
+  }
+
   function siblingUrl(url, name) {
     if (!name) return url;
     var slash = url.lastIndexOf("/");
@@ -430,6 +440,11 @@
       })
       .then(function (info) {
         ps.lastPollOk = Date.now();
+        if (info.token && info.token !== token) {
+          token = info.token;
+          apiUrl = withToken(apiBase);
+          playlistUrl = withToken(playlistBase);
+        }
         var stream = info.state || "unknown";
         setState(stream, info);
         var live = stream === "live";
