@@ -131,6 +131,11 @@ class Gateway:
         live = self.lives.get(f"{app}/{key}")
         return live.lowlatency if live is not None else None
 
+    def missing_reason(self, app: str, key: str, file: str) -> str | None:
+        """LiveSource: why a file of a stream segmented here is not made (ts.m3u8 of HEVC...)."""
+        live = self.lives.get(f"{app}/{key}")
+        return live.missing_reason(file) if live is not None else None
+
     def live_part(self, app: str, key: str, file: str) -> bytes | None:
         """LiveSource: an LL-HLS part of a stream segmented here (parts live in memory)."""
         live = self.lives.get(f"{app}/{key}")
@@ -180,7 +185,7 @@ class Gateway:
         # The segmenter is a sink: it runs in the publisher's task, tag by tag (no queue to
         # overflow, no task switch per tag). Attached now, synchronously, so the session's first
         # tags are not missed; its task only does housekeeping and the final ENDLIST.
-        sink = partial(self._feed, live)
+        sink = partial(self._feed, stream, live)
         self.hub.add_sink(stream, sink)
         self._segmenters.start_soon(self._run_segmenter, stream, sink, live)
         self.relays.start(stream, self._segmenters)  # push relays share the segmenters' nursery
@@ -209,13 +214,14 @@ class Gateway:
                 del self.lives[live.path]
             self.hub.discard_if_idle(stream)
 
-    def _feed(self, live: LiveStream, item: HubItem) -> None:
+    def _feed(self, stream: Stream, live: LiveStream, item: HubItem) -> None:
         now = trio.current_time()
         try:
             if isinstance(item, FlvTag):
                 live.feed(item, now)
             elif isinstance(item, SessionStart):
-                live.begin_session(now)
+                pub = stream.publisher
+                live.begin_session(now, pub.peer if pub is not None else "")
             elif isinstance(item, SessionEnd):
                 live.end_session(now)
         except StoreFull as exc:

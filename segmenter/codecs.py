@@ -206,6 +206,7 @@ class AvcConfig:
     sps: tuple[bytes, ...]
     pps: tuple[bytes, ...]
     info: SpsInfo
+    fourcc: str = "avc1"
 
     @property
     def codec_string(self) -> str:
@@ -309,6 +310,7 @@ class AacConfig:
     frequency_index: int  # 15 = explicit (no ADTS index exists for it unless it maps to the table)
     sample_rate: int
     channels: int
+    fourcc: str = "mp4a"
 
     @property
     def codec_string(self) -> str:
@@ -381,3 +383,409 @@ def adts_header(config: AacConfig, payload_size: int) -> bytes:
             0xFC,  # buffer fullness low bits, one raw data block
         )
     )
+
+
+# --- Enhanced RTMP video and audio codecs (veovera E-RTMP v1/v2 FourCCs) ----------------------
+#
+# Each configuration keeps the record of the sequence start as is: the fMP4 sample entry holds it
+# unchanged (hvcC, av1C, vpcC); Opus gets a dOps built from its OpusHead.
+
+HEVC_NAL_VPS = 32
+HEVC_NAL_SPS = 33
+HEVC_NAL_PPS = 34
+
+
+@dataclass(frozen=True, slots=True)
+class HevcConfig:
+    """A parsed HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 §8.3.3.1) and its first SPS."""
+
+    record: bytes
+    profile_space: int
+    tier: int
+    profile: int
+    compatibility: int  # general_profile_compatibility_flags, 32 bits
+    constraints: bytes  # general_constraint_indicator_flags, 6 bytes
+    level: int
+    nal_length_size: int
+    parameter_sets: tuple[bytes, ...]  # VPS, SPS, PPS NAL units in record order
+    info: SpsInfo
+    fourcc: str = "hvc1"
+
+    @property
+    def codec_string(self) -> str:
+        """ISO/IEC 14496-15 Annex E.3: hvc1.[ABC]P.<compat reversed, hex>.<L|H>LEVEL.<bytes>."""
+        space = ("", "A", "B", "C")[self.profile_space]
+        reversed_flags = int(f"{self.compatibility:032b}"[::-1], 2)
+        constraints = self.constraints.rstrip(b"\x00")
+        tail = "".join(f".{b:02X}" for b in constraints)
+        tier = "H" if self.tier else "L"
+        return f"hvc1.{space}{self.profile}.{reversed_flags:X}.{tier}{self.level}{tail}"
+
+
+def parse_hvcc(record: bytes) -> HevcConfig:
+    """Parse an HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 §8.3.3.1.2)."""
+    if len(record) < 23:
+        raise MediaError(f"hvcC too short ({len(record)} bytes)")
+    if record[0] != 1:
+        raise MediaError(f"hvcC configurationVersion {record[0]} is not 1")
+    nal_length_size = (record[21] & 0x03) + 1
+    if nal_length_size == 3:
+        raise MediaError("hvcC lengthSizeMinusOne 2 is invalid")
+    pos, sets, sps = 23, [], None
+    for _ in range(record[22]):  # numOfArrays
+        if pos + 3 > len(record):
+            raise MediaError("hvcC truncated in NAL unit array")
+        nal_type, count = record[pos] & 0x3F, int.from_bytes(record[pos + 1 : pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            if pos + 2 > len(record):
+                raise MediaError("hvcC truncated in NAL unit length")
+            size = int.from_bytes(record[pos : pos + 2], "big")
+            pos += 2
+            if size == 0 or pos + size > len(record):
+                raise MediaError("hvcC NAL unit overruns the record")
+            nal = bytes(record[pos : pos + size])
+            pos += size
+            sets.append(nal)
+            if nal_type == HEVC_NAL_SPS and sps is None:
+                sps = nal
+    if sps is None:
+        raise MediaError("hvcC has no SPS")
+    b1 = record[1]
+    return HevcConfig(
+        record=bytes(record),
+        profile_space=b1 >> 6,
+        tier=(b1 >> 5) & 1,
+        profile=b1 & 0x1F,
+        compatibility=int.from_bytes(record[2:6], "big"),
+        constraints=bytes(record[6:12]),
+        level=record[12],
+        nal_length_size=nal_length_size,
+        parameter_sets=tuple(sets),
+        info=parse_hevc_sps(sps, int.from_bytes(record[19:21], "big")),
+    )
+
+
+def parse_hevc_sps(nal: bytes, avg_frame_rate: int = 0) -> SpsInfo:
+    """Picture size of an HEVC SPS (ITU-T H.265 §7.3.2.2.1, profile_tier_level §7.3.3).
+
+    The frame rate is the hvcC's avgFrameRate (frames per 256 s) when set; the VUI is not read.
+    """
+    if len(nal) < 3 or (nal[0] >> 1) & 0x3F != HEVC_NAL_SPS:
+        raise MediaError("not an HEVC SPS NAL unit")
+    r = BitReader(unescape_rbsp(nal[2:]))
+    r.bits(4)  # sps_video_parameter_set_id
+    sub_layers = r.bits(3)  # sps_max_sub_layers_minus1
+    r.bits(1)  # sps_temporal_id_nesting_flag
+    r.bits(8)  # general_profile_space, tier, profile_idc
+    r.bits(32)  # general_profile_compatibility_flags
+    r.bits(48)  # progressive .. inbld flags (4 + 43 + 1)
+    level = r.bits(8)
+    present = [(r.flag(), r.flag()) for _ in range(sub_layers)]
+    if sub_layers > 0:
+        r.bits(2 * (8 - sub_layers))  # reserved_zero_2bits
+    for profile_present, level_present in present:
+        r.bits((88 if profile_present else 0) + (8 if level_present else 0))
+    r.ue()  # sps_seq_parameter_set_id
+    chroma = r.ue()
+    separate = r.flag() if chroma == 3 else False
+    width, height = r.ue(), r.ue()
+    if r.flag():  # conformance_window_flag; offsets in chroma units (§7.4.3.2.1)
+        left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+        sub_w = 2 if chroma in (1, 2) and not separate else 1
+        sub_h = 2 if chroma == 1 and not separate else 1
+        width -= (left + right) * sub_w
+        height -= (top + bottom) * sub_h
+    if width <= 0 or height <= 0:
+        raise MediaError("HEVC SPS picture size is empty")
+    rate = round(avg_frame_rate / 256, 3) if avg_frame_rate else None
+    return SpsInfo(0, level, width, height, rate)
+
+
+def hevc_has_irap(data: bytes, nal_length_size: int) -> bool:
+    """Whether a length-prefixed access unit holds an IRAP picture (H.265 §7.4.2.2: types 16-23)."""
+    return any(16 <= (data[s] >> 1) & 0x3F <= 23 for s, _ in _nal_spans(data, nal_length_size))
+
+
+# AV1 OBU types (AV1 bitstream spec §6.2.2).
+_OBU_SEQUENCE_HEADER = 1
+_OBU_TEMPORAL_DELIMITER = 2
+_OBU_FRAME_HEADER = 3
+_OBU_FRAME = 6
+
+
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    """AV1 §4.10.5 leb128(): (value, position after it)."""
+    value = 0
+    for i in range(8):
+        if pos >= len(data):
+            raise MediaError("AV1 leb128 truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos
+    raise MediaError("AV1 leb128 too long")
+
+
+def iter_obus(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(obu_type, payload start, payload end) of each OBU of a low-overhead stream (AV1 §5.3)."""
+    pos = 0
+    while pos < len(data):
+        header = data[pos]
+        obu_type, extension, has_size = (header >> 3) & 0x0F, header & 0x04, header & 0x02
+        pos += 2 if extension else 1
+        if not has_size:  # the last OBU runs to the end (AV1-ISOBMFF §2.4 wants sizes)
+            yield obu_type, pos, len(data)
+            return
+        size, pos = _leb128(data, pos)
+        if pos + size > len(data):
+            raise MediaError("AV1 OBU overruns the frame")
+        yield obu_type, pos, pos + size
+        pos += size
+
+
+def _uvlc(r: BitReader) -> int:
+    zeros = 0
+    while not r.flag():
+        zeros += 1
+        if zeros >= 32:
+            raise MediaError("AV1 uvlc too long")
+    return (1 << zeros) - 1 + r.bits(zeros) if zeros else 0
+
+
+def parse_av1_sequence_header(payload: bytes) -> SpsInfo:
+    """Profile, level, picture size and frame rate of a sequence header OBU (AV1 §5.5.1)."""
+    r = BitReader(payload)
+    profile = r.bits(3)
+    r.bits(1)  # still_picture
+    rate = None
+    if r.flag():  # reduced_still_picture_header
+        level = r.bits(5)
+    else:
+        decoder_model = False
+        buffer_delay_bits = 0
+        if r.flag():  # timing_info_present_flag (§5.5.3)
+            units, scale = r.bits(32), r.bits(32)
+            ticks = _uvlc(r) + 1 if r.flag() else 0  # equal_picture_interval
+            if units and scale and ticks:
+                rate = round(scale / (units * ticks), 3)
+            decoder_model = r.flag()
+            if decoder_model:  # decoder_model_info (§5.5.4)
+                buffer_delay_bits = r.bits(5) + 1
+                r.bits(32 + 5 + 5)
+        display_delay = r.flag()  # initial_display_delay_present_flag
+        level = 0
+        for i in range(r.bits(5) + 1):  # operating points
+            r.bits(12)  # operating_point_idc
+            seq_level = r.bits(5)
+            if i == 0:
+                level = seq_level
+            if seq_level > 7:
+                r.bits(1)  # seq_tier
+            if decoder_model and r.flag():
+                r.bits(2 * buffer_delay_bits + 1)
+            if display_delay and r.flag():
+                r.bits(4)
+    width_bits, height_bits = r.bits(4) + 1, r.bits(4) + 1
+    width, height = r.bits(width_bits) + 1, r.bits(height_bits) + 1
+    return SpsInfo(profile, level, width, height, rate)
+
+
+def av1_sequence_info(data: bytes) -> SpsInfo | None:
+    """The sequence header of an OBU stream (configOBUs or a key frame), if it has one."""
+    for obu_type, start, end in iter_obus(data):
+        if obu_type == _OBU_SEQUENCE_HEADER:
+            return parse_av1_sequence_header(data[start:end])
+    return None
+
+
+def av1_is_key(data: bytes) -> bool:
+    """Whether a temporal unit shows a key frame (AV1 §5.9.2: show_existing_frame 0, frame_type 0).
+
+    Streams with reduced_still_picture_header (every frame a key frame) are not sent live.
+    """
+    for obu_type, start, end in iter_obus(data):
+        if obu_type in (_OBU_FRAME, _OBU_FRAME_HEADER) and start < end:
+            return data[start] & 0xE0 == 0  # show_existing_frame f(1), frame_type f(2)
+    return False
+
+
+def strip_temporal_delimiter(data: bytes) -> bytes:
+    """AV1-ISOBMFF §2.4: samples should carry no temporal delimiter OBU (FLV ones start so)."""
+    return data[2:] if data[:2] == b"\x12\x00" else data
+
+
+@dataclass(frozen=True, slots=True)
+class Av1Config:
+    """An AV1CodecConfigurationRecord (AV1-ISOBMFF §2.3.3) and its sequence header's picture."""
+
+    record: bytes
+    profile: int
+    level: int
+    tier: int
+    bit_depth: int
+    info: SpsInfo  # width/height 0 until a sequence header was seen (none in configOBUs)
+    fourcc: str = "av01"
+
+    @property
+    def codec_string(self) -> str:
+        """AV1-ISOBMFF "Codecs Parameter String": av01.P.LLT.DD (optional fields left out)."""
+        tier = "H" if self.tier else "M"
+        return f"av01.{self.profile}.{self.level:02d}{tier}.{self.bit_depth:02d}"
+
+
+def parse_av1c(record: bytes) -> Av1Config:
+    """Parse an AV1CodecConfigurationRecord (AV1-ISOBMFF §2.3.3)."""
+    if len(record) < 4:
+        raise MediaError(f"av1C too short ({len(record)} bytes)")
+    if record[0] != 0x81:
+        raise MediaError(f"av1C marker/version byte {record[0]:#04x} is not 0x81")
+    b2 = record[2]
+    bit_depth = (12 if b2 & 0x20 else 10) if b2 & 0x40 else 8  # high_bitdepth, twelve_bit
+    info = av1_sequence_info(record[4:]) or SpsInfo(record[1] >> 5, record[1] & 0x1F, 0, 0, None)
+    return Av1Config(bytes(record), record[1] >> 5, record[1] & 0x1F, b2 >> 7, bit_depth, info)
+
+
+@dataclass(frozen=True, slots=True)
+class Vp9Config:
+    """A VPCodecConfigurationRecord, version 1 (VP Codec ISO Media File Format §2.2).
+
+    It has no picture size: that comes from the first key frame's header (``vp9_frame_size``).
+    """
+
+    record: bytes  # the vpcC FullBox payload: version, flags, then the record
+    profile: int
+    level: int
+    bit_depth: int
+    info: SpsInfo
+    fourcc: str = "vp09"
+
+    @property
+    def codec_string(self) -> str:
+        """VP codec ISO media file format "Codecs Parameter String": vp09.PP.LL.DD."""
+        return f"vp09.{self.profile:02d}.{self.level:02d}.{self.bit_depth:02d}"
+
+
+def parse_vpcc(record: bytes) -> Vp9Config:
+    """Parse the vpcC payload an E-RTMP vp09 SequenceStart carries (version 1, §2.2)."""
+    if len(record) < 12:
+        raise MediaError(f"vpcC too short ({len(record)} bytes)")
+    if record[0] != 1:
+        raise MediaError(f"vpcC version {record[0]} is not 1")
+    profile, level = record[4], record[5]
+    return Vp9Config(
+        bytes(record), profile, level, record[6] >> 4, SpsInfo(profile, level, 0, 0, None)
+    )
+
+
+def vp9_frame_size(data: bytes) -> tuple[int, int] | None:
+    """Picture size of a VP9 key frame (VP9 spec §6.2 uncompressed_header); None if not a key
+    frame. A superframe starts with its first frame, so the start of the data is enough."""
+    r = BitReader(data)
+    if r.bits(2) != 2:  # frame_marker
+        raise MediaError("VP9 frame marker missing")
+    profile = r.bits(1) | (r.bits(1) << 1)
+    if profile == 3:
+        r.bits(1)
+    if r.flag() or r.flag():  # show_existing_frame; frame_type 1 = NON_KEY_FRAME
+        return None
+    r.bits(2)  # show_frame, error_resilient_mode
+    if r.bits(24) != 0x498342:
+        raise MediaError("VP9 key frame sync code missing")
+    if profile >= 2:
+        r.bits(1)  # ten_or_twelve_bit
+    if r.bits(3) != 7:  # color_space != CS_RGB
+        r.bits(1)  # color_range
+        if profile in (1, 3):
+            r.bits(3)  # subsampling_x, subsampling_y, reserved_zero
+    elif profile in (1, 3):
+        r.bits(1)
+    return r.bits(16) + 1, r.bits(16) + 1
+
+
+def vp9_is_key(data: bytes) -> bool:
+    """VP9 §6.2: a frame not showing an existing one with frame_type 0 (KEY_FRAME)."""
+    r = BitReader(data[:2])
+    try:
+        if r.bits(2) != 2:  # frame_marker
+            return False
+        if r.bits(1) | (r.bits(1) << 1) == 3:  # profile 3 has a reserved bit
+            r.bits(1)
+        return not r.flag() and not r.flag()  # show_existing_frame, frame_type
+    except MediaError:
+        return False
+
+
+OPUS_RATE = 48_000  # Opus in ISOBMFF §4.3: the media timescale is 48 kHz
+
+
+@dataclass(frozen=True, slots=True)
+class OpusConfig:
+    """An OpusHead (RFC 7845 §5.1) from the E-RTMP Opus SequenceStart."""
+
+    config: bytes
+    channels: int
+    pre_skip: int
+    input_rate: int
+    gain: int
+    mapping: bytes  # ChannelMappingFamily and, for family != 0, its table
+    sample_rate: int = OPUS_RATE
+    fourcc: str = "Opus"
+
+    @property
+    def codec_string(self) -> str:
+        """The mp4 registration's codecs value for Opus (Opus in ISOBMFF §4.5): "Opus"."""
+        return "Opus"
+
+    def dops(self) -> bytes:
+        """dOps payload (Opus in ISOBMFF §4.3.2): the OpusHead's fields, big endian, version 0."""
+        return (
+            bytes((0, self.channels))
+            + self.pre_skip.to_bytes(2, "big")
+            + self.input_rate.to_bytes(4, "big")
+            + self.gain.to_bytes(2, "big", signed=True)
+            + self.mapping
+        )
+
+
+def parse_opus_head(head: bytes) -> OpusConfig:
+    """Parse an OpusHead identification header (RFC 7845 §5.1; fields little endian)."""
+    if len(head) < 19 or head[:8] != b"OpusHead":
+        raise MediaError("Opus sequence start is not an OpusHead")
+    if head[8] >> 4:
+        raise MediaError(f"OpusHead version {head[8]} not supported")
+    channels, family = head[9], head[18]
+    if channels == 0:
+        raise MediaError("OpusHead has 0 channels")
+    mapping = head[18:19]
+    if family != 0:
+        if len(head) < 21 + channels:
+            raise MediaError("OpusHead channel mapping table truncated")
+        mapping = head[18 : 21 + channels]
+    return OpusConfig(
+        config=bytes(head),
+        channels=channels,
+        pre_skip=int.from_bytes(head[10:12], "little"),
+        input_rate=int.from_bytes(head[12:16], "little"),
+        gain=int.from_bytes(head[16:18], "little", signed=True),
+        mapping=bytes(mapping),
+    )
+
+
+# Frame sizes at 48 kHz by TOC config (RFC 6716 §3.1 Table 2): SILK, hybrid, CELT.
+_OPUS_FRAME = (*(480, 960, 1920, 2880) * 3, *(480, 960) * 2, *(120, 240, 480, 960) * 4)
+
+
+def opus_samples(packet: bytes) -> int:
+    """Samples (48 kHz) of an Opus packet from its TOC byte (RFC 6716 §3.1); 960 if empty."""
+    if not packet:
+        return 960
+    toc = packet[0]
+    code = toc & 0x03
+    frames = 1 if code == 0 else 2 if code < 3 else (packet[1] & 0x3F if len(packet) > 1 else 1)
+    return _OPUS_FRAME[toc >> 3] * max(frames, 1)
+
+
+VideoConfig = AvcConfig | HevcConfig | Av1Config | Vp9Config
+AudioConfig = AacConfig | OpusConfig

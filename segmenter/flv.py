@@ -1,8 +1,8 @@
 """FLV tag model: the unit the RTMP side hands to the segmenter (FLV spec v10.1, annex E.4.1).
 
 Also parses audio/video tag bodies into typed packets (legacy AVC/AAC and Enhanced RTMP
-ExHeaders; other codecs are reported as Unsupported, malformed bodies raise MediaError) and reads
-FLV files (for tests and benchmarks). No I/O.
+ExHeaders with avc1, hvc1, av01, vp09, mp4a and Opus; other codecs are reported as Unsupported,
+malformed bodies raise MediaError) and reads FLV files (for tests and benchmarks). No I/O.
 """
 
 from __future__ import annotations
@@ -70,8 +70,17 @@ _SOUND_FORMATS = {
     14: "MP3 8 kHz",
     15: "Device-specific sound",
 }
-AVC = "avc1"  # the one video codec we segment (legacy CodecID 7 or ExHeader FourCC avc1)
-AAC = "mp4a"  # the one audio codec we segment (legacy SoundFormat 10 or ExHeader FourCC mp4a)
+AVC = "avc1"  # legacy CodecID 7 or ExHeader FourCC avc1
+AAC = "mp4a"  # legacy SoundFormat 10 or ExHeader FourCC mp4a
+HEVC = "hvc1"
+AV1 = "av01"
+VP9 = "vp09"
+OPUS = "Opus"
+# Enhanced RTMP FourCCs we segment. CodedFrames carries an SI24 composition time only for avc1
+# and hvc1 (E-RTMP v1 ExVideoTagBody); av01 and vp09 frames have none.
+VIDEO_FOURCCS = frozenset({AVC, HEVC, AV1, VP9})
+AUDIO_FOURCCS = frozenset({AAC, OPUS})
+_CTS_FOURCCS = frozenset({AVC, HEVC})
 
 _VIDEO_FRAME_KEY = 1
 _VIDEO_FRAME_COMMAND = 5  # "video info/command frame": carries no picture
@@ -93,7 +102,8 @@ _EX_MOD_EX = 7
 
 @record
 class SequenceHeader:
-    """Codec configuration: avcC for avc1, AudioSpecificConfig for mp4a."""
+    """Codec configuration as sent: avcC (avc1), hvcC (hvc1), av1C (av01), vpcC payload (vp09),
+    AudioSpecificConfig (mp4a), OpusHead (Opus)."""
 
     media: str  # "video" or "audio"
     codec: str
@@ -219,17 +229,28 @@ def _parse_ex_video(body: bytes, frame_type: int, packet_type: int) -> MediaPack
     pos += 4
     if packet_type == _EX_VIDEO_METADATA:
         return Ignored("video", f"{fourcc} video metadata")
-    if fourcc != AVC:
+    if fourcc not in VIDEO_FOURCCS:
         return Unsupported("video", fourcc, f"unsupported video codec {fourcc}")
-    if packet_type == _EX_CODED_FRAMES:
+    key = frame_type == _VIDEO_FRAME_KEY
+    if packet_type == _EX_CODED_FRAMES and fourcc in _CTS_FOURCCS:
         if len(body) < pos + 3:
-            raise MediaError("avc1 CodedFrames truncated before composition time")
-        return _avc_packet(1, frame_type, _s24(body[pos : pos + 3]), body[pos + 3 :])
-    if packet_type == _EX_CODED_FRAMES_X:
-        return _avc_packet(1, frame_type, 0, body[pos:])
-    if packet_type in (_EX_SEQUENCE_START, _EX_SEQUENCE_END):
-        return _avc_packet(packet_type, frame_type, 0, body[pos:])
+            raise MediaError(f"{fourcc} CodedFrames truncated before composition time")
+        return _ex_frame(fourcc, key, _s24(body[pos : pos + 3]), body[pos + 3 :])
+    if packet_type in (_EX_CODED_FRAMES, _EX_CODED_FRAMES_X):
+        return _ex_frame(fourcc, key, 0, body[pos:])
+    if packet_type == _EX_SEQUENCE_START:
+        if len(body) == pos:
+            raise MediaError(f"empty {fourcc} sequence start")
+        return SequenceHeader("video", fourcc, body[pos:])
+    if packet_type == _EX_SEQUENCE_END:
+        return SequenceEnd("video", fourcc)
     return Ignored("video", f"video PacketType {packet_type} not used for segmenting")
+
+
+def _ex_frame(fourcc: str, key: bool, cts: int, data: bytes) -> MediaPacket:
+    if not data:
+        return Ignored("video", f"{fourcc} frame without data")
+    return VideoFrame(fourcc, key, cts, data)
 
 
 def parse_audio(body: bytes) -> MediaPacket:
@@ -267,16 +288,21 @@ def _parse_ex_audio(body: bytes, packet_type: int) -> MediaPacket:
         return Unsupported("audio", "multitrack", "unsupported audio: Enhanced RTMP multitrack")
     fourcc = _fourcc(body, pos, "audio")
     pos += 4
-    if fourcc != AAC:
+    if fourcc not in AUDIO_FOURCCS:
         return Unsupported("audio", fourcc, f"unsupported audio codec {fourcc}")
+    data = body[pos:]
     if packet_type == _EX_SEQUENCE_START:
-        return _aac_packet(0, body[pos:])
+        if not data:
+            raise MediaError(f"empty {fourcc} sequence start")
+        return SequenceHeader("audio", fourcc, data)
     if packet_type == _EX_CODED_FRAMES:
-        return _aac_packet(1, body[pos:])
+        if not data:
+            return Ignored("audio", f"empty {fourcc} frame")
+        return AudioFrame(fourcc, data)
     if packet_type == _EX_SEQUENCE_END:
-        return SequenceEnd("audio", AAC)
+        return SequenceEnd("audio", fourcc)
     if packet_type == _EX_AUDIO_MULTICHANNEL:
-        return Ignored("audio", "mp4a multichannel config")
+        return Ignored("audio", f"{fourcc} multichannel config")
     return Ignored("audio", f"audio PacketType {packet_type} not used for segmenting")
 
 

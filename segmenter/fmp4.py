@@ -7,8 +7,9 @@ follow our segment and part boundaries exactly; a stream made with ``add_mux_str
 template drops the avcC/ASC and the picture size in the init segment; and each packet costs a
 Python -> C round trip. Here a sample is appended to a list; a part is cut into one buffer
 (``moof`` + ``mdat`` header, packed in place) and joined with the samples' bytes.
-The FLV payloads go in as they are: AVCC NAL units with the avcC's length size and raw AAC frames
-are exactly what ``avc1`` and ``mp4a`` samples hold.
+The FLV payloads go in as they are: length-prefixed NAL units (avcC's / hvcC's length size), AV1
+OBUs (less a leading temporal delimiter), VP9 frames, raw AAC and Opus packets are what ``avc1``,
+``hvc1``, ``av01``, ``vp09``, ``mp4a`` and ``Opus`` samples hold.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from segmenter.codecs import AacConfig, AvcConfig
+from segmenter.codecs import (
+    OPUS_RATE,
+    AudioConfig,
+    Av1Config,
+    AvcConfig,
+    HevcConfig,
+    OpusConfig,
+    VideoConfig,
+    opus_samples,
+    strip_temporal_delimiter,
+)
 
 VIDEO_TIMESCALE = 90_000  # ticks per second of the video track (ms * 90, exact)
 VIDEO_TICKS_PER_MS = VIDEO_TIMESCALE // 1000
 AAC_FRAME_SAMPLES = 1024  # ISO/IEC 14496-3 §4.5.2.1: a raw AAC-LC frame (960 in rare profiles)
+OPUS_FRAME_SAMPLES = 960  # a 20 ms Opus packet at 48 kHz (RFC 6716 §2.1.4), the usual one
 # An audio frame whose millisecond timestamp lands within this much of where the previous frame
 # ends is placed right there, so durations stay whole frames (1024 samples) although FLV rounds
 # its clock to milliseconds; a larger difference is a real gap or overlap and is kept.
@@ -70,23 +82,26 @@ class Track:
     track_id: int
     kind: str  # "video" or "audio"
     timescale: int
+    codec: str = ""  # the sample entry's FourCC (avc1, hvc1, av01, vp09, mp4a, Opus)
 
 
 def default_duration(track: Track) -> int:
     """A sample duration to assume before a track has shown its own (ticks)."""
-    return AAC_FRAME_SAMPLES if track.kind == "audio" else track.timescale // 30
+    if track.kind == "audio":
+        return OPUS_FRAME_SAMPLES if track.codec == "Opus" else AAC_FRAME_SAMPLES
+    return track.timescale // 30
 
 
-def tracks_for(video: AvcConfig | None, audio: AacConfig | None) -> list[Track]:
+def tracks_for(video: VideoConfig | None, audio: AudioConfig | None) -> list[Track]:
     tracks: list[Track] = []
     if video is not None:
-        tracks.append(Track(len(tracks) + 1, "video", VIDEO_TIMESCALE))
+        tracks.append(Track(len(tracks) + 1, "video", VIDEO_TIMESCALE, video.fourcc))
     if audio is not None:
-        tracks.append(Track(len(tracks) + 1, "audio", audio.sample_rate))
+        tracks.append(Track(len(tracks) + 1, "audio", audio.sample_rate, audio.fourcc))
     return tracks
 
 
-def init_segment(video: AvcConfig | None, audio: AacConfig | None) -> bytes:
+def init_segment(video: VideoConfig | None, audio: AudioConfig | None) -> bytes:
     """ftyp + moov for the given configuration (CMAF §7.3.1: no samples, an mvex per track)."""
     tracks = tracks_for(video, audio)
     if not tracks:
@@ -136,22 +151,42 @@ def _trak(track: Track, width: int, height: int, handler: bytes, media_header: b
     return box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, minf))
 
 
-def _video_trak(track: Track, video: AvcConfig) -> bytes:
+def _video_config_box(video: VideoConfig) -> bytes:
+    """The decoder configuration box of a visual sample entry, holding the publisher's record."""
+    if isinstance(video, AvcConfig):
+        return box(b"avcC", video.record)  # ISO/IEC 14496-15 §5.4.2.1
+    if isinstance(video, HevcConfig):
+        return box(b"hvcC", video.record)  # ISO/IEC 14496-15 §8.4.1.1
+    if isinstance(video, Av1Config):
+        return box(b"av1C", video.record)  # AV1-ISOBMFF §2.3
+    return box(b"vpcC", video.record)  # VP codec ISO media file format §2.2 (FullBox payload)
+
+
+def _video_trak(track: Track, video: VideoConfig) -> bytes:
     width, height = video.info.width, video.info.height
-    # §12.1.3 VisualSampleEntry + ISO/IEC 14496-15 §5.4.2.1 avcC holding the FLV's record as is.
-    avc1 = box(
-        b"avc1",
+    # §12.1.3 VisualSampleEntry + the codec's configuration box.
+    entry = box(
+        video.fourcc.encode("latin-1"),
         bytes(6), struct.pack(">H", 1),  # reserved, data_reference_index
         bytes(16), struct.pack(">HH", width, height),
         struct.pack(">IIIH", 0x00480000, 0x00480000, 0, 1),  # 72 dpi, reserved, frame_count
         bytes(32), struct.pack(">Hh", 0x0018, -1),  # compressorname, depth, pre_defined
-        box(b"avcC", video.record),
+        _video_config_box(video),
     )  # fmt: skip
     vmhd = full_box(b"vmhd", 0, 1, bytes(8))
-    return _trak(track, width, height, b"vide", vmhd, avc1)
+    return _trak(track, width, height, b"vide", vmhd, entry)
 
 
-def _audio_trak(track: Track, audio: AacConfig) -> bytes:
+def _audio_trak(track: Track, audio: AudioConfig) -> bytes:
+    if isinstance(audio, OpusConfig):
+        # Opus in ISOBMFF §4.3.1: an AudioSampleEntry 'Opus' at 48 kHz, samplesize 16, + dOps.
+        entry = box(
+            b"Opus",
+            bytes(6), struct.pack(">H", 1), bytes(8),
+            struct.pack(">HHHH", audio.channels, 16, 0, 0), struct.pack(">I", OPUS_RATE << 16),
+            box(b"dOps", audio.dops()),
+        )  # fmt: skip
+        return _trak(track, 0, 0, b"soun", full_box(b"smhd", 0, 0, bytes(4)), entry)
     # ISO/IEC 14496-14 §5.6 esds: ES_Descriptor > DecoderConfigDescriptor (AAC, audio stream)
     # > DecoderSpecificInfo (the AudioSpecificConfig), SLConfigDescriptor (predefined 2).
     decoder_config = _descriptor(
@@ -197,6 +232,10 @@ class FragmentWriter:
         self._runs = {t.kind: _Run(t) for t in tracks}
         self._sequence = 0  # mfhd sequence_number of the last fragment
         self._audio_next: int | None = None  # where the next audio frame snaps to (ticks)
+        audio = next((t for t in tracks if t.kind == "audio"), None)
+        self._opus = audio is not None and audio.codec == "Opus"
+        video = next((t for t in tracks if t.kind == "video"), None)
+        self._av1 = video is not None and video.codec == "av01"
 
     def add(self, kind: str, dts_ms: int, pts_ms: int, keyframe: bool, data: bytes) -> None:
         run = self._runs[kind]
@@ -204,13 +243,16 @@ class FragmentWriter:
             dts = dts_ms * VIDEO_TICKS_PER_MS
             cto = (pts_ms - dts_ms) * VIDEO_TICKS_PER_MS
             flags = SYNC_SAMPLE_FLAGS if keyframe else NON_SYNC_SAMPLE_FLAGS
+            if self._av1:
+                data = strip_temporal_delimiter(data)
         else:
             rate = run.track.timescale
             dts = dts_ms * rate // 1000
             expected = self._audio_next
             if expected is not None and abs(dts - expected) <= AUDIO_SNAP_MS * rate // 1000:
                 dts = expected
-            self._audio_next = dts + AAC_FRAME_SAMPLES
+            # Opus packets last 2.5 to 120 ms, read off their TOC byte (RFC 6716 §3.1).
+            self._audio_next = dts + (opus_samples(data) if self._opus else AAC_FRAME_SAMPLES)
             cto, flags = 0, SYNC_SAMPLE_FLAGS
         if run.last is not None:
             if dts <= run.last:  # the timeline keeps DTS increasing; a snap must not undo it

@@ -16,11 +16,30 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from segmenter.codecs import AacConfig, AvcConfig, MediaError, parse_asc, parse_avcc
+from segmenter.codecs import (
+    AudioConfig,
+    Av1Config,
+    HevcConfig,
+    MediaError,
+    SpsInfo,
+    VideoConfig,
+    Vp9Config,
+    av1_is_key,
+    av1_sequence_info,
+    hevc_has_irap,
+    parse_asc,
+    parse_av1c,
+    parse_avcc,
+    parse_hvcc,
+    parse_opus_head,
+    parse_vpcc,
+    vp9_frame_size,
+    vp9_is_key,
+)
 from segmenter.cutter import (
     AUDIO,
     SESSION_GAP_MS,
@@ -46,7 +65,7 @@ from segmenter.keeper import (
     end_stale_playlists,
 )
 from segmenter.mux import SegmentMuxer
-from segmenter.outputs import CmafOutput, Cut, TsOutput
+from segmenter.outputs import CmafOutput, Cut, TsOutput, ts_refusal
 from segmenter.playlist import LivePlaylist, Variant, nearest_int, render_multivariant
 from segmenter.store import Store
 
@@ -69,6 +88,50 @@ WARN_WINDOW = 60.0
 # A keyframe gap this much above the target is the encoder's setting, not jitter: tell the operator.
 LONG_GOP_TOLERANCE_MS = 500
 _FRAMES = (VideoFrame, AudioFrame)
+# Audio frames held while the video configuration waits for its picture size (VP9: the first
+# key frame's header), so the init segment has the right one; the oldest go first beyond this.
+MAX_HELD_AUDIO = 256
+SEGMENTED = "H.264 (avc1), HEVC (hvc1), AV1 (av01), VP9 (vp09) video; AAC (mp4a), Opus audio"
+
+
+def _video_parser(codec: str) -> Callable[[bytes], VideoConfig]:
+    parsers: dict[str, Callable[[bytes], VideoConfig]] = {
+        "avc1": parse_avcc,
+        "hvc1": parse_hvcc,
+        "av01": parse_av1c,
+        "vp09": parse_vpcc,
+    }
+    return parsers[codec]
+
+
+def _with_size(config: VideoConfig, data: bytes) -> VideoConfig | None:
+    """The configuration with the picture size read off a key frame (None: not found)."""
+    if isinstance(config, Vp9Config):
+        size = vp9_frame_size(data)
+        if size is None:
+            return None
+        old = config.info
+        info = SpsInfo(old.profile_idc, old.level_idc, size[0], size[1], old.frame_rate)
+        return Vp9Config(config.record, config.profile, config.level, config.bit_depth, info)
+    if isinstance(config, Av1Config):
+        seq = av1_sequence_info(data)
+        if seq is None:
+            return None
+        return Av1Config(
+            config.record, config.profile, config.level, config.tier, config.bit_depth, seq
+        )
+    return config
+
+
+def _is_sync(config: VideoConfig, flv_key: bool, data: bytes) -> bool:
+    """A sync sample by the bitstream (hvc1 IRAP, av01/vp09 key frame); avc1 by the FLV flag."""
+    if isinstance(config, HevcConfig):
+        return hevc_has_irap(data, config.nal_length_size)
+    if isinstance(config, Av1Config):
+        return av1_is_key(data)
+    if isinstance(config, Vp9Config):
+        return vp9_is_key(data)
+    return flv_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +209,12 @@ class _Session:
 
     timeline: Timeline
     prefix: str
-    video: AvcConfig | None = None
-    audio: AacConfig | None = None
+    video: VideoConfig | None = None
+    audio: AudioConfig | None = None
+    # Audio (timestamp, frame) held until the video configuration has its picture size.
+    held: list[tuple[int, AudioFrame]] = field(default_factory=list)
+    ts_refusal: str | None = None  # why ts.m3u8 is not written this session (None: it is)
+    active: list[TsOutput | CmafOutput] = field(default_factory=list)  # outputs written to
     cutter: Cutter | None = None  # set once the track set is known (first media frame)
     interleaver: Interleaver | None = None
     wall_offset: float = 0.0  # wall clock minus the caller's monotonic clock (s)
@@ -199,7 +266,9 @@ class LiveStream:
         self._outputs: list[TsOutput | CmafOutput] = [
             o for o in (self._ts, self._cmaf) if o is not None
         ]
-        self._keeper = self._outputs[0].keeper  # lifecycle questions: all keepers move together
+        # Lifecycle questions: the keepers move together, except that TS sits out a session
+        # whose codecs it cannot carry; CMAF carries everything, so it answers when present.
+        self._keeper = (self._cmaf or self._outputs[0]).keeper
         self._variant: Variant | None = None  # as index.m3u8 has it
         self._peak_bitrate = 0
         self._bits = (0.0, 0.0)  # bits and seconds of media segmented, for AVERAGE-BANDWIDTH
@@ -219,13 +288,19 @@ class LiveStream:
         self.segment_count = 0
         self.keyframe_interval: float | None = None
         self.bitrate = {VIDEO: 0, AUDIO: 0}
-        self._configs: tuple[AvcConfig | None, AacConfig | None] = (None, None)  # for stats
+        self._configs: tuple[VideoConfig | None, AudioConfig | None] = (None, None)  # for stats
+        self._publisher = ""  # who publishes, for log lines
+        self.ts_refusal: str | None = None  # why there is no ts.m3u8 (the web's 404 says it)
+        self.uncarried: list[str] = []  # codecs of this session no output can carry
 
     # --- publisher lifecycle -------------------------------------------------------------------
 
-    def begin_session(self, now: float) -> None:
-        """A publisher started (first or reconnect): new timeline, prefix and discontinuity."""
+    def begin_session(self, now: float, publisher: str = "") -> None:
+        """A publisher started (first or reconnect): new timeline, prefix and discontinuity.
+        ``publisher`` names it in log lines (its address)."""
         self._now = now
+        self._publisher = publisher
+        self.uncarried = []
         for output in self._outputs:
             output.keeper.start_clock(now)
         if self._session is not None:
@@ -295,14 +370,14 @@ class LiveStream:
                 self._configure(session, packet, now)
             elif isinstance(packet, Unsupported):
                 self.counters["unsupported"] += 1
-                self._warn(f"{packet.reason}: only H.264 (avc1) and AAC (mp4a) are segmented")
+                self._uncarried(f"{packet.reason}: no output carries it (segmented: {SEGMENTED})")
         except MediaError as exc:
             self.counters["malformed"] += 1
             self._warn(f"malformed {tag.type.name.lower()} tag: {exc.reason}")
 
     def _configure(self, session: _Session, packet: SequenceHeader, now: float) -> None:
         if packet.media == VIDEO:
-            video = parse_avcc(packet.config)
+            video = _video_parser(packet.codec)(packet.config)
             if session.video is not None:
                 if video.record == session.video.record:
                     return
@@ -311,7 +386,8 @@ class LiveStream:
             self._restart_tracks(session, now)
             session.video = video
         else:
-            audio = parse_asc(packet.config)
+            config = packet.config
+            audio = parse_asc(config) if packet.codec == "mp4a" else parse_opus_head(config)
             if session.audio is not None:
                 if audio.config == session.audio.config:
                     return
@@ -336,7 +412,7 @@ class LiveStream:
         self, session: _Session, timestamp: int, packet: VideoFrame | AudioFrame, now: float
     ) -> None:
         kind: Kind
-        config: AvcConfig | AacConfig | None
+        config: VideoConfig | AudioConfig | None
         if isinstance(packet, VideoFrame):
             kind, config = VIDEO, session.video
             cts, key = packet.composition_time, packet.keyframe
@@ -345,6 +421,29 @@ class LiveStream:
             cts, key = 0, True
         if config is None:
             self.counters["dropped"] += 1  # a frame before its sequence header
+            return
+        if packet.codec != config.fourcc:
+            self.counters["dropped"] += 1
+            self._warn(f"{kind} frame in {packet.codec} after a {config.fourcc} sequence header")
+            return
+        video = session.video
+        if isinstance(config, (HevcConfig, Av1Config, Vp9Config)):
+            key = _is_sync(config, key, packet.data)
+            if not config.info.width:  # VP9 (AV1 without configOBUs): sized by a key frame
+                sized = _with_size(config, packet.data) if key else None
+                if sized is None:
+                    self.counters["dropped"] += 1
+                    return
+                session.video = sized
+                held, session.held = session.held, []
+                for held_timestamp, frame in held:
+                    self._media(session, held_timestamp, frame, now)
+                config = sized
+        elif isinstance(packet, AudioFrame) and video is not None and not video.info.width:
+            session.held.append((timestamp, packet))
+            if len(session.held) > MAX_HELD_AUDIO:
+                del session.held[0]
+                self.counters["dropped"] += 1
             return
         if session.interleaver is not None and kind not in session.interleaver.tracks:
             self._restart_tracks(session, now)  # a track appeared: new track set
@@ -365,9 +464,10 @@ class LiveStream:
                 round(self.config.interleave_delay * 1000),
                 self.config.interleave_max_samples,
             )
-            for output in self._outputs:
-                output.start(session.prefix, session.video, session.audio, self._discontinuity)
-            self._configs = (session.video, session.audio)
+            self._start_outputs(session)
+        if not session.active:
+            self.counters["dropped"] += 1  # no output carries this track set (_uncarried)
+            return
         interleaver = session.interleaver
         assert interleaver is not None
         mapped = session.timeline.map(kind, timestamp, cts)
@@ -388,6 +488,32 @@ class LiveStream:
             self._last_key_pts = sample.pts
         for ready in interleaver.push(sample):
             self._write(session, ready, now)
+
+    def _start_outputs(self, session: _Session) -> None:
+        """The outputs that can carry the session's codecs start with its configuration."""
+        video, audio = session.video, session.audio
+        refusal = ts_refusal(video, audio) if self._ts is not None else None
+        if refusal is not None and refusal != session.ts_refusal:
+            self._log.info("%s: no ts.m3u8 (%s): %s", self.path, self._publisher, refusal)
+        session.ts_refusal = self.ts_refusal = refusal
+        session.active = [o for o in self._outputs if not (o is self._ts and refusal)]
+        if self._ts is not None and refusal is not None:
+            self._ts.keeper.end(self._now)  # an earlier session's TS playlist ends here
+        if not session.active:
+            formats = ", ".join(self.config.formats)
+            self._uncarried(f"{refusal}; no other output (formats: {formats})")
+            return
+        for output in session.active:
+            output.start(session.prefix, video, audio, self._discontinuity)
+        self._configs = (video, audio)
+
+    def _uncarried(self, reason: str) -> None:
+        """Media no output can carry: an error naming the publisher (once per session), the API
+        (``uncarried``) and the warnings."""
+        if reason not in self.uncarried:
+            self.uncarried = [*self.uncarried, reason][-MAX_WARNINGS:]
+            self._log.error("%s: publisher %s: %s", self.path, self._publisher or "?", reason)
+        self._warn(reason)
 
     def _write(self, session: _Session, sample: Sample, now: float) -> None:
         assert session.cutter is not None
@@ -410,7 +536,7 @@ class LiveStream:
         self._seg_bytes[sample.kind] += len(sample.data)
         if self._cmaf is not None:
             self._cmaf.write(sample, now)
-        if self._ts is not None:
+        if self._ts is not None and session.ts_refusal is None:
             try:
                 self._ts.write(sample)
             except MediaError as exc:
@@ -438,7 +564,7 @@ class LiveStream:
         forced, self._forced = self._forced, False
         seg_bytes, self._seg_bytes = self._seg_bytes, {VIDEO: 0, AUDIO: 0}
         if not sum(seg_bytes.values()):
-            for output in self._outputs:  # nothing was written: nothing to close
+            for output in session.active:  # nothing was written: nothing to close
                 output.close_segment(Cut(0.0, boundary, False, None), now)
             return
         duration = max(end - start, 1) / 1000
@@ -462,14 +588,14 @@ class LiveStream:
         session.segment_dts = None
         cut = Cut(duration, boundary, discontinuity, pdt)
         sequence = self._keeper.next_sequence
-        sizes = [output.close_segment(cut, now) for output in self._outputs]
+        sizes = [output.close_segment(cut, now) for output in session.active]
         if not any(sizes):
             return
         self.segment_count += 1
         self._published_at = now
         self.bitrate = {k: round(v * 8 / duration) for k, v in seg_bytes.items()}
         self._write_multivariant(max(sizes) * 8 / duration, duration)
-        first = self._outputs[0]
+        first = session.active[0]
         extension = ".ts" if first is self._ts else ".m4s"
         name = f"{self.path}/{session.prefix}-{sequence}{extension}"
         self._log.debug("segment %s %.3f s %s bytes", name, duration, sizes)
@@ -512,14 +638,16 @@ class LiveStream:
         """Open the playlists when none is live (first segment, after ENDLIST, after a restart):
         numbering continues (RFC 8216 §6.2.2) and the first segment is a discontinuity if it
         follows an earlier playlist. Every format gets the same target duration."""
-        keepers = [o.keeper for o in self._outputs]
+        session = self._session
+        outputs = session.active if session is not None else self._outputs
+        keepers = [o.keeper for o in outputs]
         if all(k.playlist is not None and not k.playlist.ended for k in keepers):
             return
         self._discontinuity = self._discontinuity or any(k.continues for k in keepers)
         target = self._target_duration(first_segment)
         if self._session is not None and self._session.cutter is not None:
             self._session.cutter.set_target_duration(target)
-        for output in self._outputs:
+        for output in outputs:
             keeper = output.keeper
             if keeper.playlist is None or keeper.playlist.ended:
                 part_target = hold_back = None
@@ -528,6 +656,12 @@ class LiveStream:
                     # Players stay three nominal parts behind (PART-TARGET is only a bound).
                     hold_back = 3 * output.part_ms / 1000
                 keeper.open(target, self._now, part_target=part_target, part_hold_back=hold_back)
+
+    def missing_reason(self, file: str) -> str | None:
+        """Why ``file`` is not made for this stream: ts.m3u8 of a session TS cannot carry."""
+        if file == TS_PLAYLIST_NAME and self.ts_refusal is not None:
+            return f"{file} of {self.path}: {self.ts_refusal}; play {MULTIVARIANT_NAME}"
+        return None
 
     def part(self, uri: str) -> bytes | None:
         """An LL-HLS part of this stream (they are kept in memory, not in the store)."""
@@ -649,5 +783,7 @@ class LiveStream:
                 None if self._published_at is None else max(0.0, now - self._published_at)
             ),
             **self.counters,
+            "ts": self.ts_refusal,  # why there is no ts.m3u8 (None: TS is written when enabled)
+            "uncarried": list(self.uncarried),  # media of this session no output carries
             "warnings": list(self.warnings),
         }

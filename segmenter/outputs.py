@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from segmenter.codecs import AacConfig, AvcConfig
+from segmenter.codecs import AacConfig, AudioConfig, AvcConfig, VideoConfig
 from segmenter.cutter import AUDIO, VIDEO, Sample
 from segmenter.fmp4 import FragmentWriter, init_segment, tracks_for
 from segmenter.keeper import CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, PlaylistKeeper
@@ -31,6 +31,20 @@ from segmenter.store import Store, size_of
 
 # Frame steps above this are gaps, not the frame rate, and do not widen PART-TARGET.
 MAX_PACER_STEP_MS = 100
+
+
+# What the MPEG-TS output carries: H.264 and AAC (ISO/IEC 13818-1 stream types 0x1B, 0x0F).
+_CODEC_NAMES = {"hvc1": "HEVC", "av01": "AV1", "vp09": "VP9", "Opus": "Opus"}
+
+
+def ts_refusal(video: VideoConfig | None, audio: AudioConfig | None) -> str | None:
+    """Why the TS output cannot carry this track set, or None when it can."""
+    names = [
+        _CODEC_NAMES.get(c.fourcc, c.fourcc)
+        for c in (video, audio)
+        if c is not None and not isinstance(c, (AvcConfig, AacConfig))
+    ]
+    return f"MPEG-TS here carries H.264 and AAC, not {' or '.join(names)}" if names else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +77,13 @@ class TsOutput:
     def start(
         self,
         prefix: str,
-        video: AvcConfig | None,
-        audio: AacConfig | None,
+        video: VideoConfig | None,
+        audio: AudioConfig | None,
         discontinuity: bool = False,
     ) -> None:
+        """A new track configuration; LiveStream checks ``ts_refusal`` first."""
+        if not isinstance(video, AvcConfig | None) or not isinstance(audio, AacConfig | None):
+            raise ValueError(ts_refusal(video, audio))
         self._prefix = prefix
         self._mux.start(video, audio)
 
@@ -140,8 +157,8 @@ class CmafOutput:
     def start(
         self,
         prefix: str,
-        video: AvcConfig | None,
-        audio: AacConfig | None,
+        video: VideoConfig | None,
+        audio: AudioConfig | None,
         discontinuity: bool = False,
     ) -> None:
         """A new track configuration: a new init segment; an unfinished part is dropped.

@@ -78,8 +78,11 @@ def segment_cache_control(max_age: int) -> str:
     return f"public, max-age={max_age}, immutable"
 
 
-def missing_message(app: str, key: str, file: str) -> str:
-    return f"{file} of stream {app}/{key} does not exist (yet)"
+def missing_message(app: str, key: str, file: str, ll: LowLatency | None = None) -> str:
+    """The 404 text: why the file is not made when the segmenter says (ts.m3u8 of a stream MPEG-TS
+    cannot carry), else that it does not exist (yet)."""
+    reason = ll.source.missing_reason(app, key, file) if ll is not None else None
+    return reason or f"{file} of stream {app}/{key} does not exist (yet)"
 
 
 class PlaylistGzip:
@@ -290,7 +293,7 @@ def install(
         else:
             data = store.get(name)
         if data is None:
-            abort(404, missing_message(app, key, file))
+            abort(404, missing_message(app, key, file, ll))
         return data
 
     def send(reply: Reply) -> Response:
@@ -437,7 +440,8 @@ def fast_path(
                 head = head and status < 400
             elif data is None:
                 status, head = 404, False
-                headers, body = plain_error(404, "Not Found", missing_message(app, key, file))
+                message = missing_message(app, key, file, ll)
+                headers, body = plain_error(404, "Not Found", message)
             elif playlist:
                 status, headers, body = playlist_reply(
                     data, accept_encoding, config, compress, token

@@ -44,6 +44,10 @@ class LiveSource(Protocol):
         """The bytes of part ``file`` of the stream, or None."""
         ...
 
+    def missing_reason(self, app: str, key: str, file: str) -> str | None:
+        """Why ``file`` of the stream is not made at all (the 404 says it), or None."""
+        ...
+
 
 class Waiters:
     """One parking lot per stream path: a request for a future part or playlist version waits

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,11 +143,36 @@ def test_enhanced_avc1_matches_legacy() -> None:
 
 
 @pytest.mark.parametrize("fourcc", [b"hvc1", b"av01", b"vp09"])
-def test_enhanced_video_codecs_reported(fourcc: bytes) -> None:
-    packet = parse_video(ex_video(1, 0, fourcc, b"\x01\x02"))
-    assert packet == Unsupported(
-        "video", fourcc.decode(), f"unsupported video codec {fourcc.decode()}"
-    )
+def test_enhanced_video_codecs_parsed(fourcc: bytes) -> None:
+    name = fourcc.decode()
+    record = b"\x01\x02"
+    assert parse_video(ex_video(1, 0, fourcc, record)) == SequenceHeader("video", name, record)
+    frame = b"\x00\x00\x00\x02\x26\x01"
+    # CodedFrames: an SI24 composition time for hvc1 only (E-RTMP v1 ExVideoTagBody).
+    coded = parse_video(ex_video(1, 1, fourcc, b"\x00\x00\x21" + frame))
+    if fourcc == b"hvc1":
+        assert coded == VideoFrame(name, True, 33, frame)
+    else:
+        assert coded == VideoFrame(name, True, 0, b"\x00\x00\x21" + frame)
+    assert parse_video(ex_video(2, 3, fourcc, frame)) == VideoFrame(name, False, 0, frame)
+    assert parse_video(ex_video(1, 2, fourcc)) == SequenceEnd("video", name)
+    with pytest.raises(MediaError, match="sequence start"):
+        parse_video(ex_video(1, 0, fourcc))
+    assert isinstance(parse_video(ex_video(1, 3, fourcc)), Ignored)  # a frame without data
+
+
+def test_enhanced_video_other_fourcc_reported() -> None:
+    packet = parse_video(ex_video(1, 0, b"vvc1", b"\x01"))
+    assert packet == Unsupported("video", "vvc1", "unsupported video codec vvc1")
+
+
+def test_enhanced_hvc1_byte_by_byte_prefixes() -> None:
+    # Every prefix of a CodedFrames tag parses or raises MediaError (a tag split anywhere).
+    body = ex_video(1, 1, b"hvc1", b"\xff\xff\xfe\x00\x00\x00\x02\x26\x01")
+    assert parse_video(body) == VideoFrame("hvc1", True, -2, b"\x00\x00\x00\x02\x26\x01")
+    for end in range(len(body)):
+        with contextlib.suppress(MediaError):
+            assert isinstance(parse_video(body[:end]), PACKET_TYPES)
 
 
 def test_enhanced_video_other_packets() -> None:
@@ -166,7 +193,14 @@ def test_enhanced_audio() -> None:
     assert parse_audio(b"\x91mp4a\x21\x00") == AudioFrame("mp4a", b"\x21\x00")
     assert parse_audio(b"\x92mp4a") == SequenceEnd("audio", "mp4a")
     assert isinstance(parse_audio(b"\x94mp4a\x00"), Ignored)  # multichannel config
-    for fourcc in ("Opus", "fLaC", "ac-3", "ec-3", ".mp3"):
+    head = bytes.fromhex("4f707573486561640101380180bb0000000000")  # OpusHead, FFmpeg 9
+    assert parse_audio(b"\x90Opus" + head) == SequenceHeader("audio", "Opus", head)
+    assert parse_audio(b"\x91Opus\xf8\xff") == AudioFrame("Opus", b"\xf8\xff")
+    assert parse_audio(b"\x92Opus") == SequenceEnd("audio", "Opus")
+    assert isinstance(parse_audio(b"\x94Opus\x01\x01\x00\x00\x00\x04"), Ignored)
+    with pytest.raises(MediaError, match="sequence start"):
+        parse_audio(b"\x90Opus")
+    for fourcc in ("fLaC", "ac-3", "ec-3", ".mp3"):
         packet = parse_audio(b"\x90" + fourcc.encode() + b"\x00")
         assert packet == Unsupported("audio", fourcc, f"unsupported audio codec {fourcc}")
     assert isinstance(parse_audio(b"\x95\x00Opus"), Unsupported)  # multitrack
@@ -176,9 +210,12 @@ def test_enhanced_audio() -> None:
 
 def test_real_enhanced_rtmp_hevc_from_ffmpeg(hevc_flv: bytes) -> None:
     packets = [parse_tag(t) for t in tags(hevc_flv)]
-    video = [p for p in packets if isinstance(p, Unsupported)]
-    assert video and all(p.codec == "hvc1" for p in video)
-    assert any(isinstance(p, AudioFrame) for p in packets)  # the AAC track stays usable
+    assert not any(isinstance(p, Unsupported) for p in packets)
+    headers = [p for p in packets if isinstance(p, SequenceHeader) and p.media == "video"]
+    assert [p.codec for p in headers] == ["hvc1"]
+    frames = [p for p in packets if isinstance(p, VideoFrame)]
+    assert frames and all(f.codec == "hvc1" for f in frames) and frames[0].keyframe
+    assert any(isinstance(p, AudioFrame) for p in packets)
 
 
 @given(st.binary(max_size=64))

@@ -192,12 +192,15 @@ def test_unsupported_and_malformed_media_never_raise(hevc_flv: bytes, av_flv: by
     for body in (b"\x17\x05\x00\x00\x00", b"\x17\x00\x00\x00\x00\x02", b"\x91av", b"\xaf\x00\x12"):
         live.feed(FlvTag(TagType.VIDEO if body[0] != 0xAF else TagType.AUDIO, 5, body), 0.0)
     live.feed(FlvTag(TagType.VIDEO, 10, b"\x17\x01\x00\x00\x00\x00\x00\x00\x09\x65"), 0.0)
+    live.feed(FlvTag(TagType.VIDEO, 11, b"\x90vvc1\x01"), 0.0)  # a FourCC nothing carries
     live.end_session(1.0)
     stats = live.stats()
     assert stats["unsupported"] > 0 and stats["malformed"] >= 3
-    assert any("unsupported video codec hvc1" in w for w in stats["warnings"])
-    # The AAC track of the HEVC publisher is still segmented (audio-only).
-    assert infos and stats["codecs"] == ["mp4a.40.2"]
+    assert any("unsupported video codec vvc1" in w for w in stats["uncarried"])
+    assert any("frame in avc1 after a hvc1 sequence header" in w for w in stats["warnings"])
+    # The HEVC publisher is segmented (CMAF; MPEG-TS here does not carry HEVC).
+    assert infos and stats["codecs"][1] == "mp4a.40.2" and stats["codecs"][0].startswith("hvc1.")
+    assert stats["ts"] is not None and "HEVC" in stats["ts"]
 
 
 def test_feed_without_begin_session_and_garbage_in_avc(av_flv: bytes) -> None:

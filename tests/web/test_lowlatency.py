@@ -45,6 +45,9 @@ class Stream:
     def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
         return self.playlist if f"{app}/{key}" == PATH else None
 
+    def missing_reason(self, app: str, key: str, file: str) -> str | None:
+        return None
+
     def live_part(self, app: str, key: str, file: str) -> bytes | None:
         return self.part_bytes.get(file) if f"{app}/{key}" == PATH else None
 

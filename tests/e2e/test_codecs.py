@@ -1,0 +1,164 @@
+"""Issue 15, first slice, end to end: FFmpeg 9 publishes HEVC, AV1 and VP9 (with AAC or Opus) over
+Enhanced RTMP; the CMAF output decodes with the right codec, picture and CODECS string, and
+ts.m3u8 answers 404 saying why (MPEG-TS here carries H.264 and AAC only)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+
+import av
+import httpx
+import pytest
+
+from gateway.app import Gateway
+from tests.clients import apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
+
+pytestmark = pytest.mark.e2e
+
+FRAMES = 90  # 3 s at 30 fps, a keyframe every second
+
+
+@dataclass(frozen=True)
+class Case:
+    video_args: tuple[str, ...]
+    audio_args: tuple[str, ...]
+    codec: str  # FFmpeg's decoder name
+    audio_codec: str
+    codecs: re.Pattern[str]  # the CODECS attribute
+    ts_names: str  # codec names the ts.m3u8 404 gives
+
+
+CASES = {
+    "hevc-aac": Case(
+        ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=30"),
+        ("-c:a", "aac"),
+        "hevc",
+        "aac",
+        re.compile(r"hvc1\.1\.6\.L(\d+)(\.[0-9A-F]{2})*,mp4a\.40\.2"),
+        "HEVC",
+    ),
+    "av1-opus": Case(
+        ("-c:v", "libsvtav1", "-preset", "12", "-g", "30", "-svtav1-params", "lp=1"),
+        ("-c:a", "libopus"),
+        "av1",
+        "opus",
+        re.compile(r"av01\.0\.(\d\d)M\.08,Opus"),
+        "AV1 or Opus",
+    ),
+    "vp9-opus": Case(
+        ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30"),
+        ("-c:a", "libopus"),
+        "vp9",
+        "opus",
+        re.compile(r"vp09\.00\.(\d\d)\.08,Opus"),
+        "VP9 or Opus",
+    ),
+}
+
+
+def _url(gw: Gateway, path: str) -> str:
+    assert gw.bound is not None
+    return gw.bound.http_url + path
+
+
+def _decode(data: bytes) -> dict[str, tuple[str, int, int, int]]:
+    """codec, width, height and decoded frame count per stream type, read with PyAV."""
+    out: dict[str, tuple[str, int, int, int]] = {}
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        streams = {s.type: s for s in container.streams}
+        counts = dict.fromkeys(streams, 0)
+        for packet in container.demux():
+            for _ in packet.decode():
+                counts[packet.stream.type] += 1
+        for kind, s in streams.items():
+            ctx = s.codec_context
+            size = (ctx.width, ctx.height) if kind == "video" else (0, 0)
+            out[kind] = (ctx.codec.canonical_name, *size, counts[kind])
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_enhanced_rtmp_codec_plays_from_cmaf(gateway: Gateway, name: str) -> None:
+    case = CASES[name]
+    assert gateway.bound is not None
+    args = [
+        imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        *case.video_args, "-pix_fmt", "yuv420p", *case.audio_args,
+        "-frames:v", str(FRAMES), "-t", "3",
+        "-f", "flv", f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live/{name}",
+    ]  # fmt: skip
+    result = await run_client(args, timeout=120)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+    base = f"/live/{name}/"
+    async with httpx.AsyncClient() as client:
+        index = (await client.get(_url(gateway, base + "index.m3u8"))).text
+        cmaf = (await client.get(_url(gateway, base + "cmaf.m3u8"))).text
+        ts = await client.get(_url(gateway, base + "ts.m3u8"))
+        api = (await client.get(_url(gateway, f"/api/streams/live/{name}"))).json()
+        maps = re.findall(r'#EXT-X-MAP:URI="([^"]+)"', cmaf)
+        assert len(set(maps)) == 1, cmaf
+        init = (await client.get(_url(gateway, base + maps[0]))).content
+        segment_uris = [line for line in cmaf.splitlines() if line.endswith(".m4s")]
+        segments = [(await client.get(_url(gateway, base + u))).content for u in segment_uris]
+        part_uris = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', cmaf)
+        parts = {u: (await client.get(_url(gateway, base + u))) for u in part_uris}
+
+    # index.m3u8 points at the CMAF playlist only, with the CODECS of the sequence headers.
+    stream_inf = [line for line in index.splitlines() if line.startswith("#EXT-X-STREAM-INF")]
+    assert len(stream_inf) == 1 and index.rstrip().endswith("cmaf.m3u8"), index
+    codecs = re.search(r'CODECS="([^"]+)"', stream_inf[0])
+    assert codecs is not None and case.codecs.fullmatch(codecs.group(1)), stream_inf[0]
+    assert "RESOLUTION=320x240" in stream_inf[0]
+    assert api["codecs"] == codecs.group(1).split(",") and api["uncarried"] == []
+    assert (api["width"], api["height"]) == (320, 240)
+
+    # No ts.m3u8, and the 404 says why.
+    assert ts.status_code == 404
+    assert f"ts.m3u8 of live/{name}: MPEG-TS here carries H.264 and AAC, not {case.ts_names}" in (
+        ts.text
+    )
+    assert api["ts"] is not None and case.ts_names in api["ts"]
+
+    # The whole segments after the init segment: every frame, the right codec and picture.
+    whole = _decode(init + b"".join(segments))
+    assert whole["video"] == (case.codec, 320, 240, FRAMES)
+    assert whole["audio"][0] == case.audio_codec and whole["audio"][3] > 100
+
+    # The parts still listed, after the init segment, decode too (they start at a keyframe:
+    # the first listed part of a segment is INDEPENDENT).
+    assert parts and all(r.status_code == 200 for r in parts.values())
+    first_segment = part_uris[0].rsplit(".", 2)[0]
+    own = [r.content for u, r in parts.items() if u.rsplit(".", 2)[0] == first_segment]
+    of_parts = _decode(init + b"".join(own))
+    assert of_parts["video"][:3] == (case.codec, 320, 240) and of_parts["video"][3] > 0
+    index_of_segment = [u.rsplit(".", 1)[0] for u in segment_uris].index(first_segment)
+    assert b"".join(own) == segments[index_of_segment]  # a segment is its parts
+
+    # ffprobe reads the multivariant playlist: codec, profile and level as CODECS says.
+    probe = await run_client(
+        [
+            apt_ffprobe_exe(),
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_streams",
+            _url(gateway, base + "index.m3u8"),
+        ],
+        timeout=30,
+    )
+    assert probe.returncode == 0, probe.stderr
+    video = next(s for s in json.loads(probe.stdout)["streams"] if s["codec_type"] == "video")
+    assert video["codec_name"] == case.codec and (video["width"], video["height"]) == (320, 240)
+    level = case.codecs.fullmatch(codecs.group(1))
+    assert level is not None
+    if case.codec in ("hevc", "av1"):  # hvc1 profile 1 / av01 profile 0 are both "Main"
+        assert video["profile"] == "Main" and video["level"] == int(level.group(1))
+    else:
+        assert video["profile"] == "Profile 0" and video["pix_fmt"] == "yuv420p"

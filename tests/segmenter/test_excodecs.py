@@ -1,0 +1,127 @@
+"""Enhanced RTMP codec configurations (issue 15): golden byte vectors taken from FFmpeg 9's FLV
+muxer (libx265, libsvtav1, libvpx-vp9, libopus at 320x240 / 48 kHz mono), the sample entries
+and CODECS strings made from them, and the sync-sample and duration rules per codec."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from segmenter.codecs import (
+    MediaError,
+    av1_is_key,
+    hevc_has_irap,
+    opus_samples,
+    parse_av1c,
+    parse_hvcc,
+    parse_opus_head,
+    parse_vpcc,
+    vp9_frame_size,
+    vp9_is_key,
+)
+from segmenter.flv import FlvTag, TagType
+from segmenter.fmp4 import init_segment
+from segmenter.live import LiveStream, SegmenterConfig
+from segmenter.store import MemoryStore
+
+# hvcC of libx265 (Main, level 2, 320x240) with its VPS, SPS and PPS (the SEI array left out).
+HVCC = bytes.fromhex(
+    "0101600000009000000000003cf000fcfdf8f800000f03200001001840010c01ffff0160000003009000000300"
+    "0003003c959409210001002a42010101600000030090000003000003003ca00a080f16595952930bc05a02000003"
+    "0002000003003c1022000100064401c073c189"
+)
+AV1C = bytes.fromhex("81000c000a0b0200000521e7fde017c002")  # Main, level 2.0, 8 bit, seq header
+VPCC = bytes.fromhex("010000000014820202020000")  # version 1, profile 0, level 2.0, 8 bit 4:2:0
+OPUS_HEAD = bytes.fromhex("4f707573486561640101380180bb0000000000")  # 1 ch, pre-skip 312
+VP9_KEY = bytes.fromhex("824983420013f00ef6")  # a key frame's uncompressed header start
+
+
+def test_hvcc_codec_string_and_picture() -> None:
+    config = parse_hvcc(HVCC)
+    # ISO/IEC 14496-15 E.3: profile 1, compatibility 0x60000000 reversed = 0x6, L60, byte 0x90.
+    assert config.codec_string == "hvc1.1.6.L60.90"
+    assert (config.info.width, config.info.height) == (320, 240)
+    assert config.nal_length_size == 4 and len(config.parameter_sets) == 3
+    with pytest.raises(MediaError):
+        parse_hvcc(HVCC[:30])  # cut inside the VPS
+
+
+def test_av1c_codec_string_and_picture() -> None:
+    config = parse_av1c(AV1C)
+    assert config.codec_string == "av01.0.00M.08"  # AV1-ISOBMFF: seq_level_idx 0 = level 2.0
+    assert (config.info.width, config.info.height) == (320, 240)
+    bare = parse_av1c(AV1C[:4])  # no configOBUs: the size comes from the first key frame
+    assert bare.info.width == 0
+    with pytest.raises(MediaError):
+        parse_av1c(b"\x01\x00\x0c\x00")
+
+
+def test_vpcc_codec_string_and_key_frame_size() -> None:
+    config = parse_vpcc(VPCC)
+    assert config.codec_string == "vp09.00.20.08"
+    assert config.info.width == 0  # vpcC has no picture size
+    assert vp9_frame_size(VP9_KEY) == (320, 240) and vp9_is_key(VP9_KEY)
+    inter = bytes((0x86,)) + VP9_KEY[1:]  # frame_type 1
+    assert vp9_frame_size(inter) is None and not vp9_is_key(inter)
+
+
+def test_opus_head_to_dops() -> None:
+    config = parse_opus_head(OPUS_HEAD)
+    assert (config.channels, config.pre_skip, config.input_rate) == (1, 312, 48000)
+    # Opus in ISOBMFF §4.3.2: version 0, channels, PreSkip, InputSampleRate, OutputGain (big
+    # endian), ChannelMappingFamily 0.
+    assert config.dops() == bytes.fromhex("000101380000bb80000000")
+    assert config.codec_string == "Opus"
+    with pytest.raises(MediaError):
+        parse_opus_head(b"OpusTags" + OPUS_HEAD[8:])
+
+
+def test_opus_packet_durations() -> None:
+    # RFC 6716 §3.1: config 31 (CELT 20 ms) code 0 = 960; config 1 (SILK 20 ms) code 1 = 2 frames.
+    assert opus_samples(bytes((31 << 3,))) == 960
+    assert opus_samples(bytes((1 << 3 | 1,))) == 1920
+    assert opus_samples(bytes((16 << 3 | 3, 4))) == 480  # 4 frames of 2.5 ms
+
+
+def test_sync_samples_from_the_bitstream() -> None:
+    idr = b"\x00\x00\x00\x03\x26\x01\xaf"  # NAL type 19 (IDR_W_RADL)
+    trail = b"\x00\x00\x00\x03\x02\x01\xd0"  # NAL type 1 (TRAIL_R)
+    assert hevc_has_irap(idr, 4) and not hevc_has_irap(trail, 4)
+    # Temporal delimiter, then a frame OBU: show_existing_frame 0, frame_type 0 (KEY_FRAME).
+    assert av1_is_key(b"\x12\x00\x32\x02\x10\x00")
+    assert not av1_is_key(b"\x12\x00\x32\x02\x30\x00")  # frame_type 1 (INTER_FRAME)
+
+
+@pytest.mark.parametrize(
+    ("entry", "config_box", "video"),
+    [(b"hvc1", b"hvcC", parse_hvcc(HVCC)), (b"av01", b"av1C", parse_av1c(AV1C))],
+)
+def test_init_segment_sample_entries(entry: bytes, config_box: bytes, video: object) -> None:
+    init = init_segment(video, parse_opus_head(OPUS_HEAD))  # type: ignore[arg-type]
+    assert entry in init and config_box in init and b"Opus" in init and b"dOps" in init
+    at = init.index(config_box) + 4
+    assert init[at : at + len(video.record)] == video.record  # type: ignore[attr-defined]
+    assert b"\x00\xbb\x80" in init  # the Opus track's 48 kHz timescale
+
+
+def test_a_codec_no_output_carries_is_logged_naming_the_publisher(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    live = LiveStream("live/x", MemoryStore(), SegmenterConfig(formats=("ts",)))
+    live.begin_session(0.0, "127.0.0.1:5555")
+    with caplog.at_level(logging.ERROR):
+        live.feed(FlvTag(TagType.VIDEO, 0, b"\x90hvc1" + HVCC), 0.0)
+        live.feed(
+            FlvTag(TagType.VIDEO, 0, b"\x91hvc1\x00\x00\x00\x00\x00\x00\x03\x26\x01\xaf"), 0.0
+        )
+        live.feed(FlvTag(TagType.AUDIO, 0, b"\x90fLaC\x00"), 0.0)
+    stats = live.stats()
+    assert stats["ts"] is not None and "HEVC" in stats["ts"]
+    assert len(stats["uncarried"]) == 2
+    assert "fLaC" in stats["uncarried"][1] and "HEVC" in stats["uncarried"][0]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and all("127.0.0.1:5555" in e for e in errors)
+    assert live.missing_reason("ts.m3u8") == (
+        "ts.m3u8 of live/x: MPEG-TS here carries H.264 and AAC, not HEVC; play index.m3u8"
+    )
