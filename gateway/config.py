@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import os
 import ssl
 import tomllib
@@ -483,6 +484,8 @@ def _check(settings: Settings) -> Settings:
         )
     _check_tls(settings)
     _check_auth(settings)
+    if settings.hls_dir:
+        _check_writable(Path(settings.hls_dir))
     formats = hls_formats(settings)
     if not formats or set(formats) - {"ts", "cmaf"}:
         raise ConfigError(
@@ -500,6 +503,24 @@ def _check(settings: Settings) -> Settings:
 
     parse_pull(settings.pull)
     return settings
+
+
+def _check_writable(directory: Path) -> None:
+    """hls_dir is made if missing (as the store would) and written to once: a directory the
+    gateway cannot write would start, fail every segment and serve only 404s."""
+    probe = directory / f".gateway-probe~{os.getpid()}"
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"hls_dir: cannot write {directory}: {exc.strerror or exc}") from None
 
 
 def _check_tls(settings: Settings) -> None:

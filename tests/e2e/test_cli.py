@@ -59,6 +59,18 @@ def test_bad_configuration_names_the_key(
     assert message in out.stderr, out.stderr
 
 
+def test_unwritable_hls_dir_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    target = tmp_path / "file" / "hls"
+    out = subprocess.run(
+        [*GATEWAY, "run", "--hls-dir", str(target)], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert f"gateway: configuration error: hls_dir: cannot write {target}: Not a directory" in (
+        out.stderr
+    )
+
+
 def test_config_file_key_errors_name_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "g.toml"
     config.write_text("[hls]\nwindow = 1\n")
