@@ -34,7 +34,14 @@ from gateway.server import serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
-from segmenter.store import DiskStore, MemoryStore, Store, StoreFull, WriteBehindStore
+from segmenter.store import (
+    DiskStore,
+    MemoryStore,
+    Store,
+    StoreFull,
+    StoreHealth,
+    WriteBehindStore,
+)
 from web.app import WebConfig, create_app
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
@@ -77,16 +84,17 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
     )
 
 
-def make_store(settings: Settings) -> Store:
+def make_store(settings: Settings, health: StoreHealth | None = None) -> Store:
+    """The store the settings ask for; its write failures (and recoveries) go to ``health``."""
     if not settings.hls_dir:
-        return MemoryStore(settings.hls_memory_max_bytes)
-    disk = DiskStore(Path(settings.hls_dir))
+        return MemoryStore(settings.hls_memory_max_bytes, health=health)
     if settings.hls_write_queue_bytes == 0:
-        return disk
+        return DiskStore(Path(settings.hls_dir), health=health)
     return WriteBehindStore(
-        disk,
+        DiskStore(Path(settings.hls_dir)),
         max_pending_bytes=settings.hls_write_queue_bytes,
         log=logging.getLogger("gateway.store"),
+        health=health,
     )
 
 
@@ -104,6 +112,10 @@ class Gateway:
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
     access: AccessControl | None = None
+    # Whether the store's writes succeed (the store records into it): /healthz and /metrics.
+    health: StoreHealth = field(
+        default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
+    )
     # trio time of the last "memory store full" line per stream (one per interval, not per put).
     _store_full_logged: dict[str, float] = field(default_factory=dict)
     _segmenters: trio.Nursery | None = None
@@ -117,6 +129,7 @@ class Gateway:
         )
         self.relays = RelayManager(self.settings, self.hub, self.metrics)
         self.pulls = PullManager(self.settings, self.hub)
+        self.metrics.store_healthy.set_function(lambda: 0.0 if self.health.failure else 1.0)
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -230,6 +243,11 @@ class Gateway:
             if now - self._store_full_logged.get(live.path, -math.inf) >= STORE_FULL_LOG_INTERVAL:
                 self._store_full_logged[live.path] = now
                 log.error("%s: %s", live.path, exc)
+        except OSError as exc:
+            if self.health.failure is None:  # not the store's (it records and logs its own)
+                log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
+            else:
+                log.debug("%s: %s", live.path, exc)
         except Exception:
             # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
             log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
@@ -253,7 +271,8 @@ async def run_gateway(
 ) -> None:
     """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully."""
     stop = stop if stop is not None else trio.Event()
-    gw = Gateway(settings, make_store(settings))
+    health = StoreHealth(logging.getLogger("gateway.store"))
+    gw = Gateway(settings, make_store(settings, health), health=health)
     access = AccessControl(settings, gw.metrics.registry)
     gw.access = access
     for name in end_stale_playlists(gw.store):
@@ -271,6 +290,7 @@ async def run_gateway(
         live=gw,
         waiters=gw.waiters,
         gate=access,
+        health=gw.health,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout

@@ -43,6 +43,11 @@ class Metrics:
             "Segmenter writes refused by the store (memory cap hls_memory_max_bytes reached)",
             registry=r,
         )
+        self.store_healthy = Gauge(
+            "hls_store_healthy",
+            "1 while the store's writes succeed; 0 from a failed write until one succeeds",
+            registry=r,
+        )
         self.segment_duration = Histogram(
             "hls_segment_duration_seconds",
             "Duration of produced HLS segments",

@@ -17,7 +17,9 @@ import re
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -67,27 +69,85 @@ class StoreFull(OSError):
         super().__init__(errno.ENOSPC, message)
 
 
+@dataclass(frozen=True)
+class StoreFailure:
+    """Why the store is failing: the first failure's cause and when (Unix time) it began."""
+
+    reason: str
+    since: float
+    failures: int
+
+
+class StoreHealth:
+    """Whether the store's writes succeed now, for /healthz and /metrics.
+
+    Failing from the first failed write until a later write of a new object (a segment: the
+    stores call ``succeeded`` for ``fresh`` puts only) succeeds, as a small playlist rewrite may
+    succeed while every segment fails (a nearly full disk or memory cap); one log line at each
+    change of state, not one per failure (a full disk fails every segment of every stream).
+    Thread-safe: the disk writer thread records, the event loop reads."""
+
+    def __init__(self, log: logging.Logger | None = None) -> None:
+        self._log = log or logging.getLogger(__name__)
+        self._lock = threading.Lock()
+        self._failure: StoreFailure | None = None
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            old = self._failure
+            if old is None:
+                self._failure = StoreFailure(reason, time.time(), 1)
+            else:  # the first cause stays: it is the one that started the outage
+                self._failure = StoreFailure(old.reason, old.since, old.failures + 1)
+        if old is None:
+            self._log.error("%s (failing until a write succeeds)", reason)
+
+    def succeeded(self) -> None:
+        if self._failure is None:  # the common case, without the lock
+            return
+        with self._lock:
+            old, self._failure = self._failure, None
+        if old is not None:
+            self._log.info(
+                "store: ok again after %d failed operations in %.0f s (first: %s)",
+                old.failures,
+                time.time() - old.since,
+                old.reason,
+            )
+
+    @property
+    def failure(self) -> StoreFailure | None:
+        """None while healthy."""
+        return self._failure
+
+
 class MemoryStore:
     """The embedded default: a dict of immutable bytes, at most ``max_bytes`` of them (0 = no
     cap): memory is the process's own, and a gateway that grows without bound is killed with
     every stream on it, so past the cap a put is refused (StoreFull) and only it is lost."""
 
-    def __init__(self, max_bytes: int = 0) -> None:
+    def __init__(self, max_bytes: int = 0, *, health: StoreHealth | None = None) -> None:
         self._objects: dict[str, Data] = {}
         self.max_bytes = max_bytes
         self._bytes = 0
+        self.health = health  # None: failures are only raised
 
     def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         old = self._objects.get(name)
         size = size_of(data)
         total = self._bytes + size - (size_of(old) if old is not None else 0)
         if self.max_bytes and total > self.max_bytes:
-            raise StoreFull(
+            message = (
                 f"memory store full: {name} ({size} bytes) would pass hls_memory_max_bytes "
                 f"({self.max_bytes})"
             )
+            if self.health is not None:
+                self.health.failed(f"store: {message}")
+            raise StoreFull(message)
         self._objects[name] = _frozen(data)
         self._bytes = total
+        if fresh and self.health is not None:
+            self.health.succeeded()
 
     def get(self, name: str) -> bytes | None:
         data = self._objects.get(name)
@@ -141,7 +201,11 @@ class DiskStore:
     never a partial one. ``fsync=True`` also makes a put durable across power loss (slower).
     """
 
-    def __init__(self, root: Path, *, fsync: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, fsync: bool = False, health: StoreHealth | None = None
+    ) -> None:
+        # None: failures are only raised (a WriteBehindStore around this one records its own).
+        self.health = health
         if root.exists() and not root.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "store path is not a directory", str(root))
         root.mkdir(parents=True, exist_ok=True)
@@ -179,6 +243,16 @@ class DiskStore:
                 raise ValueError(f"store path {current} is not a plain directory")
 
     def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
+        try:
+            self._put(name, data, fresh)
+        except (OSError, ValueError) as exc:
+            if self.health is not None:
+                self.health.failed(f"store: cannot write {name}: {exc}")
+            raise
+        if fresh and self.health is not None:
+            self.health.succeeded()
+
+    def _put(self, name: str, data: Data, fresh: bool) -> None:
         path = self._path(name)
         if path.parent not in self._dirs:
             self._make_parents(path)
@@ -264,8 +338,14 @@ class DiskStore:
         path = self._path(name)
         if not self._inside_root(path.parent):
             return
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        try:
             os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            pass
+        except OSError as exc:
+            if self.health is not None:
+                self.health.failed(f"store: cannot delete {name}: {exc}")
+            raise
 
     def names(self, prefix: str = "") -> list[str]:
         return sorted(n for n, _ in self._walk() if n.startswith(prefix))
@@ -321,13 +401,20 @@ class WriteBehindStore:
 
     At most ``max_pending_bytes`` wait: beyond that ``put`` blocks until the writer catches up, so
     a disk slower than the streams slows the publishers (over TCP) instead of growing memory.
-    A failed write is logged with its name and cause; later writes go on.
+    A failed write is recorded in ``health`` (logged there when the store starts failing, and
+    at debug level each time, with its name and cause); later writes go on.
     """
 
     def __init__(
-        self, inner: Store, *, max_pending_bytes: int, log: logging.Logger | None = None
+        self,
+        inner: Store,
+        *,
+        max_pending_bytes: int,
+        log: logging.Logger | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self._inner = inner
+        self.health = health or StoreHealth(log)
         self._max_pending = max(1, max_pending_bytes)
         self._log = log or logging.getLogger(__name__)
         self._cond = threading.Condition()
@@ -405,11 +492,13 @@ class WriteBehindStore:
                     self._inner.delete(name)
                 else:
                     self._inner.put(name, data, fresh=fresh)
+                    if fresh:
+                        self.health.succeeded()
             except Exception as exc:  # one failed write (disk full, permissions) stops no other
                 self.failures += 1
-                self._log.error(
-                    "store: cannot %s %s: %s", "delete" if data is None else "write", name, exc
-                )
+                reason = f"store: cannot {'delete' if data is None else 'write'} {name}: {exc}"
+                self._log.debug("%s", reason)
+                self.health.failed(reason)
             with self._cond:
                 self._queue.popleft()
                 value, count = self._pending[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import prometheus_client
@@ -12,7 +13,7 @@ from quart_trio import QuartTrio
 from web.access import AccessGate, Admission, admit_request
 
 if TYPE_CHECKING:
-    from web.app import StatusSource
+    from web.app import HealthSource, StatusSource
 
 # Fields of a stream's status that name a peer's address: for operators only.
 ADDRESS_FIELDS = ("publisher", "players", "relays", "pulls")
@@ -60,6 +61,7 @@ def install(
     status: StatusSource,
     registry: prometheus_client.CollectorRegistry,
     gate: AccessGate | None = None,
+    health: HealthSource | None = None,
 ) -> None:
     @web.route("/api/streams", methods=["GET"])
     async def streams() -> Response:
@@ -93,7 +95,14 @@ def install(
 
     @web.route("/healthz", methods=["GET"])
     async def healthz() -> Response:
-        return json_response({"status": "ok"})
+        # 503 while the store fails: a balancer or orchestrator stops routing viewers here.
+        failure = health.failure if health is not None else None
+        if failure is None:
+            return json_response({"status": "ok"})
+        since = datetime.fromtimestamp(failure.since, UTC).isoformat(timespec="seconds")
+        return json_response(
+            {"status": "failing", "reason": failure.reason, "since": since}, status=503
+        )
 
     @web.route("/metrics", methods=["GET"])
     async def metrics() -> Response:

@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, NotFound
 
-from segmenter.store import Store
+from segmenter.store import Store, StoreFailure
 from web import api, hls, pages
 from web.access import AccessGate
 from web.httputil import cors_headers, plain_error, preflight_headers
@@ -68,6 +68,13 @@ class WebConfig:
     max_requests_per_ip: int = 0
 
 
+class HealthSource(Protocol):
+    """Whether the gateway works (/healthz): why its store fails, or None while it does not."""
+
+    @property
+    def failure(self) -> StoreFailure | None: ...
+
+
 class StatusSource(Protocol):
     """What the gateway tells the web side about streams (JSON-ready dicts, see gateway)."""
 
@@ -107,11 +114,12 @@ def create_app(
     live: LiveSource | None = None,
     waiters: Waiters | None = None,
     gate: AccessGate | None = None,
+    health: HealthSource | None = None,
 ) -> QuartTrio:
     """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics.
     ``live`` gives the LL-HLS playlists being made (blocking reload, hinted parts); their
     changes are announced on ``waiters``. ``gate`` decides who may read and administer
-    (None: anyone)."""
+    (None: anyone). ``health`` makes /healthz answer 503 while it names a failure."""
     if registry is None:
         registry = prometheus_client.CollectorRegistry()
     web = QuartTrio(__name__, template_folder="templates", static_folder=None)
@@ -122,7 +130,7 @@ def create_app(
 
     ll = hls.LowLatency(live, waiters or Waiters()) if live is not None else None
     hls.install(web, store, config, ll, gate)
-    api.install(web, status, registry, gate)
+    api.install(web, status, registry, gate, health)
     pages.install(web, status, config, hls_js=config.hls_js_path or DEFAULT_HLS_JS, gate=gate)
 
     @web.before_request

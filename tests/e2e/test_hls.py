@@ -263,5 +263,61 @@ async def test_a_full_memory_store_loses_segments_not_the_gateway(
     assert full and len(full) <= 2  # named, and once per interval, not per segment
     assert gw.metrics.store_refused._value.get() >= len(full)
     async with httpx.AsyncClient(base_url=gw.bound.http_url) as http:
-        assert (await http.get("/healthz")).status_code == 200
+        health = await http.get("/healthz")
+        if gw.health.failure is not None:  # no segment has fitted since the last refusal
+            assert health.status_code == 503, health.text
+            assert "memory store full" in health.json()["reason"]
+        else:
+            assert health.status_code == 200, health.text
         assert (await http.get("/api/streams/live/big")).status_code == 200
+
+
+def store_healthy(metrics: str) -> float:
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    return families["hls_store_healthy"].samples[0].value
+
+
+@pytest.mark.parametrize("queue", [1 << 20, 0], ids=["write-behind", "direct"])
+async def test_healthz_fails_while_the_store_cannot_write_and_recovers(
+    nursery: trio.Nursery, tmp_path: Path, queue: int
+) -> None:
+    hls = tmp_path / "hls"
+    gw, _ = await start_gateway(
+        nursery, test_settings(hls_dir=str(hls), hls_write_queue_bytes=queue)
+    )
+    assert gw.bound is not None
+    cam = hls / "live" / "cam"
+
+    async def poll(want: int) -> dict[str, str]:
+        with trio.fail_after(60):  # generous: a loaded 2-core machine
+            while True:
+                response = await http.get("/healthz")
+                if response.status_code == want:
+                    return dict(response.json())
+                await trio.sleep(0.2)
+
+    async with httpx.AsyncClient(base_url=gw.bound.http_url) as http, trio.open_nursery() as inner:
+        inner.start_soon(publish, gw, "cam", 120)
+        with trio.fail_after(60):
+            while not (cam / "index.m3u8").exists():
+                await trio.sleep(0.2)
+        assert await poll(200) == {"status": "ok"}
+        # The stream's directory becomes a file: every later write of the stream fails.
+        with trio.fail_after(30):
+            while True:
+                try:
+                    cam.rename(tmp_path / "moved")
+                    cam.write_bytes(b"")
+                    break
+                except OSError:  # the writer made the directory again in between
+                    await trio.sleep(0.1)
+        body = await poll(503)
+        assert body["status"] == "failing"
+        assert body["reason"].startswith("store: cannot write live/cam/"), body
+        assert "Not a directory" in body["reason"], body
+        assert body["since"].endswith("+00:00")
+        assert store_healthy((await http.get("/metrics")).text) == 0.0
+        cam.unlink()  # the next segment is written again
+        assert await poll(200) == {"status": "ok"}
+        assert store_healthy((await http.get("/metrics")).text) == 1.0
+        inner.cancel_scope.cancel()

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart_trio import QuartTrio
 
-from segmenter.store import MemoryStore
+from segmenter.store import MemoryStore, StoreHealth
 from tests.web.conftest import FakeStatus, stream_info
 from web.app import create_app
 
@@ -56,6 +56,27 @@ async def test_unknown_api_path_is_json_404(app: QuartTrio) -> None:
 
 async def test_healthz(app: QuartTrio) -> None:
     response = await app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert json.loads(await response.get_data()) == {"status": "ok"}
+
+
+async def test_healthz_names_a_store_failure_until_it_recovers(
+    store: MemoryStore, status: FakeStatus
+) -> None:
+    health = StoreHealth()
+    client = create_app(store, status, health=health).test_client()
+    health.failed("store: cannot write live/cam/seg-12.ts: [Errno 28] No space left on device")
+    response = await client.get("/healthz")
+    assert response.status_code == 503
+    body = json.loads(await response.get_data())
+    assert body["status"] == "failing"
+    assert body["reason"] == (
+        "store: cannot write live/cam/seg-12.ts: [Errno 28] No space left on device"
+    )
+    assert body["since"].endswith("+00:00")
+    assert response.headers["Cache-Control"] == "no-store"
+    health.succeeded()
+    response = await client.get("/healthz")
     assert response.status_code == 200
     assert json.loads(await response.get_data()) == {"status": "ok"}
 
