@@ -113,19 +113,17 @@ def test_a_codec_no_output_carries_is_logged_naming_the_publisher(
     live = LiveStream("live/x", MemoryStore(), SegmenterConfig(formats=("ts",)))
     live.begin_session(0.0, "127.0.0.1:5555")
     with caplog.at_level(logging.ERROR):
-        live.feed(FlvTag(TagType.VIDEO, 0, b"\x90hvc1" + HVCC), 0.0)
-        live.feed(
-            FlvTag(TagType.VIDEO, 0, b"\x91hvc1\x00\x00\x00\x00\x00\x00\x03\x26\x01\xaf"), 0.0
-        )
+        live.feed(FlvTag(TagType.VIDEO, 0, b"\x90av01" + AV1C), 0.0)
+        live.feed(FlvTag(TagType.VIDEO, 0, b"\x91av01\x12\x00\x32\x02\x10\x00"), 0.0)
         live.feed(FlvTag(TagType.AUDIO, 0, b"\x90fLaC\x00"), 0.0)
     stats = live.stats()
-    assert stats["ts"] is not None and "HEVC" in stats["ts"]
+    assert stats["ts"] is not None and "AV1" in stats["ts"]
     assert len(stats["uncarried"]) == 2
-    assert "fLaC" in stats["uncarried"][1] and "HEVC" in stats["uncarried"][0]
+    assert "fLaC" in stats["uncarried"][1] and "AV1" in stats["uncarried"][0]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2 and all("127.0.0.1:5555" in e for e in errors)
     assert live.missing_reason("ts.m3u8") == (
-        "ts.m3u8 of live/x: MPEG-TS here carries H.264 and AAC, not HEVC; play index.m3u8"
+        "ts.m3u8 of live/x: MPEG-TS here carries H.264, HEVC and AAC, not AV1; play index.m3u8"
     )
 
 
@@ -179,3 +177,26 @@ def test_hevc_to_annexb_refuses_a_truncated_sample() -> None:
         hevc_to_annexb(_prefixed(IDR_NAL)[:-1], parse_hvcc(HVCC))
     with pytest.raises(MediaError, match="truncated"):
         hevc_to_annexb(b"\x00\x00", parse_hvcc(HVCC))
+
+
+def test_hevc_session_goes_to_ts() -> None:
+    store = MemoryStore()
+    live = LiveStream("live/x", store, SegmenterConfig(formats=("ts",)))
+    live.begin_session(0.0, "127.0.0.1:5555")
+    live.feed(FlvTag(TagType.VIDEO, 0, b"\x90hvc1" + HVCC), 0.0)
+    for ms in range(0, 4000, 500):
+        nal = IDR_NAL if ms % 2000 == 0 else TRAIL_NAL
+        header = b"\x91hvc1" if nal == IDR_NAL else b"\xa1hvc1"
+        live.feed(FlvTag(TagType.VIDEO, ms, header + b"\x00\x00\x00" + _prefixed(nal)), 0.0)
+    live.end_session(4.0)
+    stats = live.stats()
+    assert stats["ts"] is None and stats["uncarried"] == [] and live.counters["malformed"] == 0
+    assert live.missing_reason("ts.m3u8") is None
+    playlist = (store.get("live/x/ts.m3u8") or b"").decode()
+    uris = [line for line in playlist.splitlines() if line.endswith(".ts")]
+    assert len(uris) == 2, playlist
+    for uri in uris:  # each segment begins with its parameter sets before the IDR
+        data = store.get(f"live/x/{uri}") or b""
+        assert SC + VPS in data
+    index = (store.get("live/x/index.m3u8") or b"").decode()
+    assert index.rstrip().endswith("ts.m3u8") and 'CODECS="hvc1.' in index
