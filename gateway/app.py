@@ -145,7 +145,7 @@ class Gateway:
         return live.lowlatency if live is not None else None
 
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
-        """LiveSource: why a file of a stream segmented here is not made (ts.m3u8 of HEVC...)."""
+        """LiveSource: why a file of a stream segmented here is not made (ts.m3u8 of AV1...)."""
         live = self.lives.get(f"{app}/{key}")
         return live.missing_reason(file) if live is not None else None
 

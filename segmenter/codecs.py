@@ -507,6 +507,36 @@ def hevc_has_irap(data: bytes, nal_length_size: int) -> bool:
     return any(16 <= (data[s] >> 1) & 0x3F <= 23 for s, _ in _nal_spans(data, nal_length_size))
 
 
+HEVC_NAL_AUD = 35
+
+
+def hevc_to_annexb(data: bytes, config: HevcConfig) -> tuple[bytes, bool]:
+    """hvcC-style access unit -> Annex-B, VPS/SPS/PPS in front of an IRAP that lacks them in-band.
+
+    Returns (annex_b_bytes, has_irap). MPEG-TS carries HEVC as Annex-B byte stream (ISO/IEC 13818-1
+    §2.17, H.265 Annex B) and a segment must be decodable alone. The parameter sets go after a
+    leading AUD and before everything else (H.265 §7.4.2.4.4 order within an access unit).
+    """
+    view = memoryview(data)
+    spans = list(_nal_spans(data, config.nal_length_size))
+    types = [(data[start] >> 1) & 0x3F for start, _ in spans]
+    has_irap = any(16 <= t <= 23 for t in types)  # §7.4.2.2: BLA, IDR, CRA and reserved IRAP
+    parts: list[bytes | memoryview] = []
+    if has_irap and HEVC_NAL_SPS not in types:
+        at = 1 if types[0] == HEVC_NAL_AUD else 0
+        for start, end in spans[:at]:
+            parts += (START_CODE, view[start:end])
+        sets = config.parameter_sets
+        for nal_type in (HEVC_NAL_VPS, HEVC_NAL_SPS, HEVC_NAL_PPS):  # not the record's SEI arrays
+            for ps in sets:
+                if (ps[0] >> 1) & 0x3F == nal_type:
+                    parts += (START_CODE, ps)
+        spans = spans[at:]
+    for start, end in spans:
+        parts += (START_CODE, view[start:end])
+    return b"".join(parts), has_irap
+
+
 # AV1 OBU types (AV1 bitstream spec §6.2.2).
 _OBU_SEQUENCE_HEADER = 1
 _OBU_TEMPORAL_DELIMITER = 2

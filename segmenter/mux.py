@@ -23,7 +23,15 @@ from typing import Protocol
 import av
 import av.error
 
-from segmenter.codecs import AacConfig, AvcConfig, MediaError, adts_header, avcc_to_annexb
+from segmenter.codecs import (
+    AacConfig,
+    AvcConfig,
+    HevcConfig,
+    MediaError,
+    adts_header,
+    avcc_to_annexb,
+    hevc_to_annexb,
+)
 from segmenter.cutter import AUDIO, Sample
 
 TS_PACKET = 188
@@ -50,7 +58,7 @@ class SegmentMuxer(Protocol):
     extension: str  # file name suffix, e.g. ".ts"
     content_type: str  # HTTP media type of a segment
 
-    def start(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
+    def start(self, video: AvcConfig | HevcConfig | None, audio: AacConfig | None) -> None:
         """Use this configuration from the next segment on; drops an unfinished segment."""
 
     def write(self, sample: Sample) -> None:
@@ -171,13 +179,14 @@ class _Sink:
 
 
 class TsMuxer:
-    """MPEG-TS segments via PyAV: H.264 as Annex-B with SPS/PPS before IDRs, AAC as ADTS."""
+    """MPEG-TS segments via PyAV: H.264 as Annex-B with SPS/PPS before IDRs, HEVC as Annex-B with
+    VPS/SPS/PPS before IRAPs (stream types 0x1B, 0x24: ISO/IEC 13818-1 Table 2-34), AAC as ADTS."""
 
     extension = ".ts"
     content_type = "video/mp2t"
 
     def __init__(self) -> None:
-        self._video: AvcConfig | None = None
+        self._video: AvcConfig | HevcConfig | None = None
         self._audio: AacConfig | None = None
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
@@ -185,7 +194,7 @@ class TsMuxer:
         self._sink = _Sink(self._cc)
         self._cc_at_open: dict[int, int] = {}  # counters to go back to if a segment is dropped
 
-    def start(self, video: AvcConfig | None, audio: AacConfig | None) -> None:
+    def start(self, video: AvcConfig | HevcConfig | None, audio: AacConfig | None) -> None:
         self._discard()
         self._video, self._audio = video, audio
 
@@ -196,8 +205,9 @@ class TsMuxer:
         self._streams = {}
         if self._video is not None:
             info = self._video.info
+            codec = "hevc" if isinstance(self._video, HevcConfig) else "h264"
             self._streams["video"] = container.add_mux_stream(
-                "h264", width=info.width, height=info.height
+                codec, width=info.width, height=info.height
             )
         if self._audio is not None:
             self._streams[AUDIO] = container.add_mux_stream("aac", rate=self._audio.sample_rate)
@@ -212,7 +222,11 @@ class TsMuxer:
         else:
             if self._video is None:
                 raise MediaError("video sample without a video configuration")
-            payload, _ = avcc_to_annexb(sample.data, self._video)
+            video = self._video
+            if isinstance(video, HevcConfig):
+                payload, _ = hevc_to_annexb(sample.data, video)
+            else:
+                payload, _ = avcc_to_annexb(sample.data, video)
         container = self._container or self._open()
         packet = av.Packet(payload)
         packet.stream = self._streams[sample.kind]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from segmenter.codecs import AacConfig, AudioConfig, AvcConfig, VideoConfig
+from segmenter.codecs import AacConfig, AudioConfig, AvcConfig, HevcConfig, VideoConfig
 from segmenter.cutter import AUDIO, VIDEO, Sample
 from segmenter.fmp4 import FragmentWriter, init_segment, tracks_for
 from segmenter.keeper import CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, PlaylistKeeper
@@ -33,8 +33,9 @@ from segmenter.store import Store, size_of
 MAX_PACER_STEP_MS = 100
 
 
-# What the MPEG-TS output carries: H.264 and AAC (ISO/IEC 13818-1 stream types 0x1B, 0x0F).
-_CODEC_NAMES = {"hvc1": "HEVC", "av01": "AV1", "vp09": "VP9", "Opus": "Opus"}
+# What the MPEG-TS output carries: H.264, HEVC and AAC (ISO/IEC 13818-1 stream types 0x1B, 0x24,
+# 0x0F).
+_CODEC_NAMES = {"av01": "AV1", "vp09": "VP9", "Opus": "Opus"}
 
 
 def ts_refusal(video: VideoConfig | None, audio: AudioConfig | None) -> str | None:
@@ -42,9 +43,11 @@ def ts_refusal(video: VideoConfig | None, audio: AudioConfig | None) -> str | No
     names = [
         _CODEC_NAMES.get(c.fourcc, c.fourcc)
         for c in (video, audio)
-        if c is not None and not isinstance(c, (AvcConfig, AacConfig))
+        if c is not None and not isinstance(c, (AvcConfig, HevcConfig, AacConfig))
     ]
-    return f"MPEG-TS here carries H.264 and AAC, not {' or '.join(names)}" if names else None
+    if not names:
+        return None
+    return f"MPEG-TS here carries H.264, HEVC and AAC, not {' or '.join(names)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,9 @@ class TsOutput:
         discontinuity: bool = False,
     ) -> None:
         """A new track configuration; LiveStream checks ``ts_refusal`` first."""
-        if not isinstance(video, AvcConfig | None) or not isinstance(audio, AacConfig | None):
+        if not isinstance(video, AvcConfig | HevcConfig | None) or not isinstance(
+            audio, AacConfig | None
+        ):
             raise ValueError(ts_refusal(video, audio))
         self._prefix = prefix
         self._mux.start(video, audio)

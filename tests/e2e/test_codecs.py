@@ -1,6 +1,7 @@
 """Issue 15, first slice, end to end: FFmpeg 9 publishes HEVC, AV1 and VP9 (with AAC or Opus) over
-Enhanced RTMP; the CMAF output decodes with the right codec, picture and CODECS string, and
-ts.m3u8 answers 404 saying why (MPEG-TS here carries H.264 and AAC only)."""
+Enhanced RTMP; the CMAF output decodes with the right codec, picture and CODECS string. HEVC + AAC
+also goes to ts.m3u8 (stream type 0x24), read by PyAV, Debian's ffprobe and FFmpeg 5.1; for AV1,
+VP9 and Opus ts.m3u8 answers 404 saying why (MPEG-TS here carries H.264, HEVC and AAC)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import httpx
 import pytest
 
 from gateway.app import Gateway
-from tests.clients import apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
+from tests.clients import apt_ffmpeg_exe, apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +30,7 @@ class Case:
     codec: str  # FFmpeg's decoder name
     audio_codec: str
     codecs: re.Pattern[str]  # the CODECS attribute
-    ts_names: str  # codec names the ts.m3u8 404 gives
+    ts_names: str  # codec names the ts.m3u8 404 gives ("": TS carries the stream)
 
 
 CASES = {
@@ -38,7 +40,7 @@ CASES = {
         "hevc",
         "aac",
         re.compile(r"hvc1\.1\.6\.L(\d+)(\.[0-9A-F]{2})*,mp4a\.40\.2"),
-        "HEVC",
+        "",
     ),
     "av1-opus": Case(
         ("-c:v", "libsvtav1", "-preset", "12", "-g", "30", "-svtav1-params", "lp=1"),
@@ -64,10 +66,10 @@ def _url(gw: Gateway, path: str) -> str:
     return gw.bound.http_url + path
 
 
-def _decode(data: bytes) -> dict[str, tuple[str, int, int, int]]:
+def _decode(data: bytes, fmt: str = "mp4") -> dict[str, tuple[str, int, int, int]]:
     """codec, width, height and decoded frame count per stream type, read with PyAV."""
     out: dict[str, tuple[str, int, int, int]] = {}
-    with av.open(io.BytesIO(data), format="mp4") as container:
+    with av.open(io.BytesIO(data), format=fmt) as container:
         streams = {s.type: s for s in container.streams}
         counts = dict.fromkeys(streams, 0)
         for packet in container.demux():
@@ -78,6 +80,26 @@ def _decode(data: bytes) -> dict[str, tuple[str, int, int, int]]:
             size = (ctx.width, ctx.height) if kind == "video" else (0, 0)
             out[kind] = (ctx.codec.canonical_name, *size, counts[kind])
     return out
+
+
+def _pmt_stream_types(segment: bytes) -> list[int]:
+    """stream_type of each elementary stream in the segment's first PMT (ISO/IEC 13818-1
+    §2.4.4.8), read off the TS packets directly."""
+    for at in range(0, len(segment), 188):
+        packet = segment[at : at + 188]
+        if not packet[1] & 0x40 or packet[3] & 0x20:  # no payload start, or adaptation field
+            continue
+        section = packet[5 + packet[4] :]  # after the pointer field
+        if section[0] != 0x02:  # table_id of a TS_program_map_section
+            continue
+        end = 3 + (((section[1] & 0x0F) << 8) | section[2]) - 4  # before CRC_32
+        pos = 12 + (((section[10] & 0x0F) << 8) | section[11])  # after program_info
+        types = []
+        while pos < end:
+            types.append(section[pos])
+            pos += 5 + (((section[pos + 3] & 0x0F) << 8) | section[pos + 4])
+        return types
+    raise AssertionError("no PMT in the segment")
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -118,12 +140,13 @@ async def test_enhanced_rtmp_codec_plays_from_cmaf(gateway: Gateway, name: str) 
     assert api["codecs"] == codecs.group(1).split(",") and api["uncarried"] == []
     assert (api["width"], api["height"]) == (320, 240)
 
-    # No ts.m3u8, and the 404 says why.
-    assert ts.status_code == 404
-    assert f"ts.m3u8 of live/{name}: MPEG-TS here carries H.264 and AAC, not {case.ts_names}" in (
-        ts.text
-    )
-    assert api["ts"] is not None and case.ts_names in api["ts"]
+    if not case.ts_names:
+        assert ts.status_code == 200 and api["ts"] is None
+    else:  # no ts.m3u8, and the 404 says why
+        assert ts.status_code == 404
+        reason = f"MPEG-TS here carries H.264, HEVC and AAC, not {case.ts_names}"
+        assert f"ts.m3u8 of live/{name}: {reason}" in ts.text
+        assert api["ts"] is not None and case.ts_names in api["ts"]
 
     # The whole segments after the init segment: every frame, the right codec and picture.
     whole = _decode(init + b"".join(segments))
@@ -162,3 +185,65 @@ async def test_enhanced_rtmp_codec_plays_from_cmaf(gateway: Gateway, name: str) 
         assert video["profile"] == "Main" and video["level"] == int(level.group(1))
     else:
         assert video["profile"] == "Profile 0" and video["pix_fmt"] == "yuv420p"
+
+
+async def test_hevc_plays_from_mpeg_ts(gateway: Gateway, tmp_path: Path) -> None:
+    """HEVC + AAC in ts.m3u8: each segment starts decodable (VPS/SPS/PPS before its IRAP), all of
+    them give every frame in PyAV and Debian's ffprobe; Debian's FFmpeg reads the playlist."""
+    case = CASES["hevc-aac"]
+    assert gateway.bound is not None
+    args = [
+        imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        *case.video_args, "-pix_fmt", "yuv420p", *case.audio_args,
+        "-frames:v", str(FRAMES), "-t", "3",
+        "-f", "flv", f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live/hevcts",
+    ]  # fmt: skip
+    result = await run_client(args, timeout=120)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+    ts_url = _url(gateway, "/live/hevcts/ts.m3u8")
+    async with httpx.AsyncClient() as client:
+        ts = await client.get(ts_url)
+        assert ts.status_code == 200, ts.text
+        uris = [line for line in ts.text.splitlines() if line.endswith(".ts")]
+        segments = [(await client.get(_url(gateway, "/live/hevcts/" + u))).content for u in uris]
+    assert len(segments) >= 2 and all(segments), ts.text
+
+    for segment in segments:  # each one alone: HEVC from its first IRAP, AAC
+        alone = _decode(segment, "mpegts")
+        assert alone["video"][:3] == ("hevc", 320, 240) and alone["video"][3] > 0
+        assert alone["audio"][0] == "aac" and alone["audio"][3] > 0
+    whole = b"".join(segments)
+    decoded = _decode(whole, "mpegts")
+    assert decoded["video"] == ("hevc", 320, 240, FRAMES)
+    assert decoded["audio"][0] == "aac" and decoded["audio"][3] > 100
+
+    # Debian's ffprobe (FFmpeg 5.1) counts every frame; the PMT says stream type 0x24.
+    joined = tmp_path / "hevc.ts"
+    joined.write_bytes(whole)
+    probe = await run_client(
+        [
+            apt_ffprobe_exe(), "-v", "error", "-of", "json", "-count_frames",
+            "-show_streams", "-show_programs", str(joined),
+        ],
+        timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    streams = json.loads(probe.stdout)["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    assert video["codec_name"] == "hevc" and (video["width"], video["height"]) == (320, 240)
+    assert int(video["nb_read_frames"]) == FRAMES
+    assert all(_pmt_stream_types(segment) == [0x24, 0x0F] for segment in segments)
+    assert next(s for s in streams if s["codec_type"] == "audio")["codec_name"] == "aac"
+
+    # Debian's FFmpeg 5.1 reads the media playlist itself, without a warning.
+    read = await run_client(
+        [
+            apt_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "warning",
+            "-live_start_index", "0", "-i", ts_url, "-t", "2.5", "-f", "null", "-",
+        ],
+        timeout=60,
+    )  # fmt: skip
+    assert read.returncode == 0 and read.stderr.decode().strip() == "", read

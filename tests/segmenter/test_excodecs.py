@@ -4,6 +4,7 @@ and CODECS strings made from them, and the sync-sample and duration rules per co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -12,6 +13,7 @@ from segmenter.codecs import (
     MediaError,
     av1_is_key,
     hevc_has_irap,
+    hevc_to_annexb,
     opus_samples,
     parse_av1c,
     parse_hvcc,
@@ -111,17 +113,90 @@ def test_a_codec_no_output_carries_is_logged_naming_the_publisher(
     live = LiveStream("live/x", MemoryStore(), SegmenterConfig(formats=("ts",)))
     live.begin_session(0.0, "127.0.0.1:5555")
     with caplog.at_level(logging.ERROR):
-        live.feed(FlvTag(TagType.VIDEO, 0, b"\x90hvc1" + HVCC), 0.0)
-        live.feed(
-            FlvTag(TagType.VIDEO, 0, b"\x91hvc1\x00\x00\x00\x00\x00\x00\x03\x26\x01\xaf"), 0.0
-        )
+        live.feed(FlvTag(TagType.VIDEO, 0, b"\x90av01" + AV1C), 0.0)
+        live.feed(FlvTag(TagType.VIDEO, 0, b"\x91av01\x12\x00\x32\x02\x10\x00"), 0.0)
         live.feed(FlvTag(TagType.AUDIO, 0, b"\x90fLaC\x00"), 0.0)
     stats = live.stats()
-    assert stats["ts"] is not None and "HEVC" in stats["ts"]
+    assert stats["ts"] is not None and "AV1" in stats["ts"]
     assert len(stats["uncarried"]) == 2
-    assert "fLaC" in stats["uncarried"][1] and "HEVC" in stats["uncarried"][0]
+    assert "fLaC" in stats["uncarried"][1] and "AV1" in stats["uncarried"][0]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2 and all("127.0.0.1:5555" in e for e in errors)
     assert live.missing_reason("ts.m3u8") == (
-        "ts.m3u8 of live/x: MPEG-TS here carries H.264 and AAC, not HEVC; play index.m3u8"
+        "ts.m3u8 of live/x: MPEG-TS here carries H.264, HEVC and AAC, not AV1; play index.m3u8"
     )
+
+
+# The parameter sets of HVCC as Annex-B NAL units (H.265 §7.3.1.2 headers: types 32, 33, 34).
+VPS, SPS, PPS = HVCC[28:52], HVCC[57:99], HVCC[104:110]
+SC = b"\x00\x00\x00\x01"
+IDR_NAL = b"\x26\x01\xaf"  # IDR_W_RADL (type 19)
+TRAIL_NAL = b"\x02\x01\xd0"  # TRAIL_R (type 1)
+AUD_NAL = b"\x46\x01\x50"  # AUD (type 35), pic_type 2
+
+
+def _prefixed(*nals: bytes, size: int = 4) -> bytes:
+    return b"".join(len(n).to_bytes(size, "big") + n for n in nals)
+
+
+def test_hvcc_parameter_sets_are_vps_sps_pps() -> None:
+    assert [(n[0] >> 1) & 0x3F for n in (VPS, SPS, PPS)] == [32, 33, 34]
+    assert parse_hvcc(HVCC).parameter_sets == (VPS, SPS, PPS)
+    assert VPS.hex() == "40010c01ffff01600000030090000003000003003c959409"
+    assert PPS.hex() == "4401c073c189"
+
+
+def test_hevc_to_annexb_puts_parameter_sets_before_an_irap() -> None:
+    config = parse_hvcc(HVCC)
+    out, irap = hevc_to_annexb(_prefixed(IDR_NAL), config)
+    assert irap and out == SC + VPS + SC + SPS + SC + PPS + SC + IDR_NAL
+    out, irap = hevc_to_annexb(_prefixed(TRAIL_NAL, TRAIL_NAL), config)
+    assert not irap and out == SC + TRAIL_NAL + SC + TRAIL_NAL
+    # An access unit delimiter stays first (H.265 §7.4.2.4.4).
+    out, irap = hevc_to_annexb(_prefixed(AUD_NAL, IDR_NAL), config)
+    assert irap and out == SC + AUD_NAL + SC + VPS + SC + SPS + SC + PPS + SC + IDR_NAL
+    # In-band parameter sets are not doubled.
+    out, _ = hevc_to_annexb(_prefixed(VPS, SPS, PPS, IDR_NAL), config)
+    assert out == SC + VPS + SC + SPS + SC + PPS + SC + IDR_NAL
+    # A CRA (type 21) is an IRAP too; a 2-byte NAL length size (hvcC lengthSizeMinusOne 1).
+    cra = b"\x2a\x01\xaf"
+    two = dataclasses.replace(config, nal_length_size=2)
+    out, irap = hevc_to_annexb(_prefixed(cra, size=2), two)
+    assert irap and out == SC + VPS + SC + SPS + SC + PPS + SC + cra
+
+
+def test_hevc_to_annexb_leaves_out_the_records_sei_arrays() -> None:
+    sei = b"\x4e\x01\x05\x01\x00\x80"  # PREFIX_SEI (type 39)
+    config = dataclasses.replace(parse_hvcc(HVCC), parameter_sets=(sei, VPS, SPS, PPS))
+    out, _ = hevc_to_annexb(_prefixed(IDR_NAL), config)
+    assert out == SC + VPS + SC + SPS + SC + PPS + SC + IDR_NAL
+
+
+def test_hevc_to_annexb_refuses_a_truncated_sample() -> None:
+    with pytest.raises(MediaError, match="overruns"):
+        hevc_to_annexb(_prefixed(IDR_NAL)[:-1], parse_hvcc(HVCC))
+    with pytest.raises(MediaError, match="truncated"):
+        hevc_to_annexb(b"\x00\x00", parse_hvcc(HVCC))
+
+
+def test_hevc_session_goes_to_ts() -> None:
+    store = MemoryStore()
+    live = LiveStream("live/x", store, SegmenterConfig(formats=("ts",)))
+    live.begin_session(0.0, "127.0.0.1:5555")
+    live.feed(FlvTag(TagType.VIDEO, 0, b"\x90hvc1" + HVCC), 0.0)
+    for ms in range(0, 4000, 500):
+        nal = IDR_NAL if ms % 2000 == 0 else TRAIL_NAL
+        header = b"\x91hvc1" if nal == IDR_NAL else b"\xa1hvc1"
+        live.feed(FlvTag(TagType.VIDEO, ms, header + b"\x00\x00\x00" + _prefixed(nal)), 0.0)
+    live.end_session(4.0)
+    stats = live.stats()
+    assert stats["ts"] is None and stats["uncarried"] == [] and live.counters["malformed"] == 0
+    assert live.missing_reason("ts.m3u8") is None
+    playlist = (store.get("live/x/ts.m3u8") or b"").decode()
+    uris = [line for line in playlist.splitlines() if line.endswith(".ts")]
+    assert len(uris) == 2, playlist
+    for uri in uris:  # each segment begins with its parameter sets before the IDR
+        data = store.get(f"live/x/{uri}") or b""
+        assert SC + VPS in data
+    index = (store.get("live/x/index.m3u8") or b"").decode()
+    assert index.rstrip().endswith("ts.m3u8") and 'CODECS="hvc1.' in index
