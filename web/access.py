@@ -14,7 +14,20 @@ from typing import Protocol
 
 from quart import request
 
-__all__ = ["AccessGate", "Admission", "admit_request", "client_ip", "tokenize_playlist"]
+from web.httputil import plain_error
+
+__all__ = [
+    "BEARER_CHALLENGE",
+    "AccessGate",
+    "Admission",
+    "admit_request",
+    "client_ip",
+    "refusal",
+    "tokenize_playlist",
+]
+
+# RFC 6750 §3: a 401 names the scheme that would be accepted.
+BEARER_CHALLENGE = ("www-authenticate", 'Bearer realm="gateway"')
 
 # Playback tokens are made of URL-safe characters only (gateway.auth.PlaybackSigner).
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.~-]+")
@@ -67,6 +80,16 @@ class AccessGate(Protocol):
     async def admit_api(self, query: str, authorization: str | None, ip: str) -> Admission:
         """May this request use the API, metrics and stream index?"""
         ...
+
+
+def refusal(admission: Admission, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A refused admission as a plain-text error page: 401 with the Bearer challenge when no
+    credentials came, else 403."""
+    if admission.status == 401:
+        headers, body = plain_error(401, "Unauthorized", message, [BEARER_CHALLENGE])
+        return 401, headers, body
+    headers, body = plain_error(403, "Forbidden", message)
+    return 403, headers, body
 
 
 async def admit_request(gate: AccessGate, app: str, key: str, *, renew: bool = True) -> Admission:

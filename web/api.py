@@ -10,7 +10,7 @@ import prometheus_client
 from quart import Response, abort, request
 from quart_trio import QuartTrio
 
-from web.access import AccessGate, Admission, admit_request
+from web.access import BEARER_CHALLENGE, AccessGate, Admission, admit_request
 
 if TYPE_CHECKING:
     from web.app import HealthSource, StatusSource
@@ -36,7 +36,7 @@ def refused(admission: Admission) -> Response:
     error = "unauthorized" if admission.status == 401 else "forbidden"
     response = json_response({"error": error, "message": admission.reason}, admission.status)
     if admission.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
+        response.headers["WWW-Authenticate"] = BEARER_CHALLENGE[1]
     return response
 
 

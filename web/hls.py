@@ -30,7 +30,14 @@ from werkzeug.datastructures import Headers
 
 from segmenter.keeper import CMAF_PLAYLIST_NAME
 from segmenter.store import Store
-from web.access import AccessGate, Admission, admit_request, client_ip, tokenize_playlist
+from web.access import (
+    AccessGate,
+    Admission,
+    admit_request,
+    client_ip,
+    refusal,
+    tokenize_playlist,
+)
 from web.httputil import (
     Unsatisfiable,
     accepts_gzip,
@@ -173,14 +180,10 @@ def blocking_cache_control(target_duration: int, private: bool = False) -> str:
     return f"{'private' if private else 'public'}, max-age={3 * target_duration}"
 
 
-def refusal(admission: Admission, app: str, key: str) -> Reply:
-    """The answer to a read refused by access control: 401 without credentials, else 403."""
-    if admission.status == 401:
-        extra = [("www-authenticate", 'Bearer realm="gateway"')]
-        headers, body = plain_error(401, "Unauthorized", admission.reason, extra)
-        return 401, headers, body
-    headers, body = plain_error(403, "Forbidden", f"{app}/{key}: {admission.reason}")
-    return 403, headers, body
+def read_refusal(admission: Admission, app: str, key: str) -> Reply:
+    """The answer to a read refused by access control (a 403 names the stream)."""
+    message = admission.reason if admission.status == 401 else f"{app}/{key}: {admission.reason}"
+    return refusal(admission, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +310,7 @@ def install(
     async def playlist(app: str, key: str, file: str) -> Response:
         admission = await admit(app, key, file)
         if not admission.allowed:
-            return send(refusal(admission, app, key))
+            return send(read_refusal(admission, app, key))
         reply = await low_latency(app, key, file, admission.token)
         if reply is not None:
             return send(reply)
@@ -319,7 +322,7 @@ def install(
     async def segment(app: str, key: str, file: str) -> Response:
         admission = await admit(app, key, file)
         if not admission.allowed:
-            return send(refusal(admission, app, key))
+            return send(read_refusal(admission, app, key))
         if file.endswith(".m4s") and store.get(f"{app}/{key}/{file}") is None:
             reply = await low_latency(app, key, file, admission.token)  # a hinted part coming
             if reply is not None:
@@ -417,7 +420,7 @@ def fast_path(
             # CORS preflight (web.app _start): answered for any route that exists.
             status, headers, body = 204, [*preflight, ("content-length", "0")], b""
         elif admission is not None and not admission.allowed:
-            status, headers, body = refusal(admission, app, key)
+            status, headers, body = read_refusal(admission, app, key)
             head = False
         else:
             token = admission.token if admission is not None else None

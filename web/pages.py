@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, abort, render_template, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 from werkzeug.routing import BaseConverter
 
-from web.access import AccessGate, Admission, admit_request
+from web.access import AccessGate, Admission, admit_request, refusal
 from web.api import operator
 from web.names import PLAYLIST_MIME, RESERVED_APP_NAMES
 
@@ -41,16 +42,8 @@ class AssetConverter(BaseConverter):
 
 def refused_page(admission: Admission) -> Response:
     """A plain-text refusal of a page: 401 (with a Bearer challenge) or 403."""
-    reason = "Unauthorized" if admission.status == 401 else "Forbidden"
-    response = Response(
-        f"{admission.status} {reason}: {admission.reason}\n",
-        status=admission.status,
-        content_type="text/plain; charset=utf-8",
-        headers={"Cache-Control": "no-cache"},
-    )
-    if admission.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
-    return response
+    status, headers, body = refusal(admission, admission.reason)
+    return Response(body, status, Headers(headers))
 
 
 def format_bitrate(bits_per_second: Any) -> str:
