@@ -13,7 +13,6 @@ Task tree (every task has an owner):
 from __future__ import annotations
 
 import logging
-import math
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +47,6 @@ from web.tcp import HttpServerConfig
 
 log = logging.getLogger("gateway")
 
-STORE_FULL_LOG_INTERVAL = 10.0  # seconds between "memory store full" lines of one stream
 POLL_INTERVAL = 0.5  # seconds between segmenter housekeeping runs (ENDLIST grace, expiry)
 
 
@@ -116,8 +114,6 @@ class Gateway:
     health: StoreHealth = field(
         default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
     )
-    # trio time of the last "memory store full" line per stream (one per interval, not per put).
-    _store_full_logged: dict[str, float] = field(default_factory=dict)
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
@@ -237,13 +233,11 @@ class Gateway:
                 live.begin_session(now, pub.peer if pub is not None else "")
             elif isinstance(item, SessionEnd):
                 live.end_session(now)
-        except StoreFull as exc:
-            # Memory cap reached: this segment is lost, the stream and the others go on.
-            self.metrics.store_refused.inc()
-            if now - self._store_full_logged.get(live.path, -math.inf) >= STORE_FULL_LOG_INTERVAL:
-                self._store_full_logged[live.path] = now
-                log.error("%s: %s", live.path, exc)
         except OSError as exc:
+            if isinstance(exc, StoreFull):
+                # Memory cap reached: this segment is lost, the stream and the others go on
+                # (the store's health logged the outage once).
+                self.metrics.store_refused.inc()
             if self.health.failure is None:  # not the store's (it records and logs its own)
                 log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
             else:

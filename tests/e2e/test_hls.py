@@ -260,7 +260,7 @@ async def test_a_full_memory_store_loses_segments_not_the_gateway(
     assert result.returncode == 0, result.stderr.decode(errors="replace")  # ingest unharmed
     assert gw.store.total_bytes <= cap
     full = [r for r in caplog.records if "memory store full" in r.getMessage()]
-    assert full and len(full) <= 2  # named, and once per interval, not per segment
+    assert full and len(full) <= 2  # named, once per outage, not per segment
     assert gw.metrics.store_refused._value.get() >= len(full)
     async with httpx.AsyncClient(base_url=gw.bound.http_url) as http:
         health = await http.get("/healthz")
