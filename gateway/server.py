@@ -76,8 +76,7 @@ class Session:
     metrics: Metrics
     id: int = field(default_factory=lambda: next(_ids))
     app: str | None = None
-    connect_query: dict[str, list[str]] = field(default_factory=dict)
-    connect_raw_query: str = ""  # as received, for the auth hook
+    connect_query: str = ""  # the connect URL's query string as received (a token, say)
     # Who may publish and play (None: anyone, as without access settings).
     access: AccessControl | None = None
     # The transport: "rtmps" when sock is TLS (the log lines and the auth hook say which).
@@ -394,8 +393,7 @@ class Session:
             return
         self.app = app
         # rtmp://host/live?token=x puts the query on the app/tcUrl: kept for authorisation.
-        self.connect_query = split_query("?" + event.query)[1] if event.query else {}
-        self.connect_raw_query = event.query
+        self.connect_query = event.query
         conn.accept_connect()
 
     def _on_publish(self, conn: Connection, event: ev.PublishRequest) -> None:
@@ -403,7 +401,8 @@ class Session:
         key, query = split_query(event.name)
         if event.query:
             query = {**split_query("?" + event.query)[1], **query}
-        query = {**self.connect_query, **query}  # the stream name's parameters win
+        if self.connect_query:  # the stream name's parameters win
+            query = {**split_query("?" + self.connect_query)[1], **query}
         if app is None:
             self._reject(
                 conn, event.stream_id, "NetStream.Publish.Denied", "publish before connect"
@@ -486,7 +485,7 @@ class Session:
     def _raw_query(self, name: str, query: str) -> str:
         """The query strings of the stream name and of the connect URL, as received (the
         name's first, so its parameters win, as in split_query)."""
-        parts = [name.partition("?")[2], query, self.connect_raw_query]
+        parts = [name.partition("?")[2], query, self.connect_query]
         return "&".join(p for p in parts if p)
 
     async def _close_after_refusal(self, cause: str) -> None:
