@@ -94,14 +94,13 @@ MAX_HELD_AUDIO = 256
 SEGMENTED = "H.264 (avc1), HEVC (hvc1), AV1 (av01), VP9 (vp09) video; AAC (mp4a), Opus audio"
 
 
-def _video_parser(codec: str) -> Callable[[bytes], VideoConfig]:
-    parsers: dict[str, Callable[[bytes], VideoConfig]] = {
-        "avc1": parse_avcc,
-        "hvc1": parse_hvcc,
-        "av01": parse_av1c,
-        "vp09": parse_vpcc,
-    }
-    return parsers[codec]
+# The sequence-header parser of each video FourCC this segmenter carries.
+_VIDEO_PARSERS: dict[str, Callable[[bytes], VideoConfig]] = {
+    "avc1": parse_avcc,
+    "hvc1": parse_hvcc,
+    "av01": parse_av1c,
+    "vp09": parse_vpcc,
+}
 
 
 def _with_size(config: VideoConfig, data: bytes) -> VideoConfig | None:
@@ -377,7 +376,7 @@ class LiveStream:
 
     def _configure(self, session: _Session, packet: SequenceHeader, now: float) -> None:
         if packet.media == VIDEO:
-            video = _video_parser(packet.codec)(packet.config)
+            video = _VIDEO_PARSERS[packet.codec](packet.config)
             if session.video is not None:
                 if video.record == session.video.record:
                     return
