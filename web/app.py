@@ -45,7 +45,7 @@ class WebConfig:
     # How long browsers may cache a CORS preflight answer (seconds).
     cors_max_age: int = 600
     # Cache-Control max-age for playlists: about half a segment, so a cache never hides more than
-    # one new segment (PROTOCOLS.md §6). Whole seconds (RFC 9111 §1.2.2); below 1 s -> "no-cache".
+    # one new segment (docs/protocol.md §6). Whole seconds (RFC 9111 §1.2.2); < 1 s -> "no-cache".
     playlist_max_age: float = 1.0
     # Segments never change once listed (names are unique per publish session), so cache them long.
     segment_max_age: int = 86400
