@@ -191,7 +191,7 @@ class Session:
                     self.metrics.bytes_in.inc(counted)  # the counter takes a lock: not per read
                     counted = 0
                 conn.receive_data(data)
-                self._handle_events(conn)
+                self.handle_events(conn)
                 if conn.has_data_to_send:
                     scope.deadline = math.inf  # a slow write is a write timeout, not idle
                     await self.flush()
@@ -265,7 +265,7 @@ class Session:
                 with trio.fail_after(self.settings.send_timeout):
                     await self.sock.send_all(out)
 
-    def _handle_events(self, conn: Connection) -> None:
+    def handle_events(self, conn: Connection) -> None:
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
