@@ -22,7 +22,7 @@ import trio
 from gateway.access import AccessControl
 from gateway.auth import AuthRequest, Transport
 from gateway.config import Settings
-from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
+from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query
 from gateway.metrics import Metrics
 from gateway.player import Output, PlayerFeed, play
 from gateway.readmux import (
@@ -41,6 +41,7 @@ from gateway.rtmp.errors import ProtocolError
 from gateway.rtmp.limits import Limits
 from gateway.tls import describe_tls_error, server_context
 from segmenter.flv import FlvTag
+from segmenter.names import valid_name
 from web.app import RESERVED_APP_NAMES
 
 log = logging.getLogger("gateway.rtmp")
