@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -24,6 +25,7 @@ import trio
 from hypercorn.trio import serve as hypercorn_serve
 
 from gateway.access import AccessControl
+from gateway.backpressure import watch_write_queue
 from gateway.config import Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.metrics import Metrics
@@ -126,6 +128,13 @@ class Gateway:
         self.relays = RelayManager(self.settings, self.hub, self.metrics)
         self.pulls = PullManager(self.settings, self.hub)
         self.metrics.store_healthy.set_function(lambda: 0.0 if self.health.failure else 1.0)
+        if isinstance(self.store, WriteBehindStore):
+            self.hub.write_gate = watch_write_queue(
+                self.store,
+                self.metrics,
+                warn_after=self.settings.hls_write_stall_warn,
+                drop_after=self.settings.hls_write_stall_timeout,
+            )
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -261,12 +270,14 @@ async def run_gateway(
     *,
     stop: trio.Event | None = None,
     handle_signals: bool = True,
+    store_factory: Callable[[Settings, StoreHealth], Store] = make_store,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully."""
+    """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully.
+    ``store_factory``: how the store is made (tests wrap a slow one)."""
     stop = stop if stop is not None else trio.Event()
     health = StoreHealth(logging.getLogger("gateway.store"))
-    gw = Gateway(settings, make_store(settings, health), health=health)
+    gw = Gateway(settings, store_factory(settings, health), health=health)
     access = AccessControl(settings, gw.metrics.registry)
     gw.access = access
     for name in end_stale_playlists(gw.store):
