@@ -28,6 +28,7 @@ from gateway.access import AccessControl
 from gateway.backpressure import watch_write_queue
 from gateway.config import Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
+from gateway.janitor import retire_ended, sweep_store
 from gateway.metrics import Metrics
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
@@ -280,6 +281,7 @@ async def run_gateway(
     gw = Gateway(settings, store_factory(settings, health), health=health)
     access = AccessControl(settings, gw.metrics.registry)
     gw.access = access
+    ended = await sweep_store(gw.store)  # before anything is written: see segmenter.sweep
     for name in end_stale_playlists(gw.store):
         log.info("%s: ended a live playlist left by a previous run", name)
     web_app = create_app(
@@ -332,6 +334,9 @@ async def run_gateway(
                     ) from None
                 async with trio.open_nursery() as segmenters:
                     gw._segmenters = segmenters
+                    segmenters.start_soon(
+                        retire_ended, gw.store, ended, settings.hls_retention, gw.lives.__contains__
+                    )
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
                         listening = await ingest.start(
