@@ -6,7 +6,8 @@ Task tree (every task has an owner):
     +-- RTMP server (own cancel scope: stopped first on shutdown)
     |     +-- one task per connection
     +-- segmenters (own nursery: one housekeeping task per stream; the segmenting itself runs
-    |                in the publisher's task as a hub sink)
+    |                in the publisher's task as a hub sink; the retirement of ended playlists
+    |                an earlier run left, gateway.janitor)
     +-- hypercorn (Quart app; drained last)
 """
 

@@ -370,7 +370,8 @@ class Settings:
         metadata=_doc(
             "Seconds an ended playlist (EXT-X-ENDLIST) and its segments stay downloadable before "
             "they are deleted and the stream's resources freed; the media sequence is kept for "
-            "the next publisher of the same name.",
+            "the next publisher of the same name. Also for the playlists an earlier run left in "
+            "hls_dir (counted from the file's time).",
             minimum=0.0,
         ),
     )

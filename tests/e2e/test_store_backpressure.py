@@ -167,11 +167,19 @@ async def test_a_stuck_disk_pauses_publishers_while_http_and_the_loop_go_on(
     assert list((disk.root / "live" / "cam").glob("*.ts"))  # its segments reached the disk
 
 
+# The shared reader of publishers (readmux) and a connection's own read loop both pause.
+@pytest.mark.parametrize("interval", [0.005, 0.0], ids=["shared-reader", "own-loop"])
 async def test_a_publisher_stuck_past_the_stall_timeout_is_dropped_with_the_reason(
-    nursery: trio.Nursery, disk: StuckDisk, caplog: pytest.LogCaptureFixture
+    nursery: trio.Nursery, disk: StuckDisk, caplog: pytest.LogCaptureFixture, interval: float
 ) -> None:
     caplog.set_level(logging.INFO)
-    gw = await start(nursery, disk, hls_write_stall_warn=0.5, hls_write_stall_timeout=2.0)
+    gw = await start(
+        nursery,
+        disk,
+        hls_write_stall_warn=0.5,
+        hls_write_stall_timeout=2.0,
+        rtmp_read_interval=interval,
+    )
     assert gw.bound is not None
     disk.flowing.clear()
     done = await run_client(
