@@ -13,8 +13,11 @@ its socket and memory without end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -37,7 +40,7 @@ class WriteQueue(Protocol):
     @property
     def max_pending_bytes(self) -> int: ...
 
-    async def wait_writable(self) -> None: ...
+    def when_writable(self, callback: Callable[[], None]) -> bool: ...
 
 
 class WriteGate:
@@ -50,11 +53,36 @@ class WriteGate:
         self.metrics = metrics
         self.warn_after = warn_after
         self.drop_after = drop_after  # 0 = never
+        # Set (in trio) when the queue drains below its bound; one per episode, shared by
+        # every paused publisher, so the writer thread has one callback to run however many wait.
+        self._drained: trio.Event | None = None
 
     @property
     def closed(self) -> bool:
         """Writers must pause before reading more (cheap: checked before every read)."""
         return self.queue.congested
+
+    async def writable(self) -> None:
+        """Return once the queue is below its bound, without blocking the event loop: the
+        writer thread wakes trio through the loop's token."""
+        while self.queue.congested:
+            event = self._drained
+            if event is None:
+                event = trio.Event()
+                token = trio.lowlevel.current_trio_token()
+                if not self.queue.when_writable(partial(self._drained_in_thread, token, event)):
+                    return
+                self._drained = event
+            await event.wait()
+
+    def _drained_in_thread(self, token: trio.lowlevel.TrioToken, event: trio.Event) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # the loop is gone: nobody waits
+            token.run_sync_soon(self._wake, event)
+
+    def _wake(self, event: trio.Event) -> None:
+        if self._drained is event:
+            self._drained = None
+        event.set()
 
     async def pause(self, who: str) -> str | None:
         """Wait until the queue takes writes again. Returns None then, or the cause to end the
@@ -67,7 +95,7 @@ class WriteGate:
         drop_at = started + self.drop_after if self.drop_after > 0 else math.inf
         try:
             with trio.move_on_after(self.warn_after):
-                await self.queue.wait_writable()
+                await self.writable()
                 return None
             log.warning(
                 "%s: paused for %g s: the disk write queue is full (%d bytes waiting, "
@@ -78,7 +106,7 @@ class WriteGate:
                 self.queue.max_pending_bytes,
             )
             with trio.move_on_at(drop_at):
-                await self.queue.wait_writable()
+                await self.writable()
                 log.info("%s: resumed after %.1f s paused", who, trio.current_time() - started)
                 return None
             self.metrics.store_stalled_publishers.inc()

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import trio
-
 # What is stored: bytes, or the chunks that make an object up in order (a segment as its parts,
 # a TS segment as the muxer's writes). Chunks are written one after the other (DiskStore) or
 # joined once something reads them (MemoryStore): the media is not copied just to be stored,
@@ -403,8 +401,8 @@ class WriteBehindStore:
 
     ``put`` never blocks: it is called in the event loop, which also answers HTTP and runs every
     other stream. Once ``max_pending_bytes`` or more wait, the store is ``congested``: the writers
-    (publishers' readers, gateway.backpressure) stop reading their sockets and await
-    :meth:`wait_writable` in trio, so a disk slower than the streams slows the publishers over
+    (publishers' readers, gateway.backpressure) stop reading their sockets until
+    :meth:`when_writable` calls back, so a disk slower than the streams slows the publishers over
     TCP instead of growing memory or freezing the loop. What a paused publisher had read already
     is still segmented, so the queue may pass the bound by about one segment per publisher.
     A failed write is recorded in ``health`` (logged there when the store starts failing, and
@@ -433,9 +431,7 @@ class WriteBehindStore:
         self._closed = False
         self.failures = 0
         self.on_write: Callable[[float, bool], None] | None = None
-        # The trio side of "writable again": an event a waiter made while congested, set from
-        # the writer thread through the waiter's trio token (both guarded by _cond).
-        self._writable: tuple[trio.Event, trio.lowlevel.TrioToken] | None = None
+        self._drained: list[Callable[[], None]] = []  # when_writable callbacks (under _cond)
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -502,25 +498,23 @@ class WriteBehindStore:
         """At least ``max_pending_bytes`` wait for the disk: writers should pause."""
         return self._pending_bytes >= self._max_pending and not self._closed
 
-    async def wait_writable(self) -> None:
-        """Return once the queue is below its bound (at once if it is), without blocking the
-        event loop: the writer thread wakes the waiters through their trio token."""
-        while True:
-            with self._cond:
-                if not self.congested:
-                    return
-                if self._writable is None:
-                    self._writable = (trio.Event(), trio.lowlevel.current_trio_token())
-                event = self._writable[0]
-            await event.wait()
+    def when_writable(self, callback: Callable[[], None]) -> bool:
+        """Have the writer thread call ``callback`` once the queue is below its bound; False
+        (and no call) when it is already. The caller's event loop stays free: it only learns
+        when to go on (gateway.backpressure wakes trio from the callback)."""
+        with self._cond:
+            if not self.congested:
+                return False
+            self._drained.append(callback)
+            return True
 
     def _wake_writers(self) -> None:
-        """In the writer thread, holding _cond: wake the trio waiters once below the bound."""
-        if self._writable is not None and not self.congested:
-            event, token = self._writable
-            self._writable = None
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(event.set)
+        """Holding _cond: run the ``when_writable`` callbacks once below the bound."""
+        if self._drained and not self.congested:
+            callbacks, self._drained = self._drained, []
+            for callback in callbacks:
+                with contextlib.suppress(Exception):  # a waiter's failure stops no writes
+                    callback()
 
     # --- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import trio
 
 from segmenter.playlist import LivePlaylist, SegmentEntry, parse_resume_state
 from segmenter.store import (
@@ -360,42 +359,26 @@ def test_write_behind_keeps_order_and_reads_see_pending_writes(
     assert behind.pending_bytes == 0
 
 
-async def test_write_behind_never_blocks_the_caller_and_wakes_trio_waiters() -> None:
+def test_write_behind_never_blocks_the_caller_and_calls_back_once_drained() -> None:
     inner = GatedStore()  # the writer thread is stuck until the gate opens
     behind = WriteBehindStore(inner, max_pending_bytes=10)
     timed: list[tuple[float, bool]] = []
     behind.on_write = lambda seconds, ok: timed.append((seconds, ok))
+    drained = threading.Event()
     try:
+        assert not behind.when_writable(drained.set)  # below the bound: no callback
         behind.put("a/b/1.ts", b"x" * 8)
         assert not behind.congested  # 8 < 10
         behind.put("a/b/2.ts", b"x" * 8)
         behind.put("a/b/3.ts", b"x" * 8)  # past the bound: queued all the same, at once
         assert behind.congested
         assert (behind.pending_bytes, behind.pending_items) == (24, 3)
-        ticks = 0
-        woke = trio.Event()
-
-        async def ticker() -> None:  # the event loop keeps running while the writer is stuck
-            nonlocal ticks
-            while not woke.is_set():
-                ticks += 1
-                await trio.lowlevel.checkpoint()
-
-        async def writer() -> None:
-            await behind.wait_writable()
-            woke.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ticker)
-            nursery.start_soon(writer)
-            while ticks < 100:
-                await trio.lowlevel.checkpoint()
-            assert not woke.is_set()
-            inner.gate.set()  # the writer thread drains the queue and wakes the trio waiter
-            with trio.fail_after(10):
-                await woke.wait()
-        assert not behind.congested
+        assert behind.when_writable(drained.set)
+        assert not drained.wait(0.05)
+        inner.gate.set()  # the writer thread drains the queue and calls back
+        assert drained.wait(5)
         assert behind.flush(timeout=5)
+        assert not behind.congested
         assert [n for _, n in inner.ops] == ["a/b/1.ts", "a/b/2.ts", "a/b/3.ts"]
         assert [ok for _, ok in timed] == [True, True, True]
     finally:
@@ -403,15 +386,14 @@ async def test_write_behind_never_blocks_the_caller_and_wakes_trio_waiters() -> 
         assert behind.close(timeout=5)
 
 
-async def test_write_behind_waiter_returns_at_once_below_the_bound_and_after_close() -> None:
+def test_write_behind_close_calls_back_the_waiters() -> None:
     inner = GatedStore()
     behind = WriteBehindStore(inner, max_pending_bytes=4)
     behind.put("a/b/1.ts", b"x" * 8)
-    assert behind.congested
+    drained = threading.Event()
+    assert behind.when_writable(drained.set)
     behind.close(timeout=0)  # closed: later writes go straight through, nobody waits
-    assert not behind.congested
-    with trio.fail_after(5):
-        await behind.wait_writable()
+    assert drained.is_set() and not behind.congested
     inner.gate.set()
     assert behind.close(timeout=5)
 
