@@ -21,7 +21,7 @@ from gateway.app import Gateway, run_gateway
 from gateway.config import Settings
 from segmenter.store import Data, DiskStore, Store, StoreHealth, WriteBehindStore
 from tests.clients import imageio_ffmpeg_exe, publish_args, run_client
-from tests.conftest import test_settings
+from tests.conftest import start_gateway, test_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -192,3 +192,32 @@ async def test_a_publisher_stuck_past_the_stall_timeout_is_dropped_with_the_reas
         assert metric(text, "hls_store_publishers_dropped_total") == 1
         assert metric(text, "hls_store_publishers_paused") == 0
     disk.flowing.set()
+
+
+async def test_a_pull_relay_pauses_like_a_publisher(
+    nursery: trio.Nursery, disk: StuckDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    source, _ = await start_gateway(nursery, test_settings())  # memory store: never paused
+    src = url(source, "src")
+    mirror = await start(
+        nursery, disk, pull=f"live/mirror={src}", hls_write_stall_warn=0.5,
+        hls_write_stall_timeout=3.0,
+    )  # fmt: skip
+    assert mirror.bound is not None
+    disk.flowing.clear()
+    async with (
+        httpx.AsyncClient(base_url=mirror.bound.http_url) as http,
+        trio.open_nursery() as inner,
+    ):
+        inner.start_soon(
+            partial(run_client, publish_args(imageio_ffmpeg_exe(), src, seconds=60), timeout=200)
+        )
+        await wait_metric(http, "hls_store_publishers_paused", lambda v: v == 1)
+        assert (await http.get("/healthz")).status_code == 200
+        await wait_metric(http, "hls_store_publishers_dropped_total", lambda v: v == 1)
+        with trio.fail_after(30):
+            while "disk write queue full for 3 s" not in caplog.text:
+                await trio.sleep(0.1)
+        assert "pull rtmp://127.0.0.1:" in caplog.text
+        inner.cancel_scope.cancel()
