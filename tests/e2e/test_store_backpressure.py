@@ -151,7 +151,6 @@ async def test_a_stuck_disk_pauses_publishers_while_http_and_the_loop_go_on(
                 await trio.sleep(0.1)
         assert ticks > before
         assert not list((disk.root / "live" / "cam").glob("*.ts"))  # nothing written yet
-        assert not result  # FFmpeg is held by TCP, not dropped
         disk.flowing.set()  # the disk is back: the publisher resumes and finishes its stream
         with trio.fail_after(120):
             while not result:
