@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from gateway.backpressure import WriteGate
 from segmenter.flv import FlvTag, TagType
 
 log = logging.getLogger("gateway.hub")
@@ -232,6 +233,8 @@ class Hub:
         self.play_write_interval = play_write_interval
         self._on_stream_started = on_stream_started
         self._wallclock = wallclock
+        # Set with a disk write queue: publishers' readers pause on it while the queue is full.
+        self.write_gate: WriteGate | None = None
 
     def get(self, app: str, key: str) -> Stream | None:
         return self.streams.get((app, key))

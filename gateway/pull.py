@@ -151,6 +151,12 @@ class Pull:
                             self._on_event(event)
                         if not data:
                             return
+                        gate = self.hub.write_gate
+                        if gate is not None and self._stream is not None and gate.closed:
+                            # The disk is behind: stop reading the source until it catches up.
+                            cause = await gate.pause(f"pull {self.label}")
+                            if cause is not None:
+                                raise PullFailed(cause)
             if setup.cancelled_caught:
                 raise PullFailed(f"no RTMP handshake and connect within {setup_timeout:g} s")
         except trio.TooSlowError:

@@ -287,6 +287,9 @@ class MuxedPublisher:
                     return "closed by peer"
                 if not session.published or session.playing:
                     return None
+                gate = session.hub.write_gate
+                if gate is not None and gate.closed:
+                    return None  # the session's own loop pauses, out of the shared reader
                 quiet = trio.current_time() - session.last_read
                 if quiet > idle_timeout:
                     session.metrics.protocol_errors.labels("idle-timeout").inc()
@@ -305,6 +308,10 @@ class MuxedPublisher:
         if self.failure is not None or self.eof:
             return
         conn, session, mux = self.conn, self.session, self.mux
+        gate = session.hub.write_gate
+        if gate is not None and gate.closed:  # paused: the session's task takes the socket back
+            self.attention.set()
+            return
         try:
             for _ in range(READS_PER_TICK):
                 try:
@@ -332,5 +339,6 @@ class MuxedPublisher:
         except Exception as exc:  # a protocol error or a broken socket ends this connection only
             self.failure = exc
         done = self.failure is not None or self.eof
-        if done or conn.has_data_to_send or not session.published or session.playing:
+        paused = gate is not None and gate.closed
+        if done or paused or conn.has_data_to_send or not session.published or session.playing:
             self.attention.set()

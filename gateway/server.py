@@ -162,6 +162,14 @@ class Session:
         mux = self.mux if isinstance(self.sock, trio.SocketStream) else None
         with trio.CancelScope() as scope:
             while True:
+                gate = self.hub.write_gate
+                if gate is not None and self.published and gate.closed:
+                    # The disk is behind: read nothing more until it catches up (TCP
+                    # back-pressure reaches the encoder); other tasks go on meanwhile.
+                    scope.deadline = math.inf
+                    cause = await gate.pause(f"rtmp #{self.id} {self.peer}")
+                    if cause is not None:
+                        return cause
                 if mux is not None and self.published and not self.playing:
                     # Only publishing: the shared reader takes over until that changes.
                     scope.deadline = math.inf
