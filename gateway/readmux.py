@@ -29,6 +29,7 @@ from typing import Protocol
 import trio
 
 from gateway.config import Settings
+from gateway.hub import Hub
 from gateway.metrics import Metrics
 from gateway.rtmp.connection import Connection
 
@@ -45,6 +46,8 @@ class PublishingSession(Protocol):
     def settings(self) -> Settings: ...
     @property
     def metrics(self) -> Metrics: ...
+    @property
+    def hub(self) -> Hub: ...
     @property
     def published(self) -> Sized: ...
     @property
