@@ -34,6 +34,8 @@ test: setup
 	bash deploy/system-packages.sh
 	$(MAKE) lint
 	$(BIN)/pytest
+	# The protocol and segmenter tests once more on the sources of the compiled modules (~40 s).
+	RTMP_HLS_PURE_PYTHON=1 $(BIN)/pytest -q tests/rtmp tests/segmenter
 
 bench-smoke: setup
 	$(BIN)/pytest tests/bench -q

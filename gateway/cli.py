@@ -137,20 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format, settings.log_level)
-    stale = native.stale()
-    if stale:
-        print(
-            f"gateway: the compiled {', '.join(stale)} is older than its source, so the old code "
-            "would run: rebuild with `make setup` (or `pip install -e .`)",
-            file=sys.stderr,
-        )
-        return 2
+    fallback = native.fallback_warning()
+    if fallback:
+        log.warning(fallback)
     slow = native.interpreted()
-    if slow:
+    if slow and not fallback:
+        why = (
+            f"{native.PURE_ENV} is set"
+            if native.pure_requested()
+            else "install with a C compiler to compile them"
+        )
         log.warning(
-            "%d per-message modules run as pure Python, not compiled with mypyc (install with a "
-            "C compiler to compile them): ingest costs more CPU per stream",
+            "%d per-message modules run as pure Python, not compiled with mypyc (%s): ingest "
+            "costs more CPU per stream",
             len(slow),
+            why,
         )
     from gateway.app import run_gateway  # heavy imports (PyAV, Quart) only when running
 
