@@ -108,6 +108,7 @@ print(native.fallback_warning())
 def built_copy(tmp_path: Path) -> Path:
     """The checkout's packages with their compiled modules (as `make setup` built them), copied
     with file times kept, and setup.py beside them as in a checkout."""
+    assert native.stale() == [], "the checkout's own build is stale: run `make setup` first"
     skip = shutil.ignore_patterns("node_modules", "__pycache__")
     for package in ("gateway", "segmenter", "web"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=skip)
