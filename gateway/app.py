@@ -41,7 +41,8 @@ from segmenter.store import (
     StoreHealth,
     WriteBehindStore,
 )
-from web.app import WebConfig, create_app
+from web.app import create_app
+from web.config import WebConfig
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
 

@@ -18,13 +18,14 @@ from typing import Any
 import trio
 
 from gateway.config import ConfigError, Settings
-from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, valid_name
+from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy
 from gateway.relay import _NET_ERRORS, Opener, _why, open_target, target_opener
 from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
 from segmenter.flv import FlvTag
+from segmenter.names import valid_name
 
 log = logging.getLogger("gateway.pull")
 

@@ -23,14 +23,39 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sized
+from typing import Protocol
 
 import trio
 
-if TYPE_CHECKING:
-    from gateway.rtmp.connection import Connection
-    from gateway.server import Session
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.rtmp.connection import Connection
+
+
+class PublishingSession(Protocol):
+    """What a :class:`MuxedPublisher` uses of its connection's session (``gateway.server``
+    implements it; this module does not import the server, which imports this one)."""
+
+    last_read: float  # trio time of the last read, for the idle timeout
+
+    @property
+    def sock(self) -> trio.abc.Stream: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def published(self) -> Sized: ...
+    @property
+    def playing(self) -> Sized: ...
+
+    async def flush(self) -> None:
+        """Write what the connection has to send."""
+
+    def handle_events(self, conn: Connection) -> None:
+        """Act on the events the last bytes produced (publish tags, answer commands)."""
+
 
 # While publishing, the kernel is asked (SO_RCVLOWAT) to wake the reader only once the rest of the
 # message in progress is queued, not for every TCP segment of it. Between messages it stays 1: a
@@ -228,7 +253,9 @@ class MuxedPublisher:
     connection's task sleeps on ``attention`` and checks the idle timeout now and then.
     """
 
-    def __init__(self, session: Session, conn: Connection, mux: ReadMux, lowat: int) -> None:
+    def __init__(
+        self, session: PublishingSession, conn: Connection, mux: ReadMux, lowat: int
+    ) -> None:
         assert isinstance(session.sock, trio.SocketStream)
         self.session, self.conn, self.mux = session, conn, mux
         self.sock = session.sock.socket
@@ -286,7 +313,7 @@ class MuxedPublisher:
                     break
                 self.counted += n
                 conn.receive_data(mux.view[:n])
-                session._handle_events(conn)
+                session.handle_events(conn)
                 if n == 0:
                     self.eof = True
                     break
