@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import httpx
 import pytest
+from av.video.codeccontext import VideoCodecContext
 
 from gateway.app import Gateway
 from tests.clients import apt_ffmpeg_exe, apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
@@ -69,7 +70,7 @@ def _url(gw: Gateway, path: str) -> str:
 def _decode(data: bytes, fmt: str = "mp4") -> dict[str, tuple[str, int, int, int]]:
     """codec, width, height and decoded frame count per stream type, read with PyAV."""
     out: dict[str, tuple[str, int, int, int]] = {}
-    with av.open(io.BytesIO(data), format=fmt) as container:
+    with av.open(io.BytesIO(data), "r", format=fmt) as container:
         streams = {s.type: s for s in container.streams}
         counts = dict.fromkeys(streams, 0)
         for packet in container.demux():
@@ -77,7 +78,7 @@ def _decode(data: bytes, fmt: str = "mp4") -> dict[str, tuple[str, int, int, int
                 counts[packet.stream.type] += 1
         for kind, s in streams.items():
             ctx = s.codec_context
-            size = (ctx.width, ctx.height) if kind == "video" else (0, 0)
+            size = (ctx.width, ctx.height) if isinstance(ctx, VideoCodecContext) else (0, 0)
             out[kind] = (ctx.codec.canonical_name, *size, counts[kind])
     return out
 

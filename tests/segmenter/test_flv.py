@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segmenter.codecs import MediaError
 from segmenter.flv import (
     AudioFrame,
     FlvTag,
     Ignored,
-    MediaError,
     SequenceEnd,
     SequenceHeader,
     TagType,
