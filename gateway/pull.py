@@ -21,6 +21,7 @@ from gateway.config import ConfigError, Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, valid_name
 from gateway.relay import _NET_ERRORS, Opener, _why, open_target, target_opener
 from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
+from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
@@ -128,7 +129,7 @@ class Pull:
                 sock = await self.opener(t)
                 async with sock:
                     conn = Connection(Role.CLIENT)
-                    conn.connect(t.app, t.tc_url)
+                    conn.connect(t.app, t.tc_url, extra=ertmp.client_properties())
                     conn.play(t.name)
                     while True:
                         if out := conn.data_to_send():

@@ -29,6 +29,7 @@ from gateway.hub import Gap, Hub, HubItem, SessionEnd, SessionStart, Stream, Sub
 from gateway.metrics import Metrics
 from gateway.player import FLUSH_EVERY, PlayerFeed
 from gateway.relay_config import RelayConfig, Target, parse_push, parse_target
+from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.client import set_data_frame
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
@@ -238,7 +239,7 @@ class Relay:
                 sock = await self.opener(t)
                 try:
                     conn = Connection(Role.CLIENT, self.config.limits)
-                    conn.connect(t.app, t.tc_url)
+                    conn.connect(t.app, t.tc_url, extra=ertmp.client_properties())
                     conn.publish(t.name)
                     link = _Link(sock, conn, self.config.send_timeout, self._sent)
                     while True:

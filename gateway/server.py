@@ -38,6 +38,7 @@ from gateway.readmux import available as readmux_available
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
+from gateway.rtmp.ertmp import Capabilities
 from gateway.rtmp.limits import Limits
 from gateway.tls import describe_tls_error, server_context
 from segmenter.flv import FlvTag
@@ -77,6 +78,8 @@ class Session:
     id: int = field(default_factory=lambda: next(_ids))
     app: str | None = None
     connect_query: str = ""  # the connect URL's query string as received (a token, say)
+    # What the client announced in connect (Enhanced RTMP capsEx, FourCCs): empty for legacy.
+    caps: Capabilities = field(default_factory=Capabilities)
     # Who may publish and play (None: anyone, as without access settings).
     access: AccessControl | None = None
     # The transport: "rtmps" when sock is TLS (the log lines and the auth hook say which).
@@ -394,6 +397,14 @@ class Session:
         self.app = app
         # rtmp://host/live?token=x puts the query on the app/tcUrl: kept for authorisation.
         self.connect_query = event.query
+        for problem in event.problems:  # a malformed E-RTMP hint is ignored, never fatal
+            log.warning("rtmp #%d %s: connect: %s", self.id, self.peer, problem)
+        self.caps = event.capabilities
+        if self.caps.announced:
+            log.info(
+                "rtmp #%d %s: Enhanced RTMP client: capsEx %d, fourCcList %s",
+                self.id, self.peer, self.caps.caps_ex, ",".join(self.caps.fourcc_list) or "-",
+            )  # fmt: skip
         conn.accept_connect()
 
     def _on_publish(self, conn: Connection, event: ev.PublishRequest) -> None:
