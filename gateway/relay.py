@@ -278,7 +278,10 @@ class Relay:
             return True
         start = self.stream.start_items()
         has_video = self.stream.video_header is not None
-        feed = self._feed = PlayerFeed(has_video=has_video)
+        # Every track goes to a target that announced capsEx Multitrack in its connect _result
+        # (E-RTMP v2: a client aware of it MAY publish multitrack); track 0 to any other.
+        multitrack = link.conn.peer_caps.multitrack
+        feed = self._feed = PlayerFeed(has_video=has_video, multitrack=multitrack)
         self.state, self.failures = "publishing", 0
         self.connected_since = time.time()
         self.metrics.relays_active.inc()
@@ -300,7 +303,10 @@ class Relay:
             raise RelayFailed(link.failure)
         return ended
 
-    def _send(self, link: _Link, feed: PlayerFeed, tag: FlvTag) -> None:
+    def _send(self, link: _Link, feed: PlayerFeed, item: FlvTag) -> None:
+        tag = feed.view(item)
+        if tag is None:
+            return
         ts = feed.accept(tag)
         if ts is None:
             return

@@ -344,7 +344,8 @@ class Session:
         if self.output is None:
             timeout = self.settings.send_timeout
             self.output = Output(self.sock, conn, self._send_lock, timeout)
-        scope, feed = trio.CancelScope(), PlayerFeed()
+        # A player that announced capsEx Multitrack gets every track; others track 0 only.
+        scope, feed = trio.CancelScope(), PlayerFeed(multitrack=self.caps.multitrack)
         self.playing[event.stream_id] = (scope, feed)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_player, scope, feed, event.stream_id, stream)
