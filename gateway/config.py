@@ -423,6 +423,15 @@ class Settings:
             "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM/SIGHUP.", minimum=0
         ),
     )
+    reconnect_request_wait: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds a graceful shutdown waits for publishers that announced Enhanced RTMP "
+            "capsEx Reconnect to reconnect elsewhere after NetConnection.Connect."
+            "ReconnectRequest, before their connections are closed (0 = ask nobody).",
+            minimum=0.0,
+        ),
+    )
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field[Any], ...]:

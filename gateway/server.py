@@ -104,6 +104,21 @@ class Session:
     # trio clock when bytes last came from the peer (as of the reader's last pass): idle
     # timeout of a muxed publisher, and how long a publisher has been silent (hub takeover).
     last_read: float = field(default_factory=trio.current_time)
+    # Set when the connection is closed (run() returned).
+    closed: trio.Event = field(default_factory=trio.Event)
+
+    def request_reconnect(self, description: str, tc_url: str | None = None) -> bool:
+        """E-RTMP v2 "Reconnect Request": ask a publisher that announced capsEx Reconnect to
+        reconnect (to ``tc_url``, or here); True if asked. The caller then flushes."""
+        conn = getattr(self, "_conn", None)
+        if conn is None or not self.published or not self.caps.reconnect:
+            return False
+        try:
+            conn.send_reconnect_request(description, tc_url)
+        except ProtocolError:
+            return False  # the connection already failed: it is closing anyway
+        log.info("rtmp #%d %s: asked to reconnect (%s)", self.id, self.peer, description)
+        return True
 
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
@@ -121,6 +136,7 @@ class Session:
             self.published.clear()
             with trio.move_on_after(1, shield=True):
                 await self.sock.aclose()
+            self.closed.set()
             log.info(
                 "%s connection #%d from %s closed (%s); %d bytes in, %d out",
                 self.protocol,
@@ -539,6 +555,37 @@ class Session:
         log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
 
 
+class Sessions:
+    """The open RTMP sessions, for a graceful shutdown: once ``closing``, new connections are
+    refused (a publisher asked to reconnect must not come back to a gateway that is stopping)."""
+
+    def __init__(self) -> None:
+        self.open: set[Session] = set()
+        self.closing = False
+
+    async def request_reconnects(self, wait: float, description: str) -> int:
+        """Ask every publisher that announced capsEx Reconnect to reconnect (E-RTMP v2), then
+        give them up to ``wait`` seconds in all to leave on their own (the spec's old server
+        keeps processing their messages meanwhile). Returns how many were asked."""
+        self.closing = True
+        if wait <= 0:
+            return 0
+        asked = [s for s in list(self.open) if s.request_reconnect(description)]
+        with trio.move_on_after(wait):
+            async with trio.open_nursery() as nursery:
+                for session in asked:
+                    nursery.start_soon(self._flush_and_wait, session)
+        return len(asked)
+
+    @staticmethod
+    async def _flush_and_wait(session: Session) -> None:
+        try:
+            await session.flush()  # bounded by send_timeout
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return  # the connection is failing: it closes on its own
+        await session.closed.wait()
+
+
 class Listening(NamedTuple):
     """A bound RTMP listener, as :func:`serve_rtmp` reports them: plain RTMP first."""
 
@@ -562,11 +609,12 @@ async def serve_rtmp(
     metrics: Metrics,
     access: AccessControl | None = None,
     *,
+    sessions: Sessions | None = None,
     task_status: trio.TaskStatus[list[Listening]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept RTMP connections on rtmp_port (unless -1) and, with tls_cert, RTMPS on rtmps_port
     until cancelled; reports the bound addresses. ``access`` decides who may publish and play
-    (None: anyone)."""
+    (None: anyone); ``sessions`` (if given) tracks the open sessions for shutdown."""
     listeners: list[tuple[str, trio.SocketListener]] = []
     tls_context: ssl.SSLContext | None = None
     try:
@@ -598,6 +646,10 @@ async def serve_rtmp(
             peer = f"{host}:{port}"
         except OSError:
             host, peer = "unknown", "unknown"
+        if sessions is not None and sessions.closing:
+            with trio.move_on_after(1, shield=True):
+                await sock.aclose()  # stopping: a reconnecting publisher must go elsewhere
+            return
         per_ip_limit = settings.max_connections_per_ip
         if per_ip_limit and per_ip.get(host, 0) >= per_ip_limit:
             metrics.connections_refused.inc()
@@ -652,6 +704,8 @@ async def serve_rtmp(
             access=access,
         )
         log.info("%s connection #%d from %s", protocol, session.id, peer)
+        if sessions is not None:
+            sessions.open.add(session)
         try:
             await session.run()
         except Exception:
@@ -659,6 +713,8 @@ async def serve_rtmp(
             log.exception("%s connection #%d from %s: internal error", protocol, session.id, peer)
             metrics.protocol_errors.labels("internal-error").inc()
         finally:
+            if sessions is not None:
+                sessions.open.discard(session)
             active -= 1
             left = per_ip.pop(host) - 1
             if left:
