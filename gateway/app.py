@@ -121,6 +121,7 @@ class Gateway:
         self.hub = Hub(
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
+            track_headers_bytes=self.settings.track_headers_bytes,
             play_write_interval=self.settings.rtmp_play_write_interval,
             takeover_after=self.settings.publish_takeover_after,
         )

@@ -182,6 +182,9 @@ class Stream:
     gop: list[FlvTag] = field(default_factory=list)
     gop_bytes: int = 0
     gop_limit: int = 0  # bytes; 0 disables the cache
+    # Bytes of configuration kept for tracks other than track 0 (a publisher names up to 256).
+    track_headers_limit: int = 1 << 20
+    track_headers_bytes: int = 0
     # Replaced at every publish start, so waiters can sleep on "the next publisher".
     published_event: trio.Event = field(default_factory=trio.Event)
     # RTMP players' live state (gateway.player.Play), for the API.
@@ -213,13 +216,27 @@ class Stream:
             self.metadata = tag
         elif (packet_type := config_type(tag.type, tag.body)) != NOT_CONFIG:
             for key, entry in header_entries(tag, packet_type):
-                self.headers[key] = entry
+                self._keep_header(key, entry)
         elif self.gop_limit:
             self._cache(tag)
         for sub in self.subscribers:
             sub.offer(tag)
         for sink in self.sinks:
             sink(tag)
+
+    def _keep_header(self, key: HeaderKey, entry: FlvTag) -> None:
+        if key[1] == 0:  # the default track's: always (as a one-track publisher's)
+            self.headers[key] = entry
+            return
+        old = self.headers.get(key)
+        size = self.track_headers_bytes - (len(old.body) if old is not None else 0)
+        if size + len(entry.body) > self.track_headers_limit:
+            if old is not None:  # stale configuration must not reach a new player either
+                del self.headers[key]
+                self.track_headers_bytes = size
+            return
+        self.headers[key] = entry
+        self.track_headers_bytes = size + len(entry.body)
 
     def _cache(self, tag: FlvTag) -> None:
         if is_keyframe(tag):
@@ -257,11 +274,13 @@ class Hub:
         on_stream_started: Callable[[Stream], None] | None = None,
         wallclock: Callable[[], float] = time.time,
         gop_cache_bytes: int = 0,
+        track_headers_bytes: int = 1 << 20,
         play_write_interval: float = 0.03,
         takeover_after: float = 0.0,
     ) -> None:
         self.streams: dict[tuple[str, str], Stream] = {}
         self._gop_cache_bytes = gop_cache_bytes
+        self._track_headers_bytes = track_headers_bytes
         # Seconds without a tag after which a new publisher may take a name over (0 = never).
         self._takeover_after = takeover_after
         # Seconds an RTMP players' writer (gateway.player.Fanout) waits between writes.
@@ -275,7 +294,12 @@ class Hub:
     def _stream(self, app: str, key: str) -> Stream:
         stream = self.streams.get((app, key))
         if stream is None:
-            stream = self.streams[(app, key)] = Stream(app, key, gop_limit=self._gop_cache_bytes)
+            stream = self.streams[(app, key)] = Stream(
+                app,
+                key,
+                gop_limit=self._gop_cache_bytes,
+                track_headers_limit=self._track_headers_bytes,
+            )
         return stream
 
     def start_publish(
@@ -309,6 +333,7 @@ class Hub:
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.
         stream.metadata = None
         stream.headers.clear()
+        stream.track_headers_bytes = 0
         stream.gop.clear()
         stream.gop_bytes = 0
         if self._on_stream_started is not None:

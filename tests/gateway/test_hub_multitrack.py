@@ -144,3 +144,19 @@ def test_legacy_player_gets_track_0_and_multitrack_player_everything() -> None:
     assert legacy_view(tags[4]) is tags[4]
     script = FlvTag(TagType.SCRIPT, 0, b"\x02\x00\x0aonMetaData")
     assert legacy_view(script) is script
+
+
+def test_other_tracks_configuration_is_bounded_by_track_headers_bytes() -> None:
+    stream = Hub(track_headers_bytes=40)._stream("live", "many")
+    big = b"x" * 1000
+    stream.publish(mt(V, 0, seq(0, big)))  # track 0: always kept, whatever its size
+    for track in range(1, 6):  # OneTrack tags of 11 bytes (2 + hvc1 + id + "cfgN")
+        stream.publish(mt(V, 0, seq(track)))
+    assert [k[1] for k in stream.headers] == [0, 1, 2, 3]  # 33 bytes fit in 40, 44 would not
+    assert stream.headers[(9, 0, 0)].body.endswith(big)
+    assert stream.track_headers_bytes == 33
+    # A newer configuration of track 2 that does not fit: the stale one goes too.
+    stream.publish(mt(V, 40, seq(2, b"y" * 30)))
+    assert (9, 2, 0) not in stream.headers and stream.track_headers_bytes == 22
+    stream.publish(mt(V, 40, seq(5)))  # room again
+    assert (9, 5, 0) in stream.headers and stream.track_headers_bytes == 33
