@@ -1,11 +1,16 @@
 """Enhanced RTMP v2 reconnect request, with real gateways over TCP: a graceful stop asks the
 publishers that announced capsEx Reconnect (only them) to reconnect before closing them; a push
-relay asked to reconnect does so at the next keyframe, to the tcUrl it was given."""
+relay asked to reconnect does so at the next keyframe, to the tcUrl it was given; a pull at once."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from gateway.hub import Hub
+from gateway.pull import PullManager
+from gateway.relay import Reconnect, reconnect_target
+from gateway.relay_config import parse_target
 from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA
@@ -99,3 +104,25 @@ async def test_push_relay_reconnects_at_a_keyframe_to_the_tc_url_given(
         while far.hub.get("live", "k") is not None and far.hub.get("live", "k").publisher:
             await trio.sleep(0.02)
     nursery.cancel_scope.cancel()
+
+
+def test_reconnect_target_of_relays() -> None:
+    current = parse_target("rtmp://a.example:1935/live/key?s=1")
+    same = ev.ReconnectRequest(None, "x")
+    assert reconnect_target(current, same) is current
+    moved = reconnect_target(current, ev.ReconnectRequest("rtmps://b.example/edge", "x"))
+    assert (moved.scheme, moved.host, moved.app, moved.name) == (
+        "rtmps", "b.example", "edge", "key?s=1"
+    )  # fmt: skip
+    assert moved.tc_url == "rtmps://b.example/edge"
+    # A tcUrl that is not rtmp[s]:// is not followed: the same target.
+    assert reconnect_target(current, ev.ReconnectRequest("http://b.example/edge", "x")) is current
+
+
+def test_pull_follows_a_reconnect_request() -> None:
+    settings = test_settings(pull="live/cam=rtmp://a.example/live/main")
+    pull = PullManager(settings, Hub()).pulls[0]
+    with pytest.raises(Reconnect) as caught:
+        pull._on_event(ev.ReconnectRequest("rtmp://b.example:1940/live", "moving"))
+    assert caught.value.target.tc_url == "rtmp://b.example:1940/live"
+    assert caught.value.target.name == "main"
