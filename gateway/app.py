@@ -33,7 +33,7 @@ from gateway.janitor import retire_ended, sweep_store
 from gateway.metrics import Metrics
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
-from gateway.server import serve_rtmp
+from gateway.server import Sessions, serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
@@ -115,6 +115,7 @@ class Gateway:
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
     access: AccessControl | None = None
+    rtmp_sessions: Sessions = field(default_factory=Sessions)  # for the reconnect request
     # Whether the store's writes succeed (the store records into it): /healthz and /metrics.
     health: StoreHealth = field(
         default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
@@ -125,6 +126,7 @@ class Gateway:
         self.hub = Hub(
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
+            track_headers_bytes=self.settings.track_headers_bytes,
             play_write_interval=self.settings.rtmp_play_write_interval,
             takeover_after=self.settings.publish_takeover_after,
         )
@@ -342,7 +344,11 @@ async def run_gateway(
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
                         listening = await ingest.start(
-                            serve_rtmp, settings, gw.hub, gw.metrics, access
+                            partial(serve_rtmp, sessions=gw.rtmp_sessions),
+                            settings,
+                            gw.hub,
+                            gw.metrics,
+                            access,
                         )
                         gw.bound = Bound(
                             [(a.host, a.port) for a in listening if a.protocol == "rtmp"],
@@ -357,6 +363,11 @@ async def run_gateway(
                         )
                         task_status.started(gw)
                         await stop.wait()
+                        # E-RTMP v2: publishers that can are asked to reconnect (elsewhere:
+                        # new connections are refused from now on) before ingest stops.
+                        await gw.rtmp_sessions.request_reconnects(
+                            settings.reconnect_request_wait, "The gateway is shutting down."
+                        )
                         # Graceful order: stop ingest (publish slots are released), then end the
                         # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.
                         ingest.cancel_scope.cancel()

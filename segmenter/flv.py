@@ -309,6 +309,92 @@ def join_tracks(kind: TagType, tracks: list[Track]) -> bytes:
     return bytes(out)
 
 
+# --- What RTMP fan-out needs of a tag (hub start-of-play cache, players): no codec data parsed.
+
+_EX_MPEG2TS_SEQUENCE_START = 5  # video: an MPEG-2 TS descriptor sequence start (config)
+# Packet types that configure a decoder (E-RTMP v1/v2): sequence starts, video Metadata
+# (colorInfo; replaces the previous one) and audio MultichannelConfig.
+_VIDEO_CONFIG = frozenset({_EX_SEQUENCE_START, _EX_VIDEO_METADATA, _EX_MPEG2TS_SEQUENCE_START})
+_AUDIO_CONFIG = frozenset({_EX_SEQUENCE_START, _EX_AUDIO_MULTICHANNEL})
+NOT_CONFIG = -1
+
+
+def _inner_packet_type(body: bytes, multitrack: int, media: str) -> tuple[int, bool]:
+    """(PacketType past ModEx and inside Multitrack, whether it is Multitrack); may raise
+    MediaError."""
+    packet_type, pos = body[0] & 0x0F, 1
+    if packet_type == _EX_MOD_EX:
+        packet_type, pos = _skip_mod_ex(body, pos, media)
+    if packet_type != multitrack:
+        return packet_type, False
+    if pos >= len(body):
+        raise MediaError(f"{media} Multitrack header truncated")
+    return body[pos] & 0x0F, True
+
+
+def config_type(kind: TagType, body: bytes) -> int:
+    """The PacketType of configuration a decoder needs before frames (0 for legacy AVC/AAC
+    sequence headers), looking through ModEx and Multitrack; NOT_CONFIG for anything else
+    (frames, script data, malformed bodies)."""
+    if len(body) < 2:
+        return NOT_CONFIG
+    found = _ex_header_kind(kind, body)
+    if found is None:
+        if kind == TagType.VIDEO:  # legacy AVC, or the non-standard id 12 HEVC, header
+            return 0 if body[0] & 0x0F in (_LEGACY_AVC, 12) and body[1] == 0 else NOT_CONFIG
+        if kind == TagType.AUDIO:
+            return 0 if body[0] >> 4 == _LEGACY_AAC and body[1] == 0 else NOT_CONFIG
+        return NOT_CONFIG
+    try:
+        packet_type = _inner_packet_type(body, found[1], found[0])[0]
+    except MediaError:
+        return NOT_CONFIG
+    configs = _VIDEO_CONFIG if kind == TagType.VIDEO else _AUDIO_CONFIG
+    return packet_type if packet_type in configs else NOT_CONFIG
+
+
+def is_multitrack(kind: TagType, body: bytes) -> bool:
+    """An E-RTMP v2 Multitrack audio or video tag (ModEx looked through); False if malformed."""
+    found = _ex_header_kind(kind, body)
+    if found is None:
+        return False
+    try:
+        return _inner_packet_type(body, found[1], found[0])[1]
+    except MediaError:
+        return False
+
+
+def is_default_keyframe(kind: TagType, body: bytes) -> bool:
+    """A video key frame (FrameType 1, FLV E.4.3.1 / ExVideoTagHeader) that is not configuration
+    and carries the default track (track 0, E-RTMP v2 Multitrack): where a player can start."""
+    if kind != TagType.VIDEO or len(body) < 2 or (body[0] >> 4) & 0x07 != _VIDEO_FRAME_KEY:
+        return False
+    if config_type(kind, body) != NOT_CONFIG:
+        return False
+    if not is_multitrack(kind, body):
+        return True
+    try:
+        tracks = split_multitrack(kind, body) or []
+    except MediaError:
+        return False
+    return any(t.track_id == 0 for t in tracks)
+
+
+def default_track_body(kind: TagType, body: bytes) -> bytes | None:
+    """What a peer that did not announce Multitrack gets of a tag: the body itself unless it is
+    Multitrack, else its track 0 as a one-track body, or None (no track 0, or malformed)."""
+    if not is_multitrack(kind, body):
+        return body
+    try:
+        tracks = split_multitrack(kind, body) or []
+    except MediaError:
+        return None
+    for t in tracks:
+        if t.track_id == 0:
+            return t.body
+    return None
+
+
 def parse_video(body: bytes) -> MediaPacket:
     """Parse a video tag body (legacy §E.4.3.1 or Enhanced RTMP ExVideoTagHeader)."""
     if not body:
