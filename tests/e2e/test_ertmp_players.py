@@ -144,9 +144,9 @@ async def wait_live(gw: Gateway, key: str) -> None:
 def probe(path: Path) -> list[tuple[str, str, int, int]]:
     """(type, codec, width, height) of every stream PyAV finds, and that video decodes."""
     with av.open(str(path)) as container:
-        found = [
+        found: list[tuple[str, str, int, int]] = [
             (
-                s.type,
+                str(s.type),
                 s.codec_context.name,
                 *((s.width, s.height) if isinstance(s, av.VideoStream) else (0, 0)),
             )
