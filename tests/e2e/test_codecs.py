@@ -1,7 +1,8 @@
 """Issue 15, first slice, end to end: FFmpeg 9 publishes HEVC, AV1 and VP9 (with AAC or Opus) over
 Enhanced RTMP; the CMAF output decodes with the right codec, picture and CODECS string. HEVC + AAC
 also goes to ts.m3u8 (stream type 0x24), read by PyAV, Debian's ffprobe and FFmpeg 5.1; for AV1,
-VP9 and Opus ts.m3u8 answers 404 saying why (MPEG-TS here carries H.264, HEVC and AAC)."""
+VP9 and Opus ts.m3u8 answers 404 saying why (MPEG-TS here carries H.264, HEVC, AAC, MP3, AC-3
+and E-AC-3)."""
 
 from __future__ import annotations
 
@@ -144,7 +145,7 @@ async def test_enhanced_rtmp_codec_plays_from_cmaf(gateway: Gateway, name: str) 
         assert ts.status_code == 200 and api["ts"] is None
     else:  # no ts.m3u8, and the 404 says why
         assert ts.status_code == 404
-        reason = f"MPEG-TS here carries H.264, HEVC and AAC, not {case.ts_names}"
+        reason = f"MPEG-TS here carries H.264, HEVC, AAC, MP3, AC-3 and E-AC-3, not {case.ts_names}"
         assert f"ts.m3u8 of live/{name}: {reason}" in ts.text
         assert api["ts"] is not None and case.ts_names in api["ts"]
 
