@@ -248,3 +248,80 @@ async def test_hevc_plays_from_mpeg_ts(gateway: Gateway, tmp_path: Path) -> None
         timeout=60,
     )  # fmt: skip
     assert read.returncode == 0 and read.stderr.decode().strip() == "", read
+
+
+@dataclass(frozen=True)
+class AudioCase:
+    args: tuple[str, ...]
+    codec: str  # ffprobe's codec_name
+    codecs: str  # the audio entry of the CODECS attribute
+    ts: bool  # ts.m3u8 carries it
+
+
+AUDIO_CASES = {
+    "flac": AudioCase(("-c:a", "flac"), "flac", "fLaC", False),
+    "ac3": AudioCase(("-c:a", "ac3"), "ac3", "ac-3", True),
+    "eac3": AudioCase(("-c:a", "eac3"), "eac3", "ec-3", True),
+    "mp3": AudioCase(("-c:a", "libmp3lame"), "mp3", "mp4a.40.34", True),
+}
+
+
+async def _probe_audio(url: str) -> dict[str, object]:
+    probe = await run_client(
+        [apt_ffprobe_exe(), "-v", "error", "-of", "json", "-show_streams", url], timeout=30
+    )
+    assert probe.returncode == 0, probe.stderr
+    streams = json.loads(probe.stdout)["streams"]
+    assert next(s for s in streams if s["codec_type"] == "video")["codec_name"] == "h264"
+    audio: dict[str, object] = next(s for s in streams if s["codec_type"] == "audio")
+    return audio
+
+
+@pytest.mark.parametrize("name", list(AUDIO_CASES))
+async def test_enhanced_rtmp_audio_plays_from_index(gateway: Gateway, name: str) -> None:
+    """FFmpeg 9 publishes H.264 + FLAC / AC-3 / E-AC-3 (Enhanced RTMP fLaC, ac-3, ec-3) or MP3
+    (legacy SoundFormat 2, as FFmpeg 9 sends it); index.m3u8 names the codec in CODECS and plays
+    in Debian's ffprobe (FFmpeg 5.1) with that codec, rate and channels; ts.m3u8 carries AC-3,
+    E-AC-3 and MP3, and answers FLAC with a 404 saying why."""
+    case = AUDIO_CASES[name]
+    assert gateway.bound is not None
+    args = [
+        imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
+        *case.args, "-frames:v", str(FRAMES), "-t", "3",
+        "-f", "flv", f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live/{name}",
+    ]  # fmt: skip
+    result = await run_client(args, timeout=120)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+    base = f"/live/{name}/"
+    async with httpx.AsyncClient() as client:
+        index = (await client.get(_url(gateway, base + "index.m3u8"))).text
+        ts = await client.get(_url(gateway, base + "ts.m3u8"))
+        api = (await client.get(_url(gateway, f"/api/streams/live/{name}"))).json()
+
+    stream_inf = [line for line in index.splitlines() if line.startswith("#EXT-X-STREAM-INF")]
+    assert len(stream_inf) == 1 and index.rstrip().endswith("cmaf.m3u8"), index
+    codecs = re.search(r'CODECS="([^"]+)"', stream_inf[0])
+    assert codecs is not None and re.fullmatch(rf"avc1\.[0-9a-f]{{6}},{re.escape(case.codecs)}",
+                                               codecs.group(1)), stream_inf[0]  # fmt: skip
+    assert api["codecs"] == codecs.group(1).split(",") and api["uncarried"] == []
+    assert (api["audio_sample_rate"], api["audio_channels"]) == (48000, 1)
+    assert api["malformed"] == 0, api
+
+    audio = await _probe_audio(_url(gateway, base + "index.m3u8"))
+    assert (audio["codec_name"], audio["sample_rate"], audio["channels"]) == (
+        case.codec,
+        "48000",
+        1,
+    )
+
+    if case.ts:
+        assert ts.status_code == 200 and api["ts"] is None, ts.text
+        audio = await _probe_audio(_url(gateway, base + "ts.m3u8"))
+        assert (audio["codec_name"], audio["sample_rate"]) == (case.codec, "48000")
+    else:
+        assert ts.status_code == 404
+        assert "ts.m3u8 of live/flac: MPEG-TS here carries" in ts.text and "not FLAC" in ts.text
