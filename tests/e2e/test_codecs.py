@@ -10,14 +10,17 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import av
 import httpx
 import pytest
+import trio
 
 from gateway.app import Gateway
 from tests.clients import apt_ffmpeg_exe, apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
+from tests.web.browser import sample_playback
 
 pytestmark = pytest.mark.e2e
 
@@ -325,3 +328,58 @@ async def test_enhanced_rtmp_audio_plays_from_index(gateway: Gateway, name: str)
     else:
         assert ts.status_code == 404
         assert "ts.m3u8 of live/flac: MPEG-TS here carries" in ts.text and "not FLAC" in ts.text
+
+
+async def test_player_page_plays_flac_and_says_what_no_output_carries(gateway: Gateway) -> None:
+    """Headless Chromium on the player page (hls.js): H.264 + FLAC plays with sound (Chromium
+    decodes fLaC from fMP4); H.264 + Nellymoser plays its picture and the page says, visibly,
+    that the Nellymoser audio is carried by no output."""
+    assert gateway.bound is not None
+    http_url = gateway.bound.http_url
+    rtmp = f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live"
+
+    def publish(key: str, audio: tuple[str, ...], rate: int) -> list[str]:
+        return [
+            imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+            "-re", "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={rate}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
+            *audio, "-t", "25", "-f", "flv", f"{rtmp}/{key}",
+        ]  # fmt: skip
+
+    async def live(key: str) -> None:
+        async with httpx.AsyncClient() as client:
+            with trio.fail_after(15):
+                while True:
+                    info = await client.get(f"{http_url}/api/streams/live/{key}")
+                    if info.status_code == 200 and info.json().get("segment_count"):
+                        return
+                    await trio.sleep(0.2)
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(run_client, publish("flacweb", ("-c:a", "flac"), 48000),
+                                       timeout=60))  # fmt: skip
+            nursery.start_soon(partial(run_client, publish("nelly", ("-c:a", "nellymoser"), 44100),
+                                       timeout=60))  # fmt: skip
+            await live("flacweb")
+            await live("nelly")
+            flac, nelly = await sample_playback(
+                [f"{http_url}/live/flacweb/", f"{http_url}/live/nelly/"],
+                seconds=6.0,
+                interval=0.5,
+                start_timeout=25.0,
+            )
+            nursery.cancel_scope.cancel()
+
+    for report in (flac, nelly):
+        assert report.started and report.advanced >= 3.0, report.describe()
+        assert not report.fatal_errors and not report.page_errors, report.describe()
+    rendition = flac.last_player.get("rendition") or {}
+    # index.m3u8 says fLaC; hls.js asks MSE for the name Chromium knows ("flac").
+    assert rendition.get("codecs", "").lower().endswith(",flac"), flac.describe()
+    assert (flac.samples[-1].audio_decoded or 0) > 0, flac.describe()  # the FLAC sound decodes
+    assert flac.samples[-1].shown.get("uncarried") == "", flac.describe()
+    message = nelly.samples[-1].shown.get("uncarried", "")
+    assert message.startswith("Not playable here: unsupported audio codec Nellymoser"), message
+    assert "no output carries it" in message
