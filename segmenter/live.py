@@ -26,6 +26,7 @@ from segmenter.codecs import (
     Av1Config,
     HevcConfig,
     MediaError,
+    Mp3Config,
     SpsInfo,
     VideoConfig,
     Vp9Config,
@@ -648,14 +649,15 @@ class LiveStream:
             )
 
     def _write_multivariant(self, bits_per_second: float, duration: float) -> None:
-        """index.m3u8: one variant pointing at the LL-HLS playlist (or the TS one without
-        CMAF), with the measured bitrates and the codecs of the actual sequence headers."""
+        """index.m3u8: one variant pointing at the LL-HLS playlist (or the TS one: see
+        ``_variant_playlist``), with the measured bitrates and the codecs of the actual sequence
+        headers."""
         bits, seconds = self._bits
         self._bits = bits + bits_per_second * duration, seconds + duration
         self._peak_bitrate = max(self._peak_bitrate, round(bits_per_second))
         video, audio = self._configs
         variant = Variant(
-            uri=CMAF_PLAYLIST_NAME if self._cmaf is not None else TS_PLAYLIST_NAME,
+            uri=self._variant_playlist(audio),
             bandwidth=self._peak_bitrate,
             average_bandwidth=round(self._bits[0] / self._bits[1]),
             codecs=tuple(c.codec_string for c in (video, audio) if c is not None),
@@ -667,6 +669,16 @@ class LiveStream:
         self._variant = variant
         text = render_multivariant([variant]).encode()
         self.store.put(f"{self.path}/{MULTIVARIANT_NAME}", text)
+
+    def _variant_playlist(self, audio: AudioConfig | None) -> str:
+        """The media playlist index.m3u8 points at: the LL-HLS one, except for MP3 when TS carries
+        the stream. Chromium's Media Source takes MP3 only as audio/mpeg, which hls.js makes out of
+        MPEG-TS, not in fMP4 (isTypeSupported of mp4a.6B, mp4a.69 and mp4a.40.34 are false)."""
+        if self._cmaf is None:
+            return TS_PLAYLIST_NAME
+        if isinstance(audio, Mp3Config) and self._ts is not None and self.ts_refusal is None:
+            return TS_PLAYLIST_NAME
+        return CMAF_PLAYLIST_NAME
 
     def _target_duration(self, first_segment: float) -> int:
         """EXT-X-TARGETDURATION for a new playlist (cutter.py, rule 1)."""

@@ -308,6 +308,9 @@ def test_stream_through_cmaf_and_ts(media_dir: Path, name: str) -> None:
     index = store.get("live/a/index.m3u8")
     assert index is not None and f'CODECS="{",".join(stats["codecs"])}"' in index.decode()
     assert stats["codecs"][0].startswith("avc1.")
+    # MP3 plays in browsers from TS only (audio/mpeg): index.m3u8 points there when TS has it.
+    playlist = "ts.m3u8" if name == "mp3" else "cmaf.m3u8"
+    assert index.decode().rstrip().endswith("\n" + playlist)
 
     names = store.names()
     (init_name,) = [n for n in names if "/init-" in n]
