@@ -388,3 +388,60 @@ async def test_player_page_plays_flac_mp3_and_says_what_no_output_carries(gatewa
     message = nelly.samples[-1].shown.get("uncarried", "")
     assert message.startswith("Not playable here: unsupported audio codec Nellymoser"), message
     assert "no output carries it" in message
+
+
+async def test_rtmp_players_get_each_audio_codec_as_sent(gateway: Gateway, tmp_path: Path) -> None:
+    """RTMP play passes FLAC, AC-3, E-AC-3 and MP3 through as the publisher sent them: FFmpeg 9
+    joining 2 s into each publish records H.264 + the codec, and all of it decodes (PyAV)."""
+    assert gateway.bound is not None
+    rtmp = f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live"
+    recorded: dict[str, dict[str, tuple[str, int, int]]] = {}
+
+    async def publish(key: str, case: AudioCase) -> None:
+        args = [
+            imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            "-re", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15",
+            "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-pix_fmt", "yuv420p",
+            *case.args, "-t", "7", "-f", "flv", f"{rtmp}/{key}",
+        ]  # fmt: skip
+        result = await run_client(args, timeout=30)
+        assert result.returncode == 0, result.stderr
+
+    async def play(key: str) -> None:
+        await trio.sleep(2)
+        out = tmp_path / f"{key}.flv"
+        args = [
+            imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            "-i", f"{rtmp}/{key}", "-t", "3", "-c", "copy", "-f", "flv", str(out),
+        ]  # fmt: skip
+        result = await run_client(args, timeout=30)
+        assert result.returncode == 0, result.stderr
+        recorded[key] = _decoded_streams(out.read_bytes())
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for key, case in AUDIO_CASES.items():
+                nursery.start_soon(publish, key, case)
+                nursery.start_soon(play, key)
+    for key, case in AUDIO_CASES.items():
+        streams = recorded[key]
+        assert streams["video"][0] == "h264" and streams["video"][2] >= 40, streams
+        audio_codec, rate, frames = streams["audio"]
+        assert audio_codec.startswith(case.codec) and rate == 48000, streams
+        assert frames >= 80, streams  # 3 s: 94 AC-3 frames, 125 MP3, 140 FLAC
+
+
+def _decoded_streams(data: bytes) -> dict[str, tuple[str, int, int]]:
+    """Per stream type: decoder name, sample rate (audio) and frames decoded, by PyAV."""
+    out: dict[str, tuple[str, int, int]] = {}
+    with av.open(io.BytesIO(data), format="flv") as container:
+        streams = {s.type: s for s in container.streams}
+        counts = dict.fromkeys(streams, 0)
+        for packet in container.demux():
+            for _ in packet.decode():
+                counts[packet.stream.type] += 1
+        for kind, s in streams.items():
+            rate = s.codec_context.sample_rate if kind == "audio" else 0
+            out[kind] = (s.codec_context.codec.name, rate, counts[kind])
+    return out
