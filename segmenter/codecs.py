@@ -1023,12 +1023,26 @@ def _eac3_syncframe(data: bytes, pos: int) -> _Eac3Frame:
     )  # fmt: skip
 
 
+# Syncframes in one E-AC-3 access unit: up to 8 independent substreams with up to 8 dependent
+# ones each (A/52 §E.1.2.1: substreamid 3 bits, Annex E §E.3.8); more is not a real stream, and
+# bounds the work a hostile tag of tiny frames can cause.
+MAX_EAC3_SYNCFRAMES = 72
+_EAC3_MIN_FRAME = 8  # syncinfo and the head of bsi (A/52 §E.1.2.1, §E.1.2.2)
+
+
 def _eac3_syncframes(data: bytes) -> list[_Eac3Frame]:
-    frames, pos = [], 0
+    frames: list[_Eac3Frame] = []
+    pos = 0
     while pos < len(data):
+        if len(frames) == MAX_EAC3_SYNCFRAMES:
+            raise MediaError(f"E-AC-3 access unit of more than {MAX_EAC3_SYNCFRAMES} syncframes")
         frame = _eac3_syncframe(data, pos)
+        if frame.size < _EAC3_MIN_FRAME:
+            raise MediaError(f"E-AC-3 syncframe of {frame.size} bytes is too short")
         frames.append(frame)
         pos += frame.size
+    if not frames:
+        raise MediaError("empty E-AC-3 frame")
     return frames
 
 

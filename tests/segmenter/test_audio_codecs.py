@@ -11,9 +11,12 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segmenter.codecs import (
     MediaError,
+    audio_config_from_frame,
     audio_frame_samples,
     eac3_samples,
     flac_block_size,
@@ -337,3 +340,30 @@ def test_stream_through_cmaf_and_ts(media_dir: Path, name: str) -> None:
     ts = _streams(b"".join(segments), "mpegts")
     assert ts["audio"][:2] == (decoder, 48000) and ts["audio"][2] == frames
     assert ts["video"][2] == 45
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300, deadline=None)
+def test_any_frame_header_parses_or_raises_media_error(data: bytes) -> None:
+    # Anything but a MediaError (IndexError, ValueError, ...) fails the test.
+    for fourcc in ("ac-3", "ec-3", ".mp3"):
+        try:
+            audio_config_from_frame(fourcc, data)
+        except MediaError as exc:
+            assert exc.reason
+    for fourcc in ("fLaC", "ac-3", "ec-3", ".mp3", "Opus", "mp4a"):
+        assert audio_frame_samples(fourcc, data) > 0
+    try:
+        parse_flac_streaminfo(data)
+    except MediaError as exc:
+        assert exc.reason
+
+
+def test_eac3_access_unit_of_tiny_syncframes_is_refused() -> None:
+    # frmsiz 3: 8-byte syncframes, valid heads, 100 of them in one tag.
+    tiny = bytes.fromhex("0b7700033287c000")
+    assert eac3_samples(tiny * 2) == 3072
+    with pytest.raises(MediaError, match="more than 72 syncframes"):
+        eac3_samples(tiny * 100)
+    with pytest.raises(MediaError, match="too short"):
+        eac3_samples(bytes.fromhex("0b7700003287c000"))
