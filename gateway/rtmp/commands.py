@@ -6,14 +6,18 @@ publisher or player sends to an event and/or an immediate reply.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from gateway.rtmp import ertmp, events
+from gateway.rtmp.base import (
+    CSID_COMMAND,
+    ConnectionCore,
+    MessageStream,
+    State,
+    StreamState,
+)
 from gateway.rtmp.errors import RemoteProtocolError
 from gateway.rtmp.messages import Command
-
-if TYPE_CHECKING:
-    from gateway.rtmp.connection import Connection, MessageStream
 
 __all__ = ["handle_command", "split_query"]
 
@@ -40,9 +44,7 @@ def _num_arg(cmd: Command, index: int, default: float) -> float:
     return float(v)
 
 
-def handle_command(conn: Connection, stream_id: int, cmd: Command) -> None:
-    from gateway.rtmp.connection import CSID_COMMAND, State
-
+def handle_command(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     state = conn.state
     if state is State.REJECTED:
         return  # connect was refused: drain until the peer closes
@@ -62,10 +64,8 @@ def handle_command(conn: Connection, stream_id: int, cmd: Command) -> None:
         conn.send_command(CSID_COMMAND, 0, "_error", cmd.transaction_id, None, info)
 
 
-def _connect(conn: Connection, cmd: Command) -> None:
+def _connect(conn: ConnectionCore, cmd: Command) -> None:
     """§7.2.1.1; query string taken from app, else from tcUrl (OBS puts it in both)."""
-    from gateway.rtmp.connection import State
-
     params: dict[str, Any] = (
         dict(cmd.command_object) if isinstance(cmd.command_object, dict) else {}
     )
@@ -77,40 +77,34 @@ def _connect(conn: Connection, cmd: Command) -> None:
     if not query and tc_url is not None:
         query = split_query(tc_url)[1]
     enc = params.get("objectEncoding", 0.0)
-    conn._object_encoding = float(enc) if isinstance(enc, int | float) else 0.0
-    conn._connect_txn = cmd.transaction_id
+    conn.object_encoding = float(enc) if isinstance(enc, int | float) else 0.0
+    conn.connect_txn = cmd.transaction_id
     caps, problems = ertmp.parse_capabilities(params)
     conn.peer_caps = caps
-    conn._state = State.CONNECT_PENDING
-    conn._queue(
+    conn.state = State.CONNECT_PENDING
+    conn.queue_event(
         events.ConnectRequest(cmd.transaction_id, app, tc_url, params, query, caps, tuple(problems))
     )
 
 
-def _result(conn: Connection, cmd: Command, *values: Any) -> None:
-    from gateway.rtmp.connection import CSID_COMMAND
-
+def _result(conn: ConnectionCore, cmd: Command, *values: Any) -> None:
     if cmd.transaction_id > 0:
         conn.send_command(CSID_COMMAND, 0, "_result", cmd.transaction_id, None, *values)
 
 
-def _release_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _release_stream(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     _result(conn, cmd)
-    conn._queue(events.ReleaseStream(split_query(_str_arg(cmd, 0) or "")[0]))
+    conn.queue_event(events.ReleaseStream(split_query(_str_arg(cmd, 0) or "")[0]))
 
 
-def _fc_publish(conn: Connection, stream_id: int, cmd: Command) -> None:
-    from gateway.rtmp.connection import CSID_COMMAND
-
+def _fc_publish(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     name = split_query(_str_arg(cmd, 0) or "")[0]  # names in events never carry the query
     info = {"code": "NetStream.Publish.Start", "description": name}
     conn.send_command(CSID_COMMAND, 0, "onFCPublish", 0.0, None, info)
-    conn._queue(events.FCPublish(name))
+    conn.queue_event(events.FCPublish(name))
 
 
-def _fc_unpublish(conn: Connection, stream_id: int, cmd: Command) -> None:
-    from gateway.rtmp.connection import CSID_COMMAND, StreamState
-
+def _fc_unpublish(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     name = split_query(_str_arg(cmd, 0) or "")[0]
     info = {"code": "NetStream.Unpublish.Success", "description": name}
     conn.send_command(CSID_COMMAND, 0, "onFCUnpublish", 0.0, None, info)
@@ -121,13 +115,11 @@ def _fc_unpublish(conn: Connection, stream_id: int, cmd: Command) -> None:
             st.state = StreamState.CREATED
             found = sid
             break
-    conn._queue(events.Unpublish(found, name))
+    conn.queue_event(events.Unpublish(found, name))
 
 
-def _create_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _create_stream(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """§7.2.1.3: ids from 1, the smallest free one, at most max_message_streams alive."""
-    from gateway.rtmp.connection import MessageStream
-
     if len(conn.streams) >= conn.limits.max_message_streams:
         limit = conn.limits.max_message_streams
         raise RemoteProtocolError("too-many-streams", f"createStream past {limit} open streams")
@@ -136,32 +128,28 @@ def _create_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
         sid += 1
     conn.streams[sid] = MessageStream()
     _result(conn, cmd, float(sid))
-    conn._queue(events.StreamCreated(sid))
+    conn.queue_event(events.StreamCreated(sid))
 
 
-def _stream(conn: Connection, stream_id: int) -> MessageStream:
+def _stream(conn: ConnectionCore, stream_id: int) -> MessageStream:
     st = conn.streams.get(stream_id)
     if st is None:
         raise RemoteProtocolError("unknown-stream", f"command on stream {stream_id}, never created")
     return st
 
 
-def _publish(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _publish(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """§7.2.2.6: publish(0, null, name, type) on the created stream."""
-    from gateway.rtmp.connection import StreamState
-
     st = _stream(conn, stream_id)
     if st.state is not StreamState.CREATED:
         raise RemoteProtocolError("stream-busy", f"publish on stream {stream_id}, already in use")
     name, query = split_query(_str_arg(cmd, 0) or "")
     st.name, st.state = name, StreamState.PUBLISH_PENDING
-    conn._queue(events.PublishRequest(stream_id, name, query, _str_arg(cmd, 1) or "live"))
+    conn.queue_event(events.PublishRequest(stream_id, name, query, _str_arg(cmd, 1) or "live"))
 
 
-def _play(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _play(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """§7.2.2.1: play(0, null, name, start=-2, duration=-1, reset=true)."""
-    from gateway.rtmp.connection import StreamState
-
     st = _stream(conn, stream_id)
     if st.state is not StreamState.CREATED:
         raise RemoteProtocolError("stream-busy", f"publish on stream {stream_id}, already in use")
@@ -170,48 +158,42 @@ def _play(conn: Connection, stream_id: int, cmd: Command) -> None:
     reset = reset_v if isinstance(reset_v, bool) else True
     st.name, st.state = name, StreamState.PLAY_PENDING
     start, duration = _num_arg(cmd, 1, -2.0), _num_arg(cmd, 2, -1.0)
-    conn._queue(events.PlayRequest(stream_id, name, query, start, duration, reset))
+    conn.queue_event(events.PlayRequest(stream_id, name, query, start, duration, reset))
 
 
-def _delete_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _delete_stream(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """§7.2.2.3: deleteStream(0, null, id) frees the id."""
     sid = int(_num_arg(cmd, 0, -1.0))
     if conn.streams.pop(sid, None) is not None:
-        conn._clocks.pop(sid, None)
-        conn._queue(events.StreamDeleted(sid))
+        conn.clocks.pop(sid, None)
+        conn.queue_event(events.StreamDeleted(sid))
 
 
-def _close_stream(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _close_stream(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """closeStream on the stream itself: back to CREATED (the id stays allocated)."""
-    from gateway.rtmp.connection import StreamState
-
     st = conn.streams.get(stream_id)
     if st is not None:
         st.state, st.name = StreamState.CREATED, ""
-        conn._queue(events.StreamDeleted(stream_id))
+        conn.queue_event(events.StreamDeleted(stream_id))
 
 
-def _pause(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _pause(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """§7.2.2.8: pause(0, null, pause flag, position ms); the server layer answers Notify."""
-    from gateway.rtmp.connection import StreamState
-
     st = conn.streams.get(stream_id)
     flag = cmd.args[0] if cmd.args else None
     if st is None or st.state is not StreamState.PLAYING or not isinstance(flag, bool):
         return  # nothing to pause: ignored, as FMS and nginx-rtmp do
-    conn._queue(events.PauseRequest(stream_id, flag, _num_arg(cmd, 1, 0.0)))
+    conn.queue_event(events.PauseRequest(stream_id, flag, _num_arg(cmd, 1, 0.0)))
 
 
-def _fc_subscribe(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _fc_subscribe(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     """FCSubscribe(name) (CDN edge convention): acknowledged with onFCSubscribe."""
-    from gateway.rtmp.connection import CSID_COMMAND
-
     name = split_query(_str_arg(cmd, 0) or "")[0]
     info = {"code": "NetStream.Play.Start", "description": name}
     conn.send_command(CSID_COMMAND, 0, "onFCSubscribe", 0.0, None, info)
 
 
-def _get_stream_length(conn: Connection, stream_id: int, cmd: Command) -> None:
+def _get_stream_length(conn: ConnectionCore, stream_id: int, cmd: Command) -> None:
     _result(conn, cmd, 0.0)  # live streams have no length
 
 

@@ -7,7 +7,6 @@ handling (§7.2) lives in commands.py; this module owns state, framing and media
 
 from __future__ import annotations
 
-import enum
 import os
 from collections import deque
 from collections.abc import Callable
@@ -15,61 +14,47 @@ from typing import Any, Final
 
 from gateway.rtmp import amf0, client, commands, ertmp, events, handshake
 from gateway.rtmp import messages as m
+from gateway.rtmp.base import (
+    CSID_AUDIO,
+    CSID_COMMAND,
+    CSID_CONTROL,
+    CSID_STREAM,
+    CSID_VIDEO,
+    ClientState,
+    MessageStream,
+    Role,
+    State,
+    StreamState,
+)
 from gateway.rtmp.chunk import TIMESTAMP_MASK, ChunkDecoder, ChunkEncoder, RawMessage
 from gateway.rtmp.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from gateway.rtmp.events import NEED_DATA, Event
 from gateway.rtmp.limits import Limits
 
-__all__ = ["NEED_DATA", "Connection", "Role", "State", "StreamState"]
+# Role, State, StreamState, MessageStream and the CSID_* ids live in base.py (shared with the
+# command handlers) and are re-exported here, where users of a connection look for them.
+__all__ = [
+    "CSID_AUDIO",
+    "CSID_COMMAND",
+    "CSID_CONTROL",
+    "CSID_STREAM",
+    "CSID_VIDEO",
+    "NEED_DATA",
+    "Connection",
+    "MessageStream",
+    "Role",
+    "State",
+    "StreamState",
+]
 
-# Outbound chunk stream ids (peers must not rely on numbers; these follow nginx-rtmp).
-CSID_CONTROL: Final = 2  # §5.4: protocol control on csid 2
-CSID_COMMAND: Final = 3  # NetConnection commands
-CSID_STREAM: Final = 5  # NetStream commands, status and data
-CSID_AUDIO: Final = 6
-CSID_VIDEO: Final = 7
 # Data message names passed on to the server (docs/protocol.md §4.5); others are dropped.
 ALLOWED_DATA: Final = frozenset(("onMetaData", "onTextData", "onCuePoint", "onCaption"))
 SET_DATA_FRAME: Final = "@setDataFrame"
 _HALF_CLOCK: Final = 1 << 30  # serial arithmetic (RFC 1982) on the 31-bit clock
 
 
-class Role(enum.Enum):
-    SERVER = "server"
-    CLIENT = "client"
-
-
-class State(enum.Enum):
-    HANDSHAKE = "handshake"  # waiting for C0+C1 (server) or S0+S1+S2 (client)
-    HANDSHAKE_ACK = "handshake-ack"  # server: S0+S1+S2 sent, waiting for C2
-    WAIT_CONNECT = "wait-connect"  # handshake done, no connect yet
-    CONNECT_PENDING = "connect-pending"  # ConnectRequest surfaced, no decision yet
-    CONNECTED = "connected"
-    REJECTED = "rejected"  # connect refused: input is drained until EOF
-    CLOSED = "closed"  # EOF seen and processed
-    ERROR = "error"  # sticky after a remote protocol error
-
-
-class StreamState(enum.Enum):
-    CREATED = "created"
-    PUBLISH_PENDING = "publish-pending"
-    PUBLISHING = "publishing"
-    PLAY_PENDING = "play-pending"
-    PLAYING = "playing"
-
-
 _PUBLISHER_MEDIA: Final = frozenset((StreamState.PUBLISH_PENDING, StreamState.PUBLISHING))
 _PLAYER_MEDIA: Final = frozenset((StreamState.PLAY_PENDING, StreamState.PLAYING))
-
-
-class MessageStream:
-    """A message stream made by createStream (§7.2.1.3)."""
-
-    __slots__ = ("name", "state")
-
-    def __init__(self) -> None:
-        self.state = StreamState.CREATED
-        self.name = ""
 
 
 class Connection(client.ClientMixin):
@@ -85,7 +70,7 @@ class Connection(client.ClientMixin):
         self.limits = limits if limits is not None else Limits()
         self._random = random_bytes
         self._epoch_ms = epoch_ms
-        self._state = State.HANDSHAKE
+        self.state = State.HANDSHAKE
         self._error: RemoteProtocolError | None = None
         self._hs_buf = bytearray()
         self._decoder = ChunkDecoder(self.limits)
@@ -100,27 +85,23 @@ class Connection(client.ClientMixin):
         self.peer_acknowledged = 0  # last Acknowledgement sequence from the peer
         self.dropped_messages = 0  # data/media we did not pass on (observability)
         self.streams: dict[int, MessageStream] = {}
-        self._clocks: dict[int, tuple[int, int]] = {}  # msid -> (last 31-bit ts, unwrapped)
-        self._connect_txn = 0.0
+        self.clocks: dict[int, tuple[int, int]] = {}  # msid -> (last 31-bit ts, unwrapped)
+        self.connect_txn = 0.0
         # Server role: what the client announced in connect (E-RTMP); client role: what the
         # server announced in its connect _result.
         self.peer_caps = ertmp.Capabilities()
-        self._object_encoding: float = 0.0
+        self.object_encoding: float = 0.0
         self._digest = False  # the peer used the Flash 9 digest handshake
         self._client_hs: handshake.ClientHandshake | None = None
-        self._cli: client.ClientState | None = None
+        self.cli: ClientState | None = None
         if role is Role.CLIENT:
-            self._cli = client.ClientState()
+            self.cli = ClientState()
             self._client_hs = handshake.ClientHandshake(
                 time_ms=self._now(), random_bytes=random_bytes
             )
             self._out += self._client_hs.c0c1()
 
     # ---- public surface -------------------------------------------------------------
-
-    @property
-    def state(self) -> State:
-        return self._state
 
     @property
     def bytes_received(self) -> int:
@@ -139,7 +120,7 @@ class Connection(client.ClientMixin):
         """After NEED_DATA: bytes to wait for before reading again (a hint for the transport):
         at least ``floor``, the rest of the message in progress, but never past the byte that
         makes our Acknowledgement due (§5.4.3: a peer may stop until it gets one)."""
-        if self._state in (State.HANDSHAKE, State.HANDSHAKE_ACK):
+        if self.state in (State.HANDSHAKE, State.HANDSHAKE_ACK):
             return 1
         wanted = max(floor, self._decoder.wanted_bytes)
         if self._peer_window:
@@ -149,21 +130,21 @@ class Connection(client.ClientMixin):
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer (copy) bytes from the peer; ``b""`` means the peer closed (EOF). The caller may
         reuse ``data``'s memory once this returns."""
-        self._check_error()
+        self.check_error()
         if self._eof:
             raise LocalProtocolError("receive-after-eof")
         if not data:
             self._eof = True
             return
         self._bytes_received += len(data)
-        if self._state in (State.HANDSHAKE, State.HANDSHAKE_ACK):
+        if self.state in (State.HANDSHAKE, State.HANDSHAKE_ACK):
             self._hs_buf += data
         else:
             self._decoder.feed(data)
         self._maybe_ack()
 
     def next_event(self) -> Event | type[NEED_DATA]:
-        self._check_error()
+        self.check_error()
         try:
             while not self._events:
                 ev = self._step()
@@ -172,7 +153,7 @@ class Connection(client.ClientMixin):
             return self._events.popleft()
         except RemoteProtocolError as exc:
             self._error = exc
-            self._state = State.ERROR
+            self.state = State.ERROR
             raise
 
     def data_to_send(self) -> bytes:
@@ -188,9 +169,9 @@ class Connection(client.ClientMixin):
         """§7.2.1.1: window, peer bandwidth, chunk size, then _result Connect.Success."""
         self._expect_state(State.CONNECT_PENDING)
         lim = self.limits
-        self._send_control(m.WindowAckSize(lim.window_ack_size))
-        self._send_control(m.SetPeerBandwidth(lim.window_ack_size, m.LIMIT_DYNAMIC))
-        self._send_control(m.SetChunkSize(lim.out_chunk_size))  # encoder switches after it
+        self.send_control(m.WindowAckSize(lim.window_ack_size))
+        self.send_control(m.SetPeerBandwidth(lim.window_ack_size, m.LIMIT_DYNAMIC))
+        self.send_control(m.SetChunkSize(lim.out_chunk_size))  # encoder switches after it
         props: dict[str, Any] = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
         if self.peer_caps.announced:
             # E-RTMP: an enhanced client is told what we support (legacy ones get the old bytes).
@@ -199,22 +180,22 @@ class Connection(client.ClientMixin):
             "level": "status",
             "code": "NetConnection.Connect.Success",
             "description": "Connection succeeded.",
-            "objectEncoding": self._object_encoding,
+            "objectEncoding": self.object_encoding,
         }
-        self.send_command(CSID_COMMAND, 0, "_result", self._connect_txn, props, info)
-        self._state = State.CONNECTED
+        self.send_command(CSID_COMMAND, 0, "_result", self.connect_txn, props, info)
+        self.state = State.CONNECTED
 
     def reject_connect(self, description: str) -> None:
         self._expect_state(State.CONNECT_PENDING)
         info = {"level": "error", "code": "NetConnection.Connect.Rejected"}
         info["description"] = description
-        self.send_command(CSID_COMMAND, 0, "_error", self._connect_txn, None, info)
-        self._state = State.REJECTED
+        self.send_command(CSID_COMMAND, 0, "_error", self.connect_txn, None, info)
+        self.state = State.REJECTED
 
     def accept_publish(self, stream_id: int) -> None:
         """§7.2.2.6: StreamBegin + onStatus NetStream.Publish.Start (after authorisation)."""
         st = self._pending(stream_id, StreamState.PUBLISH_PENDING)
-        self._send_control(m.user_control(m.StreamBegin(stream_id)))
+        self.send_control(m.user_control(m.StreamBegin(stream_id)))
         self.send_status(stream_id, "status", "NetStream.Publish.Start", f"{st.name} is published.")
         st.state = StreamState.PUBLISHING
 
@@ -226,7 +207,7 @@ class Connection(client.ClientMixin):
     def accept_play(self, stream_id: int) -> None:
         """§7.2.2.1: StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess; docs/protocol.md §4."""
         st = self._pending(stream_id, StreamState.PLAY_PENDING)
-        self._send_control(m.user_control(m.StreamBegin(stream_id)))
+        self.send_control(m.user_control(m.StreamBegin(stream_id)))
         self.send_status(stream_id, "status", "NetStream.Play.Reset", f"Playing {st.name}.")
         self.send_status(stream_id, "status", "NetStream.Play.Start", f"Started {st.name}.")
         body = amf0.encode("|RtmpSampleAccess", True, True)
@@ -241,21 +222,21 @@ class Connection(client.ClientMixin):
     def send_reconnect_request(self, description: str, tc_url: str | None = None) -> None:
         """E-RTMP v2 "Reconnect Request": NetConnection onStatus (stream 0, transaction 0, null
         command object) asking the client to reconnect, to ``tc_url`` or the same server."""
-        self._check_error()
-        if self._state is not State.CONNECTED:
+        self.check_error()
+        if self.state is not State.CONNECTED:
             raise LocalProtocolError("not-connected")
         info = ertmp.reconnect_info(description, tc_url)
         self.send_command(CSID_COMMAND, 0, "onStatus", 0.0, None, info)
 
     def send_status(self, stream_id: int, level: str, code: str, description: str) -> None:
-        self._check_error()
+        self.check_error()
         info = {"level": level, "code": code, "description": description}
         self.send_command(CSID_STREAM, stream_id, "onStatus", 0.0, None, info)
 
     def send_media(self, stream_id: int, type: int, timestamp: int, body: bytes) -> None:
         """Audio/video/data to the peer on their own chunk streams; time is sent mod 2**32."""
-        self._check_error()
-        if self._state is not State.CONNECTED:
+        self.check_error()
+        if self.state is not State.CONNECTED:
             raise LocalProtocolError("not-connected")
         csid = {m.AUDIO: CSID_AUDIO, m.VIDEO: CSID_VIDEO}.get(type, CSID_STREAM)
         self._send(csid, type, stream_id, body, timestamp)
@@ -264,7 +245,7 @@ class Connection(client.ClientMixin):
         self, csid: int, stream_id: int, name: str, txn: float, obj: Any, *args: Any
     ) -> None:
         """Queue an AMF0 command message (§7.1.1)."""
-        self._check_error()
+        self.check_error()
         body = m.encode_command(m.Command(name, txn, obj, args))
         self._send(csid, m.COMMAND_AMF0, stream_id, body)
 
@@ -273,17 +254,17 @@ class Connection(client.ClientMixin):
     def _now(self) -> int:
         return self._epoch_ms() if self._epoch_ms is not None else 0
 
-    def _check_error(self) -> None:
+    def check_error(self) -> None:
         if self._error is not None:
             raise RemoteProtocolError(self._error.reason, status_code=self._error.status_code)
 
     def _expect_state(self, state: State) -> None:
-        self._check_error()
-        if self._state is not state:
-            raise LocalProtocolError(f"wrong-state: {self._state.value}")
+        self.check_error()
+        if self.state is not state:
+            raise LocalProtocolError(f"wrong-state: {self.state.value}")
 
     def _pending(self, stream_id: int, state: StreamState) -> MessageStream:
-        self._check_error()
+        self.check_error()
         st = self.streams.get(stream_id)
         if st is None or st.state is not state:
             raise LocalProtocolError(f"stream-not-{state.value}")
@@ -292,18 +273,18 @@ class Connection(client.ClientMixin):
     def _send(self, csid: int, type_id: int, stream_id: int, body: bytes, ts: int = 0) -> None:
         self._out += self._encoder.encode(csid, ts, type_id, stream_id, body)
 
-    def _send_control(self, msg: m.ControlMessage) -> None:
+    def send_control(self, msg: m.ControlMessage) -> None:
         self._send(CSID_CONTROL, msg.type_id, 0, msg.encode())
 
     def _maybe_ack(self) -> None:
         """§5.4.3: acknowledge as soon as the peer's window of bytes has been received."""
         if self._peer_window and self._bytes_received - self._last_ack >= self._peer_window:
             self._last_ack = self._bytes_received
-            self._send_control(m.Acknowledgement(self._bytes_received))
+            self.send_control(m.Acknowledgement(self._bytes_received))
 
     def _step(self) -> Event | type[NEED_DATA] | None:
         """Advance once: an event, NEED_DATA, or None to keep going."""
-        st = self._state
+        st = self.state
         if st is State.HANDSHAKE:
             return self._step_handshake()
         if st is State.HANDSHAKE_ACK:
@@ -321,7 +302,7 @@ class Connection(client.ClientMixin):
 
     def _need(self) -> Event | type[NEED_DATA]:
         if self._eof:
-            self._state = State.CLOSED
+            self.state = State.CLOSED
             return events.ConnectionClosed()
         return NEED_DATA
 
@@ -344,15 +325,15 @@ class Connection(client.ClientMixin):
         del buf[: 1 + handshake.C1_SIZE]
         self._out += reply.data
         self._digest = reply.digest
-        self._state = State.HANDSHAKE_ACK
+        self.state = State.HANDSHAKE_ACK
         return None
 
     def _handshake_done(self, consumed: int, digest: bool) -> Event:
         rest = bytes(self._hs_buf[consumed:])
         self._hs_buf = bytearray()
         self._decoder.feed(rest)
-        self._state = State.WAIT_CONNECT
-        if self._cli is not None and self._cli.connect_obj is not None:
+        self.state = State.WAIT_CONNECT
+        if self.cli is not None and self.cli.connect_obj is not None:
             self._send_connect()  # connect() was called during the handshake
         return events.HandshakeComplete(digest)
 
@@ -361,7 +342,7 @@ class Connection(client.ClientMixin):
         if t in m.CONTROL_TYPES:
             self._on_control(m.decode_control(t, msg.body))
         elif t in (m.COMMAND_AMF0, m.COMMAND_AMF3):
-            handle = client.handle_command if self._cli else commands.handle_command
+            handle = client.handle_command if self.cli else commands.handle_command
             handle(self, msg.stream_id, m.decode_command(t, msg.body, self.limits.amf))
         elif t in (m.AUDIO, m.VIDEO, m.DATA_AMF0, m.DATA_AMF3):
             self._on_media(msg.stream_id, t, msg.timestamp, msg.body)
@@ -383,14 +364,14 @@ class Connection(client.ClientMixin):
         elif isinstance(msg, m.UserControl):
             ev = msg.event
             if isinstance(ev, m.PingRequest):  # §7.1.7: answer with the same timestamp
-                self._send_control(m.user_control(m.PingResponse(ev.timestamp)))
+                self.send_control(m.user_control(m.PingResponse(ev.timestamp)))
             elif isinstance(ev, m.SetBufferLength):
                 self._events.append(events.SetBufferLength(ev.stream_id, ev.buffer_ms))
 
     def _on_media(self, stream_id: int, type_id: int, timestamp: int, body: bytes) -> None:
         st = self.streams.get(stream_id)
         # A server takes media from its publishers; a client (pull relay) from what it plays.
-        states = _PLAYER_MEDIA if self._cli is not None else _PUBLISHER_MEDIA
+        states = _PLAYER_MEDIA if self.cli is not None else _PUBLISHER_MEDIA
         if st is None or st.state not in states or not body:
             self.dropped_messages += 1
             return
@@ -417,7 +398,7 @@ class Connection(client.ClientMixin):
 
     def _unwrap(self, stream_id: int, ts: int) -> int:
         """Serial-arithmetic unwrap of the 31-bit clock per message stream (docs/protocol.md §7)."""
-        prev = self._clocks.get(stream_id)
+        prev = self.clocks.get(stream_id)
         if prev is None:
             value = ts
         else:
@@ -425,8 +406,8 @@ class Connection(client.ClientMixin):
             if diff >= _HALF_CLOCK:
                 diff -= TIMESTAMP_MASK + 1
             value = prev[1] + diff
-        self._clocks[stream_id] = (ts, value)
+        self.clocks[stream_id] = (ts, value)
         return value
 
-    def _queue(self, event: Event) -> None:
+    def queue_event(self, event: Event) -> None:
         self._events.append(event)
