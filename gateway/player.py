@@ -399,15 +399,15 @@ class Fanout:
         self.last: dict[int, Shared] = {}  # the newest tag per chunk stream
 
     @classmethod
-    def attach(cls, hub: Hub, stream: Stream, play: Play) -> Fanout:
+    def attach(cls, hub: Hub, stream: Stream, play: Play, owner: trio.Nursery) -> Fanout:
         """Add ``play`` to the stream's fanout (made, with its task, for the first player).
-        Synchronous: the player gets everything published after this call."""
+        Synchronous: the player gets everything published after this call. ``owner`` runs the
+        writer task: a nursery that outlives any one player's connection (the server's)."""
         fanout = stream.fanout
         if not isinstance(fanout, Fanout):
             fanout = stream.fanout = cls(hub, stream, play.conn.limits.out_chunk_size)
             hub.add_sink(stream, fanout)
-            # A system task: the stream outlives any one player's connection.
-            trio.lowlevel.spawn_system_task(fanout.run, name=f"fanout {stream.path}")
+            owner.start_soon(fanout.run, name=f"fanout {stream.path}")
         play.skip = len(fanout.pending)
         fanout.plays.append(play)
         return fanout
@@ -438,7 +438,7 @@ class Fanout:
                     if self.hub.play_write_interval > 0:
                         await trio.sleep(self.hub.play_write_interval)
         except Exception:
-            # A bug must not take the process down (system task): end this stream's players.
+            # A bug must not take the server's other streams down: end this stream's players.
             log.exception("fanout of %s failed", self.stream.path)
             for play in self.plays:
                 play.failure = RuntimeError(f"fanout of {self.stream.path} failed")
@@ -485,6 +485,7 @@ async def play(
     metrics: Metrics,
     output: Output,
     peer: str,
+    owner: trio.Nursery,
     feed: PlayerFeed | None = None,
 ) -> str | None:
     """Serve one play request until the player goes away, falls too far behind, or is cancelled.
@@ -508,7 +509,7 @@ async def play(
     feed = feed if feed is not None else PlayerFeed()
     feed.has_video = stream.video_header is not None or any(t.type is TagType.VIDEO for t in start)
     p = Play(peer, stream_id, feed, conn, output, settings, metrics, stream.path)
-    fanout = Fanout.attach(hub, stream, p)
+    fanout = Fanout.attach(hub, stream, p, owner)
     output.plays.append(p)
     stream.players.add(p)
     metrics.players.inc()

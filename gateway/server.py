@@ -93,6 +93,10 @@ class Session:
     playing: dict[int, tuple[trio.CancelScope, PlayerFeed]] = field(default_factory=dict)
     _send_lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
     _nursery: trio.Nursery | None = None
+    # Runs the players' writer of each stream this session plays (gateway.player.Fanout): a
+    # stream's writer outlives any one player, so the server passes its own nursery. None: this
+    # session's (a lone session, in tests, then waits for the writer of the streams it plays).
+    fanouts: trio.Nursery | None = None
     _conn: Connection = field(init=False)
     # Why the connection ended; every task sets it, so what is left is a cancellation from
     # outside: the gateway stopping.
@@ -394,6 +398,8 @@ class Session:
 
     async def _play(self, feed: PlayerFeed, stream_id: int, stream: Stream) -> str | None:
         assert self.output is not None  # made by _on_play
+        owner = self.fanouts or self._nursery
+        assert owner is not None  # run() opened the session's nursery before any play
         return await play(
             conn=self._conn,
             stream_id=stream_id,
@@ -403,6 +409,7 @@ class Session:
             metrics=self.metrics,
             output=self.output,
             peer=self.peer,
+            owner=owner,
             feed=feed,
         )
 
@@ -711,6 +718,7 @@ async def serve_rtmp(
             mux=mux if stream is sock else None,
             protocol=protocol,
             access=access,
+            fanouts=nursery,
         )
         log.info("%s connection #%d from %s", protocol, session.id, peer)
         if sessions is not None:

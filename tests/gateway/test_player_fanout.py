@@ -309,3 +309,48 @@ async def test_player_of_a_stream_left_unpublished_is_told_then_let_go(
     assert 0.6 <= trio.current_time() - told < 2.5
     stream = hub.get("live", "gone")
     assert stream is None or not stream.players
+
+
+def _ancestors(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    chain = []
+    nursery = task.parent_nursery
+    while nursery is not None:
+        chain.append(nursery.parent_task)
+        nursery = nursery.parent_task.parent_nursery
+    return chain
+
+
+def _find_task(name: str) -> trio.lowlevel.Task | None:
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        if task.name == name:
+            return task
+        todo += [t for n in task.child_nurseries for t in n.child_tasks]
+    return None
+
+
+async def test_the_stream_writer_is_owned_by_the_server_and_outlives_its_first_player(
+    nursery: trio.Nursery,
+) -> None:
+    port, _, _ = await start_server(nursery)
+    serve_task = _find_task("gateway.server.serve_rtmp")
+    assert serve_task is not None
+    pub, sid = await live_publisher(port, "own")
+    first = await Client.open(port)
+    await first.play("own")
+    await first.until_body(b"v000000")
+    writer = _find_task("fanout live/own")
+    assert writer is not None
+    # Not a system task: a child of the server's nursery, cancelled with it.
+    assert serve_task in _ancestors(writer)
+    second = await Client.open(port)
+    await second.play("own")
+    await second.until_body(b"v000000")
+    await first.sock.aclose()  # the first player's connection ends; the writer goes on
+    pub.conn.send_media(sid, 9, 40, video(1, key=False))
+    await pub.sock.send_all(pub.conn.data_to_send())
+    await second.until_body(b"v000001")
+    assert _find_task("fanout live/own") is writer
