@@ -420,7 +420,7 @@ class Settings:
     shutdown_timeout: float = field(
         default=10.0,
         metadata=_doc(
-            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM/SIGHUP.", minimum=0
+            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0
         ),
     )
 

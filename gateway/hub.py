@@ -242,6 +242,15 @@ class Hub:
         self._on_stream_started = on_stream_started
         self._wallclock = wallclock
 
+    def configure(
+        self, *, gop_cache_bytes: int, play_write_interval: float, takeover_after: float
+    ) -> None:
+        """Reloaded settings: the GOP cache of streams created from now on, the players'
+        write interval and the takeover delay from their next use."""
+        self._gop_cache_bytes = gop_cache_bytes
+        self.play_write_interval = play_write_interval
+        self._takeover_after = takeover_after
+
     def get(self, app: str, key: str) -> Stream | None:
         return self.streams.get((app, key))
 
