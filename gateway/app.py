@@ -27,7 +27,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from gateway.access import AccessControl
 from gateway.config import ConfigError, Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, StreamCollector, StreamFigures
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
 from gateway.reload import ReloadPlan, plan_reload
@@ -46,6 +46,7 @@ from segmenter.store import (
 from web.app import WebConfig, create_app
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
+from web.viewers import Viewers
 
 log = logging.getLogger("gateway")
 
@@ -116,9 +117,14 @@ class Gateway:
     health: StoreHealth = field(
         default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
     )
+    viewers: Viewers = field(init=False)
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
+        self.viewers = Viewers(self.settings.hls_viewer_window)
+        self.metrics.registry.register(
+            StreamCollector(self._figures, lambda: self.settings.metrics_per_stream)
+        )
         self.hub = Hub(
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
@@ -152,6 +158,24 @@ class Gateway:
         live = self.lives.get(f"{app}/{key}")
         return live.part(file) if live is not None else None
 
+    def _figures(self) -> list[StreamFigures]:
+        return [
+            StreamFigures(
+                s.app,
+                s.key,
+                self.viewers.count(s.path),
+                len(s.players),
+                s.bytes_in,
+                self._dropped(s),
+            )
+            for s in self.hub.streams.values()
+        ]
+
+    def _dropped(self, s: Stream) -> int:
+        live = self.lives.get(s.path)
+        lost = int(live.stats().get("dropped", 0)) if live is not None else 0
+        return lost + sum(sub.dropped for sub in s.subscribers)
+
     def _describe(self, s: Stream) -> dict[str, Any]:
         live = self.lives.get(s.path)
         info: dict[str, Any] = dict(live.stats()) if live is not None else {}
@@ -171,6 +195,7 @@ class Gateway:
             subscribers=len(s.subscribers),
             players=[p.describe() for p in sorted(s.players, key=lambda p: p.peer)],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
+            viewers=self.viewers.count(s.path),
             relays=self.relays.relays_for(s.path),
             pulls=self.pulls.pulls_for(s.path),
         )
@@ -187,6 +212,7 @@ class Gateway:
         plan = plan_reload(self.settings, loaded)
         self.settings = new = plan.settings
         logging.getLogger().setLevel(new.log_level.upper())
+        self.viewers.window = new.hls_viewer_window
         self.hub.configure(
             gop_cache_bytes=new.gop_cache_bytes,
             play_write_interval=new.rtmp_play_write_interval,
@@ -364,6 +390,7 @@ async def run_gateway(
         waiters=gw.waiters,
         gate=access,
         health=gw.health,
+        viewers=gw.viewers,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout
