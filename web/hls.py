@@ -467,10 +467,8 @@ def fast_path(
                 headers.append((name, value))
         record(route, status, time.perf_counter() - started)
         if viewers is not None and method == "GET" and status in (200, 206):
-            # Players of this stream (web.viewers): counted on what they were given.
-            token = admission.token if admission is not None else None
-            ip = client_ip(scope.get("client"))
-            viewers.seen(f"{app}/{key}", session_of(token, ip, user_agent))
+            # A player of this stream served (web.viewers).
+            viewers.seen(f"{app}/{key}", session_of(client_ip(scope.get("client")), user_agent))
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": status,

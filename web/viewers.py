@@ -1,14 +1,13 @@
 """HLS viewers: distinct playback sessions per stream over a sliding window.
 
 HTTP has no connection per viewer: a player reloads the playlist every target duration or so
-and fetches segments, over one or several connections. A viewer is therefore counted by what
-identifies its playback session on each request:
+and fetches segments, over one or several connections. A viewer is counted by its client
+address and User-Agent, which every request of a playback session carries alike. Players
+behind one NAT with the same player and version count as one, so the figure is a lower bound.
 
-- under ``read_auth``, the session id inside its playback token (gateway.auth.playback), the
-  same on every URI of every playlist it was given, whatever its address;
-- otherwise (and for a ``gateway sign`` link, whose token has no session of its own), the
-  client address and User-Agent: players behind one NAT with the same player and version count
-  as one, so the figure is a lower bound.
+The playback token of ``read_auth`` is not used: it is renewed on every playlist load, and a
+client that presents its original credential again on each reload (FFmpeg given a URL with a
+JWT does) gets a new token session each time, which would count one viewer many times.
 
 A session counts while it fetched a playlist, segment or part of the stream with success within
 the last ``window`` seconds. At most ``max_sessions`` sessions are tracked at once (memory is
@@ -25,16 +24,11 @@ __all__ = ["MAX_SESSIONS", "Viewers", "session_of"]
 
 MAX_SESSIONS = 100_000  # sessions tracked at once, all streams together (~200 bytes each)
 _USER_AGENT_CHARS = 200  # of a User-Agent kept in a session key (bounded memory per session)
-_TOKEN_PREFIX = "p1~"  # gateway.auth.playback's format: p1~<expires>~<session>~<mac>
 
 
-def session_of(token: str | None, ip: str, user_agent: str | None) -> str:
+def session_of(ip: str, user_agent: str | None) -> str:
     """The key a request's playback session is counted by (see the module docstring)."""
-    if token is not None and token.startswith(_TOKEN_PREFIX):
-        parts = token.split("~")
-        if len(parts) == 4 and parts[2]:
-            return "s:" + parts[2]
-    return f"a:{ip} {(user_agent or '')[:_USER_AGENT_CHARS]}"
+    return f"{ip} {(user_agent or '')[:_USER_AGENT_CHARS]}"
 
 
 class Viewers:
