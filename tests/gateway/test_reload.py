@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import Any
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ def test_every_restart_only_name_is_a_setting() -> None:
 @pytest.mark.parametrize("name", sorted(RESTART_ONLY))
 def test_each_restart_only_setting_is_kept(name: str) -> None:
     f = next(f for f in Settings.fields() if f.name == name)
-    other = {str: "x", int: 1, float: 1.5}[type(f.default)]
+    other: Any = {str: "x", int: 1, float: 1.5}[type(f.default)]
     loaded = dataclasses.replace(Settings(), **{name: other})
     plan = plan_reload(Settings(), loaded)
     assert plan.needs_restart == (name,) and plan.applied == ()
