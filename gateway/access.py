@@ -195,6 +195,7 @@ class AccessControl:
                         self.settings.auth_hook_url,
                         content=request.hook_body(),
                         headers={"content-type": "application/json"},
+                        timeout=timeout,  # the reloaded one (the client was made at start)
                     ) as response:
                         body = bytearray()
                         async for chunk in response.aiter_bytes():

@@ -100,3 +100,38 @@ async def test_reload_adds_then_removes_a_push_relay_without_touching_the_publis
         a_info = (await http.get(f"{a.bound.http_url}/api/streams/live/cam")).json()
         assert a_info["sessions"] == 1 and a_info["state"] == "live"
     assert a.lives["live/cam"].config.window_segments == 6  # running streams keep their HLS
+
+
+async def test_reload_adds_then_removes_a_pull(nursery: trio.Nursery) -> None:
+    """A pulls B's stream once a reload names it, and stops when a reload removes the entry;
+    the other pull, unchanged, keeps its task and state."""
+    b, _ = await start_gateway(nursery, test_settings())
+    assert b.bound is not None
+    source = f"rtmp://127.0.0.1:{b.bound.rtmp_port}/live"
+    kept = f"live/other={source}/nobody"  # a source nobody publishes: keeps retrying
+    a, _ = await start_gateway(nursery, test_settings(pull=kept))
+    assert a.bound is not None
+    args = publish_args(imageio_ffmpeg_exe(), f"{source}/cam", seconds=25)
+    nursery.start_soon(partial(run_client, args, timeout=60))
+    async with httpx.AsyncClient(timeout=5) as http:
+        await poll(segment_uris(b.bound.http_url, "live/cam", http), timeout=15, what="B's HLS")
+        (other,) = a.pulls.pulls
+        plan = a.reconfigure(
+            dataclasses.replace(a.settings, pull=f"{kept} live/mirror={source}/cam")
+        )
+        assert plan.applied == ("pull",)
+        assert a.pulls.pulls[0] is other and len(a.pulls.pulls) == 2
+        await poll(segment_uris(a.bound.http_url, "live/mirror", http), timeout=15, what="A's pull")
+
+        a.reconfigure(dataclasses.replace(a.settings, pull=kept))
+        assert a.pulls.pulls == [other] and not other.scope.cancel_called
+
+        def a_lost_its_publisher() -> bool:
+            stream = a.hub.get("live", "mirror")
+            return stream is None or stream.publisher is None
+
+        with trio.fail_after(10):
+            while not a_lost_its_publisher():
+                await trio.sleep(0.1)
+        b_info = (await http.get(f"{b.bound.http_url}/api/streams/live/cam")).json()
+        assert b_info["sessions"] == 1 and b_info["state"] == "live"
