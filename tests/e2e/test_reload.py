@@ -91,6 +91,7 @@ async def test_sighup_applies_new_settings_keeps_the_publish_and_refuses_a_bad_f
                     )
                 )
                 seen = len(entries(log))
+                assert not any(e["level"] == "debug" for e in entries(log))  # info until now
                 proc.send_signal(signal.SIGHUP)
                 reloaded = await wait_for_entry(log, "reload", seen)
                 assert reloaded["changed"] == ["log_level", "api_token", "max_connections_per_ip"]
