@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
         "or the gateway's default)",
     )  # fmt: skip
     p.add_argument(
+        "--ours-env", action="append", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+        help="ingest: GATEWAY_* settings of ours; repeat the option for one run per value, side "
+        "by side (e.g. --ours-env GATEWAY_RTMP_READ_INTERVAL=0 --ours-env "
+        "GATEWAY_RTMP_READ_INTERVAL=0.005)",
+    )  # fmt: skip
+    p.add_argument(
+        "--nodelay", action="store_true",
+        help="ingest: publishers set TCP_NODELAY (as OBS does; FFmpeg's default is Nagle on)",
+    )  # fmt: skip
+    p.add_argument(
         "--ll-playlist", default=None,
         help="glass: what the LL-HLS player loads (default index.m3u8, the multivariant one)",
     )  # fmt: skip

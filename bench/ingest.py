@@ -41,10 +41,23 @@ def _poll(
             trackers[k].update(text, now)
 
 
-def column(target_name: str, formats: str | None) -> str:
-    """Table column of a run: ``ours[ts]`` for ours with --formats ts, else the label."""
+def column(target_name: str, formats: str | None, env: str | None = None) -> str:
+    """Table column of a run: ``ours[ts]`` for ours with --formats ts, ``ours{K=V}`` with
+    --ours-env K=V, else the label."""
     label = LABELS[target_name]
-    return f"{label}[{formats}]" if formats is not None else label
+    if formats is not None:
+        label += f"[{formats}]"
+    if env is not None:
+        label += "{" + env.removeprefix("GATEWAY_") + "}"
+    return label
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """``K=V,K=V`` of --ours-env as a dict; every key must be a GATEWAY_* setting."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(not k.startswith("GATEWAY_") or not eq for k, eq, _ in pairs):
+        raise ValueError(f"--ours-env wants GATEWAY_KEY=VALUE[,...], got {text!r}")
+    return {k.strip(): v.strip() for k, _, v in pairs}
 
 
 async def run_one(
@@ -54,17 +67,22 @@ async def run_one(
     fixture: Path,
     workdir: Path,
     formats: str | None = None,
+    env: str | None = None,
 ) -> dict[str, Any]:
-    col = column(target_name, formats)
+    col = column(target_name, formats, env)
     run: dict[str, Any] = {"target": target_name, "publishers": n, "column": col}
     if formats is not None:
         run["formats"] = formats
+    if env is not None:
+        run["env"] = env
     tag = f"{target_name}-{formats.replace(',', '+')}" if formats else target_name
+    if env is not None:
+        tag += "-" + "".join(c if c.isalnum() else "_" for c in env)
     logdir = workdir / f"{tag}-{n}-logs"
     async with Procs() as procs, open_target(
         target_name, procs, workdir / f"{tag}-{n}",
         target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
-        formats=formats,
+        formats=formats, settings=parse_env(env) if env is not None else None,
     ) as target:  # fmt: skip
         run["playlist"] = target.media_playlist
         await trio.sleep(0.5)  # let the server finish start-up work before the baseline
@@ -77,8 +95,12 @@ async def run_one(
         watchers = {k: FileWatcher(target.playlist_path(k)) for k in keys}
         trackers = {k: PlaylistTracker(opts.target_duration) for k in keys}
         spawned_at = trio.current_time()
+        nodelay = bool(getattr(opts, "nodelay", False))
         pubs = await publish.start_many(
-            procs, [publish.publish_args(fixture, target.rtmp_url(k)) for k in keys], logdir, "pub"
+            procs,
+            [publish.publish_args(fixture, target.rtmp_url(k), nodelay=nodelay) for k in keys],
+            logdir,
+            "pub",
         )
         # Set-up: until every stream lists a segment (or the deadline).
         with trio.move_on_after(SETUP_TIMEOUT + SETUP_PER_STREAM * n):
@@ -147,24 +169,30 @@ async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
     runs = []
-    # (target, formats): ours once per --formats value (GATEWAY_HLS_FORMATS), nginx once.
-    configs: list[tuple[str, str | None]] = []
+    # (target, formats, env): ours once per --formats value (GATEWAY_HLS_FORMATS) and per
+    # --ours-env value, nginx once.
+    envs: list[str | None] = list(getattr(opts, "ours_env", None) or [None])
+    for env in envs:
+        if env is not None:
+            parse_env(env)  # a typo stops the bench before any run
+    configs: list[tuple[str, str | None, str | None]] = []
     for name in targets:
-        if name == "ours" and getattr(opts, "formats", None):
-            configs += [(name, f) for f in opts.formats]
+        if name == "ours":
+            formats_list: list[str | None] = list(getattr(opts, "formats", None) or [None])
+            configs += [(name, f, e) for f in formats_list for e in envs]
         else:
-            configs.append((name, None))
+            configs.append((name, None, None))
     for n in opts.publishers:
-        for name, formats in configs:
+        for name, formats, env in configs:
             try:
-                runs.append(await run_one(name, n, opts, fixture, workdir, formats))
+                runs.append(await run_one(name, n, opts, fixture, workdir, formats, env))
             except RuntimeError as exc:  # a target that cannot start is a result, not a crash
                 runs.append(
-                    {"target": name, "publishers": n, "column": column(name, formats),
+                    {"target": name, "publishers": n, "column": column(name, formats, env),
                      "error": str(exc)}
                 )  # fmt: skip
     table = Table(f"ingest: {fixture.name}, {opts.seconds:g} s window", [], "publishers")
-    table.columns = [column(name, formats) for name, formats in configs]
+    table.columns = [column(name, formats, env) for name, formats, env in configs]
     metrics = [
         ("cpu_s_per_stream_min", "CPU s / stream-minute"),
         ("cpu_percent", "CPU % of one core"),
@@ -193,5 +221,7 @@ async def run(
         "sample": opts.sample,
         "targets": targets,
         "formats": getattr(opts, "formats", None),
+        "ours_env": getattr(opts, "ours_env", None),
+        "nodelay": bool(getattr(opts, "nodelay", False)),
     }
     return {"params": params, "runs": runs}, table

@@ -15,10 +15,12 @@ from bench.targets import Target
 SPAWN_STAGGER = 0.02
 
 
-def publish_args(fixture: Path, url: str) -> list[str]:
+def publish_args(fixture: Path, url: str, *, nodelay: bool = False) -> list[str]:
+    """FFmpeg publishing ``fixture`` in a loop; ``nodelay``: with TCP_NODELAY, as OBS sends."""
     return [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-re", "-stream_loop", "-1", "-i", str(fixture), "-c", "copy", "-f", "flv", url,
+        "-re", "-stream_loop", "-1", "-i", str(fixture), "-c", "copy", "-f", "flv",
+        *(["-tcp_nodelay", "1"] if nodelay else []), url,
     ]  # fmt: skip
 
 

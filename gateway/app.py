@@ -6,7 +6,8 @@ Task tree (every task has an owner):
     +-- RTMP server (own cancel scope: stopped first on shutdown)
     |     +-- one task per connection
     +-- segmenters (own nursery: one housekeeping task per stream; the segmenting itself runs
-    |                in the publisher's task as a hub sink)
+    |                in the publisher's task as a hub sink; the retirement of ended playlists
+    |                an earlier run left, gateway.janitor)
     +-- hypercorn (Quart app; drained last)
 """
 
@@ -25,8 +26,10 @@ import trio
 from hypercorn.trio import serve as hypercorn_serve
 
 from gateway.access import AccessControl
+from gateway.backpressure import watch_write_queue
 from gateway.config import ConfigError, Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
+from gateway.janitor import retire_ended, sweep_store
 from gateway.metrics import Metrics, StreamCollector, StreamFigures
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
@@ -43,7 +46,8 @@ from segmenter.store import (
     StoreHealth,
     WriteBehindStore,
 )
-from web.app import WebConfig, create_app
+from web.app import create_app
+from web.config import WebConfig
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
 from web.viewers import Viewers
@@ -134,6 +138,13 @@ class Gateway:
         self.relays = RelayManager(self.settings, self.hub, self.metrics)
         self.pulls = PullManager(self.settings, self.hub)
         self.metrics.store_healthy.set_function(lambda: 0.0 if self.health.failure else 1.0)
+        if isinstance(self.store, WriteBehindStore):
+            self.hub.write_gate = watch_write_queue(
+                self.store,
+                self.metrics,
+                warn_after=self.settings.hls_write_stall_warn,
+                drop_after=self.settings.hls_write_stall_timeout,
+            )
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -365,15 +376,18 @@ async def run_gateway(
     stop: trio.Event | None = None,
     handle_signals: bool = True,
     reloader: Reloader | None = None,
+    store_factory: Callable[[Settings, StoreHealth], Store] = make_store,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully. SIGHUP
-    applies the settings ``reloader`` loads (see :meth:`Gateway.reconfigure`)."""
+    applies the settings ``reloader`` loads (see :meth:`Gateway.reconfigure`).
+    ``store_factory``: how the store is made (tests wrap a slow one)."""
     stop = stop if stop is not None else trio.Event()
     health = StoreHealth(logging.getLogger("gateway.store"))
-    gw = Gateway(settings, make_store(settings, health), health=health)
+    gw = Gateway(settings, store_factory(settings, health), health=health)
     access = AccessControl(settings, gw.metrics.registry)
     gw.access = access
+    ended = await sweep_store(gw.store)  # before anything is written: see segmenter.sweep
     for name in end_stale_playlists(gw.store):
         log.info("%s: ended a live playlist left by a previous run", name)
     web_app = create_app(
@@ -427,6 +441,9 @@ async def run_gateway(
                     ) from None
                 async with trio.open_nursery() as segmenters:
                     gw._segmenters = segmenters
+                    segmenters.start_soon(
+                        retire_ended, gw.store, ended, settings.hls_retention, gw.lives.__contains__
+                    )
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
                         listening = await ingest.start(

@@ -91,7 +91,7 @@ def parse_ttl(text: str) -> float:
 
 def sign_command(args: argparse.Namespace) -> int:
     from gateway.auth import PlaybackSigner
-    from gateway.hub import valid_name
+    from segmenter.names import valid_name
 
     app, _, key = args.stream.strip("/").partition("/")
     if not (valid_name(app) and valid_name(key)):

@@ -344,8 +344,25 @@ class Settings:
             "With hls_dir: bytes of segments and playlists that may wait for the disk writer "
             "thread, which writes them in order (a segment before the playlist naming it) so "
             "disk time never holds the event loop; when the disk falls further behind, "
-            "publishers wait. 0 = write in the event loop.",
+            "publishers stop reading (TCP back-pressure) until it catches up; HTTP and players "
+            "go on. 0 = write in the event loop.",
             minimum=0,
+        ),
+    )
+    hls_write_stall_warn: float = field(
+        default=5.0,
+        metadata=_doc(
+            "With hls_dir: a publisher that has stopped reading this many seconds because the "
+            "disk write queue is full is logged (a warning naming it and the queue).",
+            minimum=0.0,
+        ),
+    )
+    hls_write_stall_timeout: float = field(
+        default=60.0,
+        metadata=_doc(
+            "With hls_dir: a publisher paused this many seconds by a full disk write queue (a "
+            "disk that stopped taking writes) is disconnected with that reason; 0 = never.",
+            minimum=0.0,
         ),
     )
     hls_retention: float = field(
@@ -353,7 +370,8 @@ class Settings:
         metadata=_doc(
             "Seconds an ended playlist (EXT-X-ENDLIST) and its segments stay downloadable before "
             "they are deleted and the stream's resources freed; the media sequence is kept for "
-            "the next publisher of the same name.",
+            "the next publisher of the same name. Also for the playlists an earlier run left in "
+            "hls_dir (counted from the file's time).",
             minimum=0.0,
         ),
     )

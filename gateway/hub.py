@@ -11,7 +11,6 @@ late subscriber can start.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,13 +20,10 @@ from urllib.parse import parse_qs
 
 import trio
 
+from gateway.backpressure import WriteGate
 from segmenter.flv import FlvTag, TagType
 
 log = logging.getLogger("gateway.hub")
-
-# App and stream names end up in URLs and store paths: keep them to a safe, bounded alphabet.
-NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
 
 # RTMP message types carried as FLV tags (the ids are the same: FLV spec E.4.1, RTMP §7.1).
 MEDIA_TYPES: dict[int, TagType] = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagType.SCRIPT}
@@ -35,10 +31,6 @@ MEDIA_TYPES: dict[int, TagType] = {8: TagType.AUDIO, 9: TagType.VIDEO, 18: TagTy
 
 class StreamBusy(Exception):
     """A publisher is already live on this name (answered with NetStream.Publish.BadName)."""
-
-
-def valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None
 
 
 def split_query(name: str) -> tuple[str, dict[str, list[str]]]:
@@ -241,6 +233,8 @@ class Hub:
         self.play_write_interval = play_write_interval
         self._on_stream_started = on_stream_started
         self._wallclock = wallclock
+        # Set with a disk write queue: publishers' readers pause on it while the queue is full.
+        self.write_gate: WriteGate | None = None
 
     def configure(
         self, *, gop_cache_bytes: int, play_write_interval: float, takeover_after: float

@@ -114,6 +114,40 @@ class Metrics:
             "1 while the store's writes succeed; 0 from a failed write until one succeeds",
             registry=r,
         )
+        # The disk write queue (WriteBehindStore, with hls_dir) and the publishers it pauses
+        # (gateway.backpressure); the queue gauges read the store when scraped.
+        self.store_queue_items = Gauge(
+            "hls_store_queue_items", "Disk writes and deletes waiting for the writer", registry=r
+        )
+        self.store_queue_bytes = Gauge(
+            "hls_store_queue_bytes", "Bytes waiting for the disk writer", registry=r
+        )
+        self.store_write_seconds = Histogram(
+            "hls_store_write_seconds",
+            "Time the disk writer took per write or delete",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=r,
+        )
+        self.store_write_failures = Counter(
+            "hls_store_write_failures", "Disk writes and deletes that failed", registry=r
+        )
+        self.store_pauses = Counter(
+            "hls_store_publisher_pauses",
+            "Times a publisher stopped reading because the disk write queue was full",
+            registry=r,
+        )
+        self.store_paused = Gauge(
+            "hls_store_publishers_paused", "Publishers waiting for the disk write queue now",
+            registry=r,
+        )  # fmt: skip
+        self.store_paused_seconds = Counter(
+            "hls_store_paused_seconds", "Seconds publishers spent waiting for the disk", registry=r
+        )
+        self.store_stalled_publishers = Counter(
+            "hls_store_publishers_dropped",
+            "Publishers disconnected after waiting hls_write_stall_timeout for the disk",
+            registry=r,
+        )
         self.segment_duration = Histogram(
             "hls_segment_duration_seconds",
             "Duration of produced HLS segments",

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from gateway.config import ConfigError, Settings
-from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, valid_name
+from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy
 from gateway.relay import _NET_ERRORS, Opener, _why, open_target, target_opener
 from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
 from gateway.reload import split_changes
@@ -27,6 +27,7 @@ from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
 from segmenter.flv import FlvTag
+from segmenter.names import valid_name
 
 log = logging.getLogger("gateway.pull")
 
@@ -160,6 +161,12 @@ class Pull:
                             self._on_event(event)
                         if not data:
                             return
+                        gate = self.hub.write_gate
+                        if gate is not None and self._stream is not None and gate.closed:
+                            # The disk is behind: stop reading the source until it catches up.
+                            cause = await gate.pause(f"pull {self.label}")
+                            if cause is not None:
+                                raise PullFailed(cause)
             if setup.cancelled_caught:
                 raise PullFailed(f"no RTMP handshake and connect within {setup_timeout:g} s")
         except trio.TooSlowError:

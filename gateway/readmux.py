@@ -23,14 +23,42 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sized
+from typing import Protocol
 
 import trio
 
-if TYPE_CHECKING:
-    from gateway.rtmp.connection import Connection
-    from gateway.server import Session
+from gateway.config import Settings
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.rtmp.connection import Connection
+
+
+class PublishingSession(Protocol):
+    """What a :class:`MuxedPublisher` uses of its connection's session (``gateway.server``
+    implements it; this module does not import the server, which imports this one)."""
+
+    last_read: float  # trio time of the last read, for the idle timeout
+
+    @property
+    def sock(self) -> trio.abc.Stream: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def published(self) -> Sized: ...
+    @property
+    def playing(self) -> Sized: ...
+
+    async def flush(self) -> None:
+        """Write what the connection has to send."""
+
+    def handle_events(self, conn: Connection) -> None:
+        """Act on the events the last bytes produced (publish tags, answer commands)."""
+
 
 # While publishing, the kernel is asked (SO_RCVLOWAT) to wake the reader only once the rest of the
 # message in progress is queued, not for every TCP segment of it. Between messages it stays 1: a
@@ -228,7 +256,9 @@ class MuxedPublisher:
     connection's task sleeps on ``attention`` and checks the idle timeout now and then.
     """
 
-    def __init__(self, session: Session, conn: Connection, mux: ReadMux, lowat: int) -> None:
+    def __init__(
+        self, session: PublishingSession, conn: Connection, mux: ReadMux, lowat: int
+    ) -> None:
         assert isinstance(session.sock, trio.SocketStream)
         self.session, self.conn, self.mux = session, conn, mux
         self.sock = session.sock.socket
@@ -260,6 +290,9 @@ class MuxedPublisher:
                     return "closed by peer"
                 if not session.published or session.playing:
                     return None
+                gate = session.hub.write_gate
+                if gate is not None and gate.closed:
+                    return None  # the session's own loop pauses, out of the shared reader
                 quiet = trio.current_time() - session.last_read
                 if quiet > idle_timeout:
                     session.metrics.protocol_errors.labels("idle-timeout").inc()
@@ -278,6 +311,10 @@ class MuxedPublisher:
         if self.failure is not None or self.eof:
             return
         conn, session, mux = self.conn, self.session, self.mux
+        gate = session.hub.write_gate
+        if gate is not None and gate.closed:  # paused: the session's task takes the socket back
+            self.attention.set()
+            return
         try:
             for _ in range(READS_PER_TICK):
                 try:
@@ -286,7 +323,7 @@ class MuxedPublisher:
                     break
                 self.counted += n
                 conn.receive_data(mux.view[:n])
-                session._handle_events(conn)
+                session.handle_events(conn)
                 if n == 0:
                     self.eof = True
                     break
@@ -305,5 +342,6 @@ class MuxedPublisher:
         except Exception as exc:  # a protocol error or a broken socket ends this connection only
             self.failure = exc
         done = self.failure is not None or self.eof
-        if done or conn.has_data_to_send or not session.published or session.playing:
+        paused = gate is not None and gate.closed
+        if done or paused or conn.has_data_to_send or not session.published or session.playing:
             self.attention.set()

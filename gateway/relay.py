@@ -2,7 +2,7 @@
 
 One long-lived task per (stream, target), started when the stream gets its first publisher. It
 follows the source's publish sessions through its hub queue: on SessionStart it connects and
-publishes (PROTOCOLS.md §4), sends metadata, sequence headers and the cached GOP so the target
+publishes (docs/protocol.md §4), sends metadata, sequence headers and the cached GOP so the target
 starts at a keyframe, then live tags; on SessionEnd it unpublishes and waits for the next session.
 A target that refuses or drops is retried with capped, jittered exponential backoff while the
 source is live. Slow targets never slow the publisher: the queue overflows into a Gap and the
@@ -40,7 +40,7 @@ from segmenter.flv import FlvTag, TagType
 log = logging.getLogger("gateway.relay")
 
 RECEIVE_SIZE = 16 * 1024  # a target only sends acks, pings and status
-_ON_METADATA = b"\x02\x00\x0aonMetaData"  # AMF0 string "onMetaData" (PROTOCOLS.md §3)
+_ON_METADATA = b"\x02\x00\x0aonMetaData"  # AMF0 string "onMetaData" (docs/protocol.md §3)
 _NET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)
 
 
@@ -320,7 +320,7 @@ class Relay:
             return
         body = tag.body
         if tag.type is TagType.SCRIPT and body.startswith(_ON_METADATA):
-            body = set_data_frame(body)  # as FFmpeg publishes metadata (PROTOCOLS.md §4.5)
+            body = set_data_frame(body)  # as FFmpeg publishes metadata (docs/protocol.md §4.5)
         link.conn.send_media(link.stream_id, int(tag.type), ts, body)
 
     async def _pump(

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from gateway.config import ConfigError, Settings
-from gateway.hub import valid_name
 from gateway.rtmp.limits import Limits
+from segmenter.names import valid_name
 
 __all__ = ["Backoff", "PushRule", "RelayConfig", "Target", "parse_push", "parse_target"]
 

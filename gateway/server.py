@@ -22,7 +22,7 @@ import trio
 from gateway.access import AccessControl
 from gateway.auth import AuthRequest, Transport
 from gateway.config import Settings
-from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query, valid_name
+from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy, split_query
 from gateway.metrics import Metrics
 from gateway.player import Output, PlayerFeed, play
 from gateway.readmux import (
@@ -41,6 +41,7 @@ from gateway.rtmp.errors import ProtocolError
 from gateway.rtmp.limits import Limits
 from gateway.tls import describe_tls_error, server_context
 from segmenter.flv import FlvTag
+from segmenter.names import valid_name
 from web.app import RESERVED_APP_NAMES
 
 log = logging.getLogger("gateway.rtmp")
@@ -172,6 +173,14 @@ class Session:
         mux = self.mux if isinstance(self.sock, trio.SocketStream) else None
         with trio.CancelScope() as scope:
             while True:
+                gate = self.hub.write_gate
+                if gate is not None and self.published and gate.closed:
+                    # The disk is behind: read nothing more until it catches up (TCP
+                    # back-pressure reaches the encoder); other tasks go on meanwhile.
+                    scope.deadline = math.inf
+                    cause = await gate.pause(f"rtmp #{self.id} {self.peer}")
+                    if cause is not None:
+                        return cause
                 if mux is not None and self.published and not self.playing:
                     # Only publishing: the shared reader takes over until that changes.
                     scope.deadline = math.inf
@@ -202,7 +211,7 @@ class Session:
                     self.metrics.bytes_in.inc(counted)  # the counter takes a lock: not per read
                     counted = 0
                 conn.receive_data(data)
-                self._handle_events(conn)
+                self.handle_events(conn)
                 if conn.has_data_to_send:
                     scope.deadline = math.inf  # a slow write is a write timeout, not idle
                     await self.flush()
@@ -276,7 +285,7 @@ class Session:
                 with trio.fail_after(self.settings.send_timeout):
                     await self.sock.send_all(out)
 
-    def _handle_events(self, conn: Connection) -> None:
+    def handle_events(self, conn: Connection) -> None:
         while True:
             event = conn.next_event()
             if event is NEED_DATA:

@@ -184,6 +184,131 @@ def _skip_mod_ex(body: bytes, pos: int, media: str) -> tuple[int, int]:
     return packet_type, pos
 
 
+# Enhanced RTMP v2 Multitrack: AvMultitrackType, the high nibble of the byte after the packet type.
+_MULTITRACK_ONE_TRACK = 0
+_MULTITRACK_MANY_TRACKS = 1
+_MULTITRACK_MANY_TRACKS_MANY_CODECS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One track of a Multitrack tag as the single-track ExHeader body a one-track publisher sends.
+
+    Track 0 is the default track (Enhanced RTMP v2); ``fourcc`` is the track's codec.
+    """
+
+    track_id: int
+    fourcc: str
+    body: bytes
+
+
+def _ex_header_kind(kind: TagType, body: bytes) -> tuple[str, int] | None:
+    """(media, Multitrack PacketType value) when ``body`` starts with an ExHeader, else None."""
+    if kind == TagType.VIDEO and body and body[0] & 0x80:
+        return "video", _EX_VIDEO_MULTITRACK
+    if kind == TagType.AUDIO and body and body[0] >> 4 == _AUDIO_EX_HEADER:
+        return "audio", _EX_AUDIO_MULTITRACK
+    return None
+
+
+def split_multitrack(kind: TagType, body: bytes) -> list[Track] | None:
+    """The tracks of a Multitrack audio or video tag body, in tag order; None if it is not one.
+
+    Each track comes back as an ordinary single-track ExHeader body (same FrameType, the inner
+    PacketType, the track's FourCC and data), so everything that reads one-track tags reads it.
+    ModEx blocks before the Multitrack header apply to the whole tag (a timestamp offset, say)
+    and are kept on every track. Malformed bodies raise MediaError.
+    """
+    found = _ex_header_kind(kind, body)
+    if found is None:
+        return None
+    media, multitrack = found
+    packet_type, pos = body[0] & 0x0F, 1
+    if packet_type == _EX_MOD_EX:
+        packet_type, pos = _skip_mod_ex(body, pos, media)
+    if packet_type != multitrack:
+        return None
+    if pos >= len(body):
+        raise MediaError(f"{media} Multitrack header truncated")
+    layout, inner = body[pos] >> 4, body[pos] & 0x0F
+    if layout > _MULTITRACK_MANY_TRACKS_MANY_CODECS:
+        raise MediaError(f"unknown {media} AvMultitrackType {layout}")
+    if inner in (multitrack, _EX_MOD_EX):
+        raise MediaError(f"{media} Multitrack cannot carry PacketType {inner}")
+    # The byte with the PacketType nibble (byte 0 or the last ModEx type byte) gets the inner one.
+    head = bytearray(body[:pos])
+    head[-1] = (head[-1] & 0xF0) | inner
+    prefix = bytes(head)
+    pos += 1
+    fourcc = ""
+    if layout != _MULTITRACK_MANY_TRACKS_MANY_CODECS:
+        fourcc = _fourcc(body, pos, media)
+        pos += 4
+    tracks: list[Track] = []
+    seen: set[int] = set()
+    while pos < len(body) or not tracks:
+        if layout == _MULTITRACK_MANY_TRACKS_MANY_CODECS:
+            fourcc = _fourcc(body, pos, media)
+            pos += 4
+        if pos >= len(body):
+            raise MediaError(f"{media} Multitrack truncated before trackId")
+        track_id = body[pos]
+        pos += 1
+        if track_id in seen:
+            raise MediaError(f"{media} Multitrack names track {track_id} twice")
+        seen.add(track_id)
+        end = len(body)
+        if layout != _MULTITRACK_ONE_TRACK:
+            if pos + 3 > len(body):
+                raise MediaError(f"{media} Multitrack truncated before track {track_id} size")
+            end = pos + 3 + int.from_bytes(body[pos : pos + 3], "big")
+            pos += 3
+            if end > len(body):
+                raise MediaError(f"{media} track {track_id} overruns the Multitrack tag")
+        tracks.append(Track(track_id, fourcc, prefix + fourcc.encode("latin-1") + body[pos:end]))
+        pos = end
+    return tracks
+
+
+def join_tracks(kind: TagType, tracks: list[Track]) -> bytes:
+    """One Multitrack tag body carrying ``tracks`` (single-track ExHeader bodies without ModEx).
+
+    The inverse of ``split_multitrack``: OneTrack for one track, ManyTracks when they share a
+    FourCC, ManyTracksManyCodecs otherwise. The tracks must share FrameType and PacketType.
+    """
+    if not tracks:
+        raise ValueError("a Multitrack tag needs at least one track")
+    found = _ex_header_kind(kind, tracks[0].body)
+    if found is None:
+        raise ValueError("tracks must be ExHeader bodies")
+    b0 = tracks[0].body[0]
+    if any(len(t.body) < 5 or t.body[0] != b0 for t in tracks):
+        raise ValueError("tracks must share FrameType and PacketType")
+    if any(t.body[1:5] != t.fourcc.encode("latin-1") for t in tracks):
+        raise ValueError("a track's FourCC must be the one its body names")
+    if b0 & 0x0F in (found[1], _EX_MOD_EX):
+        raise ValueError("tracks must be single-track bodies without ModEx")
+    codecs = {t.fourcc for t in tracks}
+    if len(tracks) == 1:
+        layout = _MULTITRACK_ONE_TRACK
+    elif len(codecs) == 1:
+        layout = _MULTITRACK_MANY_TRACKS
+    else:
+        layout = _MULTITRACK_MANY_TRACKS_MANY_CODECS
+    out = bytearray(((b0 & 0xF0) | found[1], layout << 4 | (b0 & 0x0F)))
+    if layout != _MULTITRACK_MANY_TRACKS_MANY_CODECS:
+        out += tracks[0].fourcc.encode("latin-1")
+    for t in tracks:
+        data = t.body[5:]
+        if layout == _MULTITRACK_MANY_TRACKS_MANY_CODECS:
+            out += t.fourcc.encode("latin-1")
+        out.append(t.track_id)
+        if layout != _MULTITRACK_ONE_TRACK:
+            out += len(data).to_bytes(3, "big")
+        out += data
+    return bytes(out)
+
+
 def parse_video(body: bytes) -> MediaPacket:
     """Parse a video tag body (legacy §E.4.3.1 or Enhanced RTMP ExVideoTagHeader)."""
     if not body:

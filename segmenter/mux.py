@@ -4,7 +4,7 @@ The cutter and the playlist only see ``SegmentMuxer``: ``start`` a track configu
 samples in DTS order, ``cut`` to get the finished segment's bytes. An fMP4/CMAF muxer can be added
 next to ``TsMuxer`` without touching them.
 
-TS design (measured, see STACK.md): one short-lived PyAV container per segment (~30 us) makes every
+TS design (measured on PyAV 18): one short-lived PyAV container per segment (~30 us) makes every
 segment start with PAT/PMT and keeps it decodable alone. Timestamps are passed through unchanged, so
 they continue across segments. Only the 4-bit continuity counters restart in a fresh container;
 ``ContinuityRewriter`` renumbers them per PID so they continue too (ISO/IEC 13818-1 §2.4.3.3),

@@ -5,7 +5,7 @@ partial segments, a preload hint, server control and delta updates.
 Pure state, no I/O: the caller passes a monotonic ``now`` (seconds) and writes ``render()`` to
 the store itself. The rendered text is built from the ``m3u8`` package's models.
 
-Window rule (RFC 8216 §6.2.2, PROTOCOLS.md §6): the head segment is dropped only while more than
+Window rule (RFC 8216 §6.2.2, docs/protocol.md §6): the head segment is dropped only while more than
 ``window_segments`` segments are listed AND the segments left after dropping it still last at
 least 3 x target duration. So the effective window is max(window_segments, as many segments as
 it takes to cover 3 x target duration), capped by ``MAX_WINDOW_SEGMENTS`` for memory safety.

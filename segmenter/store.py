@@ -18,7 +18,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -399,10 +399,16 @@ class WriteBehindStore:
     in this process see pending writes at once (``get``/``names`` look at the queue first), as if
     the write were synchronous.
 
-    At most ``max_pending_bytes`` wait: beyond that ``put`` blocks until the writer catches up, so
-    a disk slower than the streams slows the publishers (over TCP) instead of growing memory.
+    ``put`` never blocks: it is called in the event loop, which also answers HTTP and runs every
+    other stream. Once ``max_pending_bytes`` or more wait, the store is ``congested``: the writers
+    (publishers' readers, gateway.backpressure) stop reading their sockets until
+    :meth:`when_writable` calls back, so a disk slower than the streams slows the publishers over
+    TCP instead of growing memory or freezing the loop. What a paused publisher had read already
+    is still segmented, so the queue may pass the bound by about one segment per publisher.
     A failed write is recorded in ``health`` (logged there when the store starts failing, and
-    at debug level each time, with its name and cause); later writes go on.
+    at debug level each time, with its name and cause); later writes go on. ``on_write`` (if
+    set) is called in the writer thread after each operation with its duration in seconds and
+    whether it succeeded (for /metrics).
     """
 
     def __init__(
@@ -424,6 +430,8 @@ class WriteBehindStore:
         self._pending_bytes = 0
         self._closed = False
         self.failures = 0
+        self.on_write: Callable[[float, bool], None] | None = None
+        self._drained: list[Callable[[], None]] = []  # when_writable callbacks (under _cond)
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -439,8 +447,6 @@ class WriteBehindStore:
             if self._closed:
                 self._inner.put(name, data, fresh=fresh)
                 return
-            while self._pending_bytes >= self._max_pending and self._queue:
-                self._cond.wait()
             self._enqueue(name, data, fresh)
             self._pending_bytes += size_of(data)
 
@@ -478,6 +484,38 @@ class WriteBehindStore:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
+    @property
+    def pending_items(self) -> int:
+        """Puts and deletes queued (the one being carried out included)."""
+        return len(self._queue)
+
+    @property
+    def max_pending_bytes(self) -> int:
+        return self._max_pending
+
+    @property
+    def congested(self) -> bool:
+        """At least ``max_pending_bytes`` wait for the disk: writers should pause."""
+        return self._pending_bytes >= self._max_pending and not self._closed
+
+    def when_writable(self, callback: Callable[[], None]) -> bool:
+        """Have the writer thread call ``callback`` once the queue is below its bound; False
+        (and no call) when it is already. The caller's event loop stays free: it only learns
+        when to go on (gateway.backpressure wakes trio from the callback)."""
+        with self._cond:
+            if not self.congested:
+                return False
+            self._drained.append(callback)
+            return True
+
+    def _wake_writers(self) -> None:
+        """Holding _cond: run the ``when_writable`` callbacks once below the bound."""
+        if self._drained and not self.congested:
+            callbacks, self._drained = self._drained, []
+            for callback in callbacks:
+                with contextlib.suppress(Exception):  # a waiter's failure stops no writes
+                    callback()
+
     # --- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -487,6 +525,8 @@ class WriteBehindStore:
                 if not self._queue:
                     return  # closed and drained
                 name, data, fresh = self._queue[0]
+            started = time.perf_counter()
+            ok = False
             try:
                 if data is None:
                     self._inner.delete(name)
@@ -494,11 +534,15 @@ class WriteBehindStore:
                     self._inner.put(name, data, fresh=fresh)
                     if fresh:
                         self.health.succeeded()
+                ok = True
             except Exception as exc:  # one failed write (disk full, permissions) stops no other
                 self.failures += 1
                 reason = f"store: cannot {'delete' if data is None else 'write'} {name}: {exc}"
                 self._log.debug("%s", reason)
                 self.health.failed(reason)
+            if self.on_write is not None:
+                with contextlib.suppress(Exception):  # metrics never stop the writer
+                    self.on_write(time.perf_counter() - started, ok)
             with self._cond:
                 self._queue.popleft()
                 value, count = self._pending[name]
@@ -508,6 +552,7 @@ class WriteBehindStore:
                     self._pending[name] = (value, count - 1)
                 if data is not None:
                     self._pending_bytes -= size_of(data)
+                self._wake_writers()
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -520,6 +565,7 @@ class WriteBehindStore:
         and deletes go straight to the inner store. False if writes were still queued."""
         with self._cond:
             self._closed = True
+            self._wake_writers()  # closed: never congested again
             self._cond.notify_all()
         self._thread.join(timeout)
         return not self._thread.is_alive()

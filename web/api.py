@@ -13,7 +13,7 @@ from quart_trio import QuartTrio
 from web.access import BEARER_CHALLENGE, AccessGate, Admission, admit_request
 
 if TYPE_CHECKING:
-    from web.app import HealthSource, StatusSource
+    from web.config import HealthSource, StatusSource
 
 # Fields of a stream's status that name a peer's address: for operators only.
 ADDRESS_FIELDS = ("publisher", "players", "relays", "pulls")

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
 
 import prometheus_client
 from quart import Response, g, request
@@ -18,11 +15,13 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, NotFound
 
-from segmenter.store import Store, StoreFailure
+from segmenter.store import Store
 from web import api, hls, pages
 from web.access import AccessGate
+from web.config import HealthSource, StatusSource, WebConfig
 from web.httputil import cors_headers, plain_error, preflight_headers
 from web.lowlatency import LiveSource, Waiters
+from web.metrics import HttpMetrics
 from web.names import CONVERTERS, RESERVED_APP_NAMES
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
 from web.peerlimit import per_address_limit
@@ -37,73 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    # Access-Control-Allow-Origin policy: "*" allows any origin, else the exact origins listed.
-    cors_origins: tuple[str, ...] = ("*",)
-    # How long browsers may cache a CORS preflight answer (seconds).
-    cors_max_age: int = 600
-    # Cache-Control max-age for playlists: about half a segment, so a cache never hides more than
-    # one new segment (PROTOCOLS.md §6). Whole seconds (RFC 9111 §1.2.2); below 1 s -> "no-cache".
-    playlist_max_age: float = 1.0
-    # Segments never change once listed (names are unique per publish session), so cache them long.
-    segment_max_age: int = 86400
-    # Static page assets (player.js, style.css, hls.js) may be cached this long (seconds).
-    static_max_age: int = 3600
-    # Playlists smaller than this are sent uncompressed: gzip would save nothing.
-    gzip_min_size: int = 256
-    # zlib level for playlists: 6 is the usual size/CPU balance for small text.
-    gzip_level: int = 6
-    # Read the store in a worker thread (set for a disk store, so a slow disk never stalls the
-    # event loop and with it ingest); a MemoryStore lookup is faster than the thread hop.
-    read_in_thread: bool = False
-    # How often the player page polls /api/streams/<app>/<key> (seconds).
-    player_poll_interval: float = 2.0
-    # Where hls.min.js is served from; None means web/node_modules/hls.js/dist/hls.min.js.
-    hls_js_path: Path | None = None
-    # Label used for requests that matched no route, bounding the route label's cardinality.
-    unmatched_route_label: str = field(default="<unmatched>")
-    # HTTP requests in flight at once from one client address; more get 429 (0 = no limit).
-    max_requests_per_ip: int = 0
-
-
-class HealthSource(Protocol):
-    """Whether the gateway works (/healthz): why its store fails, or None while it does not."""
-
-    @property
-    def failure(self) -> StoreFailure | None: ...
-
-
-class StatusSource(Protocol):
-    """What the gateway tells the web side about streams (JSON-ready dicts, see gateway)."""
-
-    def streams(self) -> list[dict[str, Any]]:
-        """One dict per known stream."""
-        ...
-
-    def stream(self, app: str, key: str) -> dict[str, Any] | None:
-        """The dict of one stream, or None if the gateway does not know it."""
-        ...
-
-
-class HttpMetrics:
-    """Per-route request counter and latency histogram, registered on the gateway's registry."""
-
-    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
-        self.requests = prometheus_client.Counter(
-            "http_requests",
-            "HTTP requests answered, by route pattern and status code",
-            ["route", "status"],
-            registry=registry,
-        )
-        self.duration = prometheus_client.Histogram(
-            "http_request_duration_seconds",
-            "Time to produce an HTTP response (excluding sending the body), by route pattern",
-            ["route"],
-            registry=registry,
-        )
 
 
 def create_app(

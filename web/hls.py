@@ -62,7 +62,8 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
     from typing import Any
 
-    from web.app import HttpMetrics, WebConfig
+    from web.config import WebConfig
+    from web.metrics import HttpMetrics
 
     # The type of Quart.asgi_app, so that the wrapper can stand in for it.
     ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Coroutine[Any, Any, None]]

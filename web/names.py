@@ -12,11 +12,10 @@ import re
 
 from werkzeug.routing import BaseConverter
 
-# Longest app, key or file name served; the RTMP side should refuse longer names at publish.
-MAX_NAME_LENGTH = 128
+from segmenter.names import MAX_NAME_LENGTH, NAME_PATTERN
 
-# app and stream key: what the gateway accepts at publish (letters, digits, '_' and '-').
-COMPONENT_PATTERN = rf"[A-Za-z0-9_-]{{1,{MAX_NAME_LENGTH}}}"
+# app and stream key: what the gateway accepts at publish (segmenter.names).
+COMPONENT_PATTERN = NAME_PATTERN
 # A file: starts with a letter/digit/underscore (no ".", so never "." or ".."), dots allowed inside.
 _FILE_STEM = rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_NAME_LENGTH - 6}}}"
 PLAYLIST_PATTERN = _FILE_STEM + r"\.m3u8"

@@ -21,7 +21,7 @@ from web.api import operator
 from web.names import PLAYLIST_MIME, RESERVED_APP_NAMES
 
 if TYPE_CHECKING:
-    from web.app import StatusSource, WebConfig
+    from web.config import StatusSource, WebConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from gateway.auth.request import (
     bearer_token,
     match_path,
     query_token,
-    valid_name,
 )
 from gateway.auth.tokens import JwkSet, JwtVerifier, parse_jwks
 
@@ -40,5 +39,4 @@ __all__ = [
     "parse_hook_answer",
     "parse_jwks",
     "query_token",
-    "valid_name",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
-from gateway.auth.request import Action, AuthRequest, Decision, valid_name
+from gateway.auth.request import Action, AuthRequest, Decision
+from segmenter.names import valid_name
 
 # A hook answers a few bytes ({"name": "..."}); a bigger body is a broken or hostile hook, and
 # parsing megabytes of JSON in the event loop would stall every connection.

@@ -18,7 +18,8 @@ import hmac
 import re
 import secrets
 
-from gateway.auth.request import Decision, valid_name
+from gateway.auth.request import Decision
+from segmenter.names import valid_name
 
 PREFIX = "p1~"
 # RFC 2104 §5: a truncated MAC keeps at least half the hash; 128 bits of it is far beyond

@@ -15,17 +15,9 @@ from urllib.parse import unquote
 Action = Literal["publish", "read", "api"]
 Transport = Literal["rtmp", "rtmps", "hls", "http"]
 
-# The rule of gateway.hub.valid_name, repeated so this package imports no trio: app and stream
-# names end up in URLs and store paths.
-NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
 # RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token; b64token = 1*( ALPHA / DIGIT /
 # "-" / "." / "_" / "~" / "+" / "/" ) *"=". Tabs are tolerated too (some proxies fold them).
 _BEARER_RE = re.compile(r"[ \t]*([A-Za-z]+)[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*")
-
-
-def valid_name(name: str) -> bool:
-    return NAME_RE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

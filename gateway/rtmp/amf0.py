@@ -51,8 +51,10 @@ __all__ = [
 ]
 
 
+from gateway.rtmp import amf3
 from gateway.rtmp.amf_values import (
     DEFAULT_LIMITS,
+    ENCODE_MAX_DEPTH,
     UNDEFINED,
     UNSUPPORTED,
     AmfDate,
@@ -65,6 +67,7 @@ from gateway.rtmp.amf_values import (
     Unsupported,
     XmlDocument,
     _utf8,
+    encode_double,
 )
 
 # AMF0 §2.1 type markers.
@@ -73,9 +76,6 @@ REFERENCE, ECMA_ARRAY, OBJECT_END, STRICT_ARRAY, DATE, LONG_STRING = range(7, 13
 UNSUPPORTED_M, RECORDSET, XML_DOC, TYPED_OBJECT, AVMPLUS = range(13, 18)
 
 SHORT_STRING_MAX: Final = 0xFFFF  # §2.4: u16 length; longer strings use 0x0C (§2.14)
-# Encoder recursion bound: catches cyclic Python values before RecursionError does.
-ENCODE_MAX_DEPTH: Final = 64
-
 _F64: Final = struct.Struct(">d")
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
@@ -124,8 +124,6 @@ class _Decoder:
         if marker == REFERENCE:
             return r.resolve(r.refs, r.unpack(_U16)[0])
         if marker == AVMPLUS:
-            from gateway.rtmp import amf3  # amf3 imports the value types from this module
-
             return amf3.decode_value(r)
         if marker in (MOVIECLIP, RECORDSET):
             raise RemoteProtocolError("amf-unsupported-type")
@@ -219,16 +217,6 @@ def _decode_from(data: bytes, pos: int, limits: AmfLimits) -> list[Any]:
 
 
 # --- encoding ---------------------------------------------------------------------------
-
-
-def encode_double(out: bytearray, marker: int, value: float) -> None:
-    """AMF0 number / AMF3 double: marker + IEEE-754 f64 (an int too large for it is refused)."""
-    try:
-        number = float(value)
-    except OverflowError:
-        raise LocalProtocolError("amf-encode-number") from None
-    out.append(marker)
-    out += _F64.pack(number)
 
 
 def encode(*values: Any) -> bytes:
@@ -330,13 +318,9 @@ def _encode_value(out: bytearray, v: Any, depth: int) -> None:
 
 
 def _is_amf3_only(v: str) -> bool:
-    from gateway.rtmp import amf3  # deferred: amf3 imports the value types from here
-
     return isinstance(v, amf3.Amf3Xml)
 
 
 def _encode_avmplus(out: bytearray, v: Any) -> None:
-    from gateway.rtmp import amf3
-
     out.append(AVMPLUS)
     out += amf3.encode_amf3(v)

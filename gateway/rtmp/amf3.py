@@ -28,8 +28,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from gateway.rtmp.amf0 import ENCODE_MAX_DEPTH, encode_double
 from gateway.rtmp.amf_values import (
+    ENCODE_MAX_DEPTH,
     UNDEFINED,
     AmfDate,
     Avmplus,
@@ -38,6 +38,7 @@ from gateway.rtmp.amf_values import (
     TypedObject,
     XmlDocument,
     _utf8,
+    encode_double,
 )
 from gateway.rtmp.errors import LocalProtocolError, RemoteProtocolError
 

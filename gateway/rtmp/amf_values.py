@@ -1,6 +1,8 @@
-"""AMF value types, decoding limits and the byte reader shared by the AMF0 and AMF3 codecs.
+"""AMF value types, limits, the byte reader and the number encoding shared by AMF0 and AMF3.
 
-Split from amf0.py so each module holds one idea; amf0 re-exports every public name here.
+Split from amf0.py so each module holds one idea and both codecs depend on this one, not on each
+other (amf0 switches to amf3 for one value, so amf0 imports amf3); amf0 re-exports every public
+name here.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.rtmp.errors import RemoteProtocolError
+from gateway.rtmp.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "ENCODE_MAX_DEPTH",
     "UNDEFINED",
     "UNSUPPORTED",
     "AmfDate",
@@ -25,7 +28,22 @@ __all__ = [
     "Undefined",
     "Unsupported",
     "XmlDocument",
+    "encode_double",
 ]
+
+# Encoder recursion bound: catches cyclic Python values before RecursionError does.
+ENCODE_MAX_DEPTH: Final = 64
+_F64: Final = struct.Struct(">d")
+
+
+def encode_double(out: bytearray, marker: int, value: float) -> None:
+    """AMF0 number / AMF3 double: marker + IEEE-754 f64 (an int too large for it is refused)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise LocalProtocolError("amf-encode-number") from None
+    out.append(marker)
+    out += _F64.pack(number)
 
 
 @dataclass(frozen=True, slots=True)

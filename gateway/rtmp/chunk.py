@@ -2,7 +2,7 @@
 
 Both sides apply Set Chunk Size (§5.4.1) themselves when such a message passes through,
 so the inbound and outbound sizes stay independent as §5.4.1 requires. The decoder also
-applies Abort (§5.4.2). Timestamps are kept as a 31-bit clock (PROTOCOLS.md §2: some peers
+applies Abort (§5.4.2). Timestamps are kept as a 31-bit clock (docs/protocol.md §2: some peers
 put garbage in bit 31); the connection unwraps them.
 """
 
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE: Final = 128  # §5.4.1: both directions start at 128
-TIMESTAMP_MASK: Final = 0x7FFFFFFF  # 31-bit clock (PROTOCOLS.md §2)
+TIMESTAMP_MASK: Final = 0x7FFFFFFF  # 31-bit clock (docs/protocol.md §2)
 EXTENDED: Final = 0xFFFFFF  # §5.3.1.3: this 24-bit value means "extended timestamp follows"
 MAX_CSID: Final = 65599  # §5.3.1.1: 3-byte basic header maximum
 TYPE_SET_CHUNK_SIZE: Final = 1
@@ -199,7 +199,7 @@ class ChunkDecoder:
                 p += 4
         elif st is not None and st.extended:
             # Type 3 after an extended header: peers differ on repeating the extended field
-            # (PROTOCOLS.md §2). Take 4 bytes as the repeat only if they equal it.
+            # (docs/protocol.md §2). Take 4 bytes as the repeat only if they equal it.
             want = _U32.pack(st.field)
             k = min(4, n - p)
             if buf[p : p + k] == want[:k]:

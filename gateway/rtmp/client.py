@@ -1,4 +1,4 @@
-"""Client role of the RTMP connection: a publisher, as FFmpeg and librtmp behave (PROTOCOLS.md §4).
+"""Client role of the RTMP connection: a publisher as FFmpeg and librtmp are (docs/protocol.md §4).
 
 :class:`ClientMixin` gives :class:`~gateway.rtmp.connection.Connection` its client methods. They
 only queue bytes (h11 style): ``connect`` waits for the handshake, stream commands wait for the
@@ -35,7 +35,7 @@ _MAX_STREAM_ID: Final = 0xFFFFFFFF  # §6.1.1: message stream ids are u32
 
 
 def set_data_frame(body: bytes) -> bytes:
-    """Wrap a data body ("onMetaData", {...}) as publishers send it (PROTOCOLS.md §4.5)."""
+    """Wrap a data body ("onMetaData", {...}) as publishers send it (docs/protocol.md §4.5)."""
     return amf0.encode(SET_DATA_FRAME) + body
 
 

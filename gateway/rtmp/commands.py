@@ -1,4 +1,4 @@
-"""Server-side handling of command messages (RTMP 1.0 §7.2, PROTOCOLS.md §4).
+"""Server-side handling of command messages (RTMP 1.0 §7.2, docs/protocol.md §4).
 
 Split out of connection.py to keep one idea per module: this file maps each command a
 publisher or player sends to an event and/or an immediate reply.

@@ -28,7 +28,7 @@ CSID_COMMAND: Final = 3  # NetConnection commands
 CSID_STREAM: Final = 5  # NetStream commands, status and data
 CSID_AUDIO: Final = 6
 CSID_VIDEO: Final = 7
-# Data message names passed on to the server (PROTOCOLS.md §4.5); others are dropped.
+# Data message names passed on to the server (docs/protocol.md §4.5); others are dropped.
 ALLOWED_DATA: Final = frozenset(("onMetaData", "onTextData", "onCuePoint", "onCaption"))
 SET_DATA_FRAME: Final = "@setDataFrame"
 _HALF_CLOCK: Final = 1 << 30  # serial arithmetic (RFC 1982) on the 31-bit clock
@@ -218,7 +218,7 @@ class Connection(client.ClientMixin):
         st.state = StreamState.CREATED
 
     def accept_play(self, stream_id: int) -> None:
-        """§7.2.2.1: StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess (PROTOCOLS.md §4)."""
+        """§7.2.2.1: StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess; docs/protocol.md §4."""
         st = self._pending(stream_id, StreamState.PLAY_PENDING)
         self._send_control(m.user_control(m.StreamBegin(stream_id)))
         self.send_status(stream_id, "status", "NetStream.Play.Reset", f"Playing {st.name}.")
@@ -389,7 +389,7 @@ class Connection(client.ClientMixin):
         self._events.append(events.Media(stream_id, type_id, ts, body))
 
     def _clean_data(self, type_id: int, body: bytes) -> bytes | None:
-        """Strip @setDataFrame and re-encode as AMF0 (PROTOCOLS.md §4.5); None = drop."""
+        """Strip @setDataFrame and re-encode as AMF0 (docs/protocol.md §4.5); None = drop."""
         try:
             values = m.decode_data(type_id, body, self.limits.amf)
             if values[:1] == [SET_DATA_FRAME]:
@@ -401,7 +401,7 @@ class Connection(client.ClientMixin):
             return None
 
     def _unwrap(self, stream_id: int, ts: int) -> int:
-        """Serial-arithmetic unwrap of the 31-bit clock per message stream (PROTOCOLS.md §7)."""
+        """Serial-arithmetic unwrap of the 31-bit clock per message stream (docs/protocol.md §7)."""
         prev = self._clocks.get(stream_id)
         if prev is None:
             value = ts

@@ -1,4 +1,4 @@
-"""RTMP handshake (RTMP 1.0 §5.2), plain and the Flash 9 "digest" variant (PROTOCOLS.md §1).
+"""RTMP handshake (RTMP 1.0 §5.2), plain and the Flash 9 "digest" variant (docs/protocol.md §1).
 
 Sans-IO: every function takes and returns bytes. The server answers C0+C1 with S0+S1+S2 in
 one write; the client side is small (relays). Random bytes come from an injectable callable
@@ -73,7 +73,7 @@ def check_version(c0: int) -> None:
 
 
 def digest_offset(packet: bytes, scheme: int) -> int:
-    """Position of the 32-byte digest in a C1/S1 for scheme 0 or 1 (PROTOCOLS.md §1)."""
+    """Position of the 32-byte digest in a C1/S1 for scheme 0 or 1 (docs/protocol.md §1)."""
     at, base = _SCHEME_BASE[scheme]
     return sum(packet[at : at + 4]) % DIGEST_RANGE + base
 
@@ -124,7 +124,7 @@ class ServerReply:
 def server_reply(
     c0c1: bytes, *, time_ms: int = 0, random_bytes: RandomBytes = os.urandom
 ) -> ServerReply:
-    """Answer C0+C1 (1537 bytes) with S0+S1+S2 (3073 bytes), §5.2 + PROTOCOLS.md §1.
+    """Answer C0+C1 (1537 bytes) with S0+S1+S2 (3073 bytes), §5.2 + docs/protocol.md §1.
 
     A C1 with a non-zero version and a valid digest (scheme 0 or 1) gets a digest S1 at the
     same scheme and a signed S2, which librtmp (OBS) verifies; otherwise a plain S1 with a

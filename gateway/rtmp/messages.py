@@ -1,5 +1,5 @@
 """Typed RTMP messages: protocol control (§5.4), user control (§6.2 / §7.1.7), commands
-(§7.1.1 / §7.2), data (§7.1.2) and aggregate splitting (§7.1.6, PROTOCOLS.md §2).
+(§7.1.1 / §7.2), data (§7.1.2) and aggregate splitting (§7.1.6, docs/protocol.md §2).
 
 Bodies only: chunking is chunk.py's job. Control messages go on csid 2, message stream 0.
 """

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.auth import AuthRequest, bearer_token, match_path, query_token, valid_name
+from gateway.auth import AuthRequest, bearer_token, match_path, query_token
+from segmenter.names import valid_name
 
 NAMES = st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True)
 PATTERN_PARTS = st.from_regex(r"[A-Za-z0-9_*-]{0,8}", fullmatch=True)
@@ -206,7 +207,7 @@ def test_valid_name(name: str, ok: bool) -> None:
 
 
 @given(st.text(max_size=140))
-def test_valid_name_is_the_hub_rule(name: str) -> None:
-    from gateway.hub import valid_name as hub_valid_name
+def test_the_http_side_serves_exactly_the_names_a_publish_may_take(name: str) -> None:
+    from web.names import is_component
 
-    assert valid_name(name) is hub_valid_name(name)
+    assert valid_name(name) is is_component(name)

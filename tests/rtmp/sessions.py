@@ -1,4 +1,4 @@
-"""Scripted client sessions (PROTOCOLS.md §4) built with our encoder, and a replay driver.
+"""Scripted client sessions (docs/protocol.md §4) built with our encoder, and a replay driver.
 
 OBS (librtmp) and FFmpeg publish the same command sequence with different details: OBS uses
 the digest handshake and sets its chunk size before connect; the FFmpeg-like script uses a

@@ -151,7 +151,7 @@ def test_connect_bytes() -> None:
 def test_publish_command_order_and_bytes() -> None:
     p = started_pair(react=lambda c, e: None)
     sent = commands(decode(bytes(p.c2s[1537 + 1536 :])))
-    # FFmpeg's order (PROTOCOLS.md §4): connect, releaseStream, FCPublish, createStream, then
+    # FFmpeg's order (docs/protocol.md §4): connect, releaseStream, FCPublish, createStream, then
     # publish on the new message stream once createStream's _result gave its id.
     assert sent == [
         (0, ["connect", 1.0, {**CONNECT_OBJ}]),
@@ -197,7 +197,7 @@ def test_session_media_reaches_server_identically() -> None:
     got = [e for e in p.sev if isinstance(e, events.Media)]
     want = []
     for type_id, ts, body in media_script():
-        if type_id == m.DATA_AMF0:  # the server strips @setDataFrame (PROTOCOLS.md §4.5)
+        if type_id == m.DATA_AMF0:  # the server strips @setDataFrame (docs/protocol.md §4.5)
             body = amf0.encode("onMetaData", META)
         want.append(events.Media(1, type_id, ts, body))
     assert got == want

@@ -1,4 +1,4 @@
-"""Handshake (RTMP 1.0 §5.2, PROTOCOLS.md §1). Digests are recomputed here with hmac/hashlib
+"""Handshake (RTMP 1.0 §5.2, docs/protocol.md §1). Digests are recomputed here with hmac/hashlib
 from the published keys, independently of gateway.rtmp.handshake."""
 
 from __future__ import annotations

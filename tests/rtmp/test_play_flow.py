@@ -1,4 +1,4 @@
-"""The player-side command flow as FFmpeg and librtmp send it (PROTOCOLS.md §4, RTMP 1.0 §7.2.2).
+"""The player-side command flow as FFmpeg and librtmp send it (docs/protocol.md §4, RTMP §7.2.2).
 
 connect, createStream, getStreamLength, FCSubscribe, play, SetBufferLength, pause/unpause,
 deleteStream: the events the server layer sees and the replies a player gets, byte-split invariant.

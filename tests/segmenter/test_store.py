@@ -359,29 +359,43 @@ def test_write_behind_keeps_order_and_reads_see_pending_writes(
     assert behind.pending_bytes == 0
 
 
-def test_write_behind_blocks_the_writer_beyond_its_bound() -> None:
-    inner = GatedStore()
+def test_write_behind_never_blocks_the_caller_and_calls_back_once_drained() -> None:
+    inner = GatedStore()  # the writer thread is stuck until the gate opens
     behind = WriteBehindStore(inner, max_pending_bytes=10)
-    done = threading.Event()
+    timed: list[tuple[float, bool]] = []
+    behind.on_write = lambda seconds, ok: timed.append((seconds, ok))
+    drained = threading.Event()
     try:
+        assert not behind.when_writable(drained.set)  # below the bound: no callback
         behind.put("a/b/1.ts", b"x" * 8)
-        behind.put("a/b/2.ts", b"x" * 8)  # 8 < 10 were pending: queued
-
-        def third() -> None:
-            behind.put("a/b/3.ts", b"x" * 8)
-            done.set()
-
-        thread = threading.Thread(target=third)
-        thread.start()
-        assert not done.wait(0.2)  # 16 bytes pending >= 10: the third put waits
-        inner.gate.set()
-        assert done.wait(5)
-        thread.join()
+        assert not behind.congested  # 8 < 10
+        behind.put("a/b/2.ts", b"x" * 8)
+        behind.put("a/b/3.ts", b"x" * 8)  # past the bound: queued all the same, at once
+        assert behind.congested
+        assert (behind.pending_bytes, behind.pending_items) == (24, 3)
+        assert behind.when_writable(drained.set)
+        assert not drained.wait(0.05)
+        inner.gate.set()  # the writer thread drains the queue and calls back
+        assert drained.wait(5)
         assert behind.flush(timeout=5)
+        assert not behind.congested
         assert [n for _, n in inner.ops] == ["a/b/1.ts", "a/b/2.ts", "a/b/3.ts"]
+        assert [ok for _, ok in timed] == [True, True, True]
     finally:
         inner.gate.set()
         assert behind.close(timeout=5)
+
+
+def test_write_behind_close_calls_back_the_waiters() -> None:
+    inner = GatedStore()
+    behind = WriteBehindStore(inner, max_pending_bytes=4)
+    behind.put("a/b/1.ts", b"x" * 8)
+    drained = threading.Event()
+    assert behind.when_writable(drained.set)
+    behind.close(timeout=0)  # closed: later writes go straight through, nobody waits
+    assert drained.is_set() and not behind.congested
+    inner.gate.set()
+    assert behind.close(timeout=5)
 
 
 def test_write_behind_logs_a_failed_write_and_goes_on(
