@@ -69,7 +69,7 @@ async def test_a_publish_session_in_json_logs_api_and_metrics(
     gw, _ = await start_gateway(nursery, test_settings(hls_viewer_window=30.0))
     entries: list[dict[str, Any]] = []
     with json_log() as out:
-        publisher = publish_args(imageio_ffmpeg_exe(), rtmp_url(gw, "ops"), seconds=8)
+        publisher = publish_args(imageio_ffmpeg_exe(), rtmp_url(gw, "ops"), seconds=14)
         published = trio.Event()
 
         async def publish() -> None:
@@ -137,14 +137,14 @@ async def test_a_publish_session_in_json_logs_api_and_metrics(
     (stop,) = events("publish_stop")
     assert (stop["app"], stop["key"], stop["peer"]) == ("live", "ops", start["peer"])
     assert stop["cause"] == "publisher ended the stream"
-    assert 6 < stop["duration"] < 40 and stop["bytes"] > 100_000
+    assert stop["duration"] > 12 and stop["bytes"] > 100_000  # 14 s of media at -re
     (refusal,) = events("publish_refused")
     assert refusal["level"] == "warning" and refusal["key"] == "ops"
     assert refusal["cause"].startswith("NetStream.Publish.BadName: live/ops is already being")
     (play_start,) = events("play_start")
     (play_stop,) = events("play_stop")
     assert play_start["key"] == play_stop["key"] == "ops"
-    assert play_stop["duration"] > 1 and play_stop["bytes"] > 10_000
+    assert play_stop["duration"] > 0 and play_stop["bytes"] > 10_000
     closes = {e["peer"]: e for e in events("connection_close")}
     assert closes[start["peer"]]["bytes"] == stop["bytes"]
     assert closes[start["peer"]]["cause"] == "closed by peer"
