@@ -343,10 +343,10 @@ def reload_settings(gw: Gateway, reloader: Reloader | None) -> ReloadPlan | None
         return None
     plan = gw.reconfigure(loaded)
     for name in plan.needs_restart:
+        # No values: some of these are secrets (playback_secret).
         log.warning(
-            "configuration reload: %s changed but needs a restart; keeping %r",
+            "configuration reload: %s changed but needs a restart; the running value stays",
             name,
-            getattr(plan.settings, name),
             extra={"event": "reload_needs_restart", "setting": name},
         )
     log.info(

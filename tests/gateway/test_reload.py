@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from functools import partial
 from typing import Any
 
@@ -10,7 +11,8 @@ import httpx
 import pytest
 import trio
 
-from gateway.config import Settings
+from gateway.app import Gateway, reload_settings
+from gateway.config import ConfigError, Settings
 from gateway.pull import parse_pull
 from gateway.reload import RESTART_ONLY, plan_reload, split_changes
 from tests.clients import imageio_ffmpeg_exe, publish_args, run_client
@@ -135,3 +137,26 @@ async def test_reload_adds_then_removes_a_pull(nursery: trio.Nursery) -> None:
                 await trio.sleep(0.1)
         b_info = (await http.get(f"{b.bound.http_url}/api/streams/live/cam")).json()
         assert b_info["sessions"] == 1 and b_info["state"] == "live"
+
+
+async def test_reload_logs_names_not_secrets_and_a_refused_load_changes_nothing(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "s" * 40
+    caplog.set_level(logging.INFO)
+    plan = reload_settings(
+        gateway, lambda: dataclasses.replace(gateway.settings, playback_secret=secret, hls_window=9)
+    )
+    assert plan is not None and plan.needs_restart == ("playback_secret",)
+    assert gateway.settings.hls_window == 9 and gateway.settings.playback_secret == ""
+    assert "playback_secret changed but needs a restart" in caplog.text
+    assert secret not in caplog.text
+
+    def broken() -> Settings:
+        raise ConfigError("hls_windw (from g.toml): unknown setting (did you mean 'hls_window'?)")
+
+    running = gateway.settings
+    assert reload_settings(gateway, broken) is None
+    assert gateway.settings is running
+    (refusal,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "reload refused" in refusal.getMessage() and "hls_windw" in refusal.getMessage()
