@@ -91,8 +91,8 @@ class Pull:
 
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         """The facts of a log line about this pull (JSON logs: gateway.logs)."""
-        return {"event": event, "app": self.rule.app, "key": self.rule.key, "source": self.label,
-                **more}  # fmt: skip
+        rule = self.rule
+        return {"event": event, "app": rule.app, "key": rule.key, "source": self.label, **more}
 
     def describe(self) -> dict[str, Any]:
         return {
