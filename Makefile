@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := web/node_modules/.installed
 
-.PHONY: setup run test lint bench-smoke
+.PHONY: setup run test test-fast lint bench-smoke
 
 # Sources compiled with mypyc at install (gateway/native.py): an edit rebuilds them.
 NATIVE_SRC := $(shell $(PY) -c "import runpy; print(' '.join(m.replace('.', '/') + '.py' for m in runpy.run_path('gateway/native.py')['COMPILED']))")
@@ -34,6 +34,15 @@ test: setup
 	bash deploy/system-packages.sh
 	$(MAKE) lint
 	$(BIN)/pytest
+	# The protocol and segmenter tests once more on the sources of the compiled modules (~40 s).
+	RTMP_HLS_PURE_PYTHON=1 $(BIN)/pytest -q tests/rtmp tests/segmenter
+
+# Everything but the end-to-end tests (real clients over loopback, Chromium, the wheel build),
+# and lint: the quick check while working. `make test` is what CI runs.
+test-fast: setup
+	bash deploy/system-packages.sh
+	$(MAKE) lint
+	$(BIN)/pytest -q -m "not e2e"
 
 bench-smoke: setup
 	$(BIN)/pytest tests/bench -q

@@ -1,10 +1,9 @@
 """Compiles the per-message modules listed in gateway/native.py with mypyc (metadata is in
-pyproject.toml). Without a C compiler, or with GATEWAY_PURE_PYTHON=1, the package installs as
+pyproject.toml). Without a C compiler, or with RTMP_HLS_PURE_PYTHON=1, the package installs as
 plain Python: the same code, whose hot path takes about 1.5 times as long."""
 
 from __future__ import annotations
 
-import os
 import runpy
 import sys
 from pathlib import Path
@@ -15,14 +14,14 @@ HERE = Path(__file__).parent
 
 
 def native_extensions() -> list[Extension]:
-    if os.environ.get("GATEWAY_PURE_PYTHON"):
+    native = runpy.run_path(str(HERE / "gateway" / "native.py"))
+    if native["pure_requested"]():
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:
         print("setup.py: mypyc is not installed; installing pure Python", file=sys.stderr)
         return []
-    native = runpy.run_path(str(HERE / "gateway" / "native.py"))
     paths = [name.replace(".", "/") + ".py" for name in native["COMPILED"]]
     # Third-party packages (PyAV) may be absent from an isolated build environment: typed as Any
     # there, which compiles to the same generic calls.

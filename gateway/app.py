@@ -34,7 +34,7 @@ from gateway.metrics import Metrics, StreamCollector, StreamFigures
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
 from gateway.reload import ReloadPlan, plan_reload
-from gateway.server import serve_rtmp
+from gateway.server import Sessions, serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
@@ -117,6 +117,7 @@ class Gateway:
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
     access: AccessControl | None = None
+    rtmp_sessions: Sessions = field(default_factory=Sessions)  # for the reconnect request
     # Whether the store's writes succeed (the store records into it): /healthz and /metrics.
     health: StoreHealth = field(
         default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
@@ -132,6 +133,7 @@ class Gateway:
         self.hub = Hub(
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
+            track_headers_bytes=self.settings.track_headers_bytes,
             play_write_interval=self.settings.rtmp_play_write_interval,
             takeover_after=self.settings.publish_takeover_after,
         )
@@ -226,9 +228,13 @@ class Gateway:
         self.viewers.window = new.hls_viewer_window
         self.hub.configure(
             gop_cache_bytes=new.gop_cache_bytes,
+            track_headers_bytes=new.track_headers_bytes,
             play_write_interval=new.rtmp_play_write_interval,
             takeover_after=new.publish_takeover_after,
         )
+        if self.hub.write_gate is not None:  # publishers' waits from their next pause on
+            self.hub.write_gate.warn_after = new.hls_write_stall_warn
+            self.hub.write_gate.drop_after = new.hls_write_stall_timeout
         if self.access is not None:
             self.access.reconfigure(new)
         if self._segmenters is not None:
@@ -448,13 +454,12 @@ async def run_gateway(
                     async with trio.open_nursery() as ingest:
                         listening = await ingest.start(
                             partial(
-                                serve_rtmp,
-                                settings,
-                                gw.hub,
-                                gw.metrics,
-                                access,
-                                current=lambda: gw.settings,
-                            )
+                                serve_rtmp, sessions=gw.rtmp_sessions, current=lambda: gw.settings
+                            ),
+                            settings,
+                            gw.hub,
+                            gw.metrics,
+                            access,
                         )
                         gw.bound = Bound(
                             [(a.host, a.port) for a in listening if a.protocol == "rtmp"],
@@ -469,6 +474,11 @@ async def run_gateway(
                         )
                         task_status.started(gw)
                         await stop.wait()
+                        # E-RTMP v2: publishers that can are asked to reconnect (elsewhere:
+                        # new connections are refused from now on) before ingest stops.
+                        await gw.rtmp_sessions.request_reconnects(
+                            gw.settings.reconnect_request_wait, "The gateway is shutting down."
+                        )
                         # Graceful order: stop ingest (publish slots are released), then end the
                         # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.
                         ingest.cancel_scope.cancel()

@@ -67,7 +67,58 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument(
         "--page", action="store_true", help="the player page's URL instead of the playlist's"
     )
+    health = commands.add_parser(
+        "health",
+        help="exit 0 if the gateway on this host answers /healthz with 200, else 1 (the reason "
+        "on stderr): a container or service-manager health check",
+        description="Settings (host, http_port, tls_cert) come from defaults < --config FILE < "
+        "GATEWAY_* environment, as for `gateway run`: give it the same file.",
+    )
+    health.add_argument("--config", metavar="FILE", help="TOML file with settings")
+    health.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)"
+    )
     return parser
+
+
+def health_command(args: argparse.Namespace) -> int:
+    """GET /healthz of the gateway these settings describe. Exit 1 on anything but a 200 (a
+    container engine reads 1 as unhealthy and reserves 2), the reason on stderr."""
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    try:
+        settings = load_settings(config_file=args.config)
+    except ConfigError as exc:
+        print(f"gateway health: configuration error: {exc}", file=sys.stderr)
+        return 1
+    # A wildcard bind is reached on loopback; a specific address where it listens.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if settings.tls_cert else "http"
+    url = f"{scheme}://{host}:{settings.http_port}/healthz"
+    # Whether this process answers, not whether its certificate names this address.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+    try:
+        with opener.open(url, timeout=args.timeout) as answer:
+            status, body = answer.status, answer.read(4096)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(4096)
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, not HTTP
+        print(f"gateway health: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        text = body.decode("utf-8", "replace").strip()
+        print(f"gateway health: {url} answered {status}: {text}", file=sys.stderr)
+        return 1
+    return 0
 
 
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -128,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sign":
         return sign_command(args)
+    if args.command == "health":
+        return health_command(args)
     if args.command != "run":
         parser.print_help()
         return 2
@@ -138,20 +191,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format, settings.log_level)
-    stale = native.stale()
-    if stale:
-        print(
-            f"gateway: the compiled {', '.join(stale)} is older than its source, so the old code "
-            "would run: rebuild with `make setup` (or `pip install -e .`)",
-            file=sys.stderr,
-        )
-        return 2
+    fallback = native.fallback_warning()
+    if fallback:
+        log.warning(fallback)
     slow = native.interpreted()
-    if slow:
+    if slow and not fallback:
+        why = (
+            f"{native.PURE_ENV} is set"
+            if native.pure_requested()
+            else "install with a C compiler to compile them"
+        )
         log.warning(
-            "%d per-message modules run as pure Python, not compiled with mypyc (install with a "
-            "C compiler to compile them): ingest costs more CPU per stream",
+            "%d per-message modules run as pure Python, not compiled with mypyc (%s): ingest "
+            "costs more CPU per stream",
             len(slow),
+            why,
         )
     from gateway.app import run_gateway  # heavy imports (PyAV, Quart) only when running
 

@@ -144,6 +144,16 @@ class Settings:
             minimum=0,
         ),
     )
+    track_headers_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_doc(
+            "Bytes per stream of configuration (sequence starts, metadata) kept for Multitrack "
+            "tracks other than track 0, so late players get every track; a track whose "
+            "configuration does not fit is not kept (its players wait for the publisher to "
+            "resend it).",
+            minimum=0,
+        ),
+    )
     rtmp_play_write_interval: float = field(
         default=0.03,
         metadata=_doc(
@@ -456,6 +466,15 @@ class Settings:
         default=10.0,
         metadata=_doc(
             "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0
+        ),
+    )
+    reconnect_request_wait: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds a graceful shutdown waits for publishers that announced Enhanced RTMP "
+            "capsEx Reconnect to reconnect elsewhere after NetConnection.Connect."
+            "ReconnectRequest, before their connections are closed (0 = ask nobody).",
+            minimum=0.0,
         ),
     )
 

@@ -21,7 +21,16 @@ from urllib.parse import parse_qs
 import trio
 
 from gateway.backpressure import WriteGate
-from segmenter.flv import FlvTag, TagType
+from segmenter.codecs import MediaError
+from segmenter.flv import (
+    NOT_CONFIG,
+    FlvTag,
+    TagType,
+    config_type,
+    is_default_keyframe,
+    join_tracks,
+    split_multitrack,
+)
 
 log = logging.getLogger("gateway.hub")
 
@@ -112,32 +121,43 @@ class PublisherOwner(Protocol):
         """End the connection, logging ``why``."""
 
 
-def _key_frame_type(tag: FlvTag) -> bool:
-    """Video with FrameType 1 (FLV E.4.3.1; bit 7 is Enhanced RTMP's IsExHeader)."""
-    body = tag.body
-    return tag.type is TagType.VIDEO and len(body) >= 2 and (body[0] >> 4) & 0x07 == 1
-
-
 def is_keyframe(tag: FlvTag) -> bool:
-    """A video tag that starts a decodable picture: a key frame that is not a header."""
-    return _key_frame_type(tag) and not is_sequence_header(tag)
+    """A video tag where a player can start: a key frame of the default track (track 0), not a
+    header (segmenter.flv reads FLV and Enhanced RTMP headers, Multitrack included)."""
+    return is_default_keyframe(tag.type, tag.body)
 
 
 def is_sequence_header(tag: FlvTag) -> bool:
-    """AVC/AAC sequence headers (FLV spec E.4.2.2 / E.4.3.1) and Enhanced RTMP SequenceStart."""
-    body = tag.body
-    if len(body) < 2:
-        return False
-    if tag.type is TagType.VIDEO:
-        if body[0] & 0x80:  # Enhanced RTMP ExHeader: PacketType 0 = SequenceStart
-            return body[0] & 0x0F == 0
-        return body[0] & 0x0F in (7, 12) and body[1] == 0
-    if tag.type is TagType.AUDIO:
-        fmt = body[0] >> 4
-        if fmt == 9:  # Enhanced RTMP audio ExHeader: PacketType 0 = SequenceStart
-            return body[0] & 0x0F == 0
-        return fmt == 10 and body[1] == 0
-    return False
+    """Decoder configuration of any track: AVC/AAC sequence headers (FLV E.4.2.2 / E.4.3.1),
+    Enhanced RTMP SequenceStart, video Metadata and audio MultichannelConfig, Multitrack too."""
+    return config_type(tag.type, tag.body) != NOT_CONFIG
+
+
+# Start-of-play cache key of a configuration tag: (tag type, track id, PacketType).
+HeaderKey = tuple[int, int, int]
+
+
+def header_entries(tag: FlvTag, packet_type: int) -> list[tuple[HeaderKey, FlvTag]]:
+    """Per track, the tag a new player needs for this configuration: a one-track tag as is
+    (track 0); a Multitrack tag split, track 0 as its one-track body (what every player reads)
+    and the others each as a OneTrack Multitrack tag (only multitrack players get those)."""
+    kind = int(tag.type)
+    try:
+        tracks = split_multitrack(tag.type, tag.body)
+    except MediaError:
+        tracks = None
+    if tracks is None:
+        return [((kind, 0, packet_type), tag)]
+    out: list[tuple[HeaderKey, FlvTag]] = []
+    for track in tracks:
+        body = track.body
+        if track.track_id != 0:
+            try:
+                body = join_tracks(tag.type, [track])
+            except ValueError:  # a ModEx prefix: join_tracks takes plain bodies; keep the tag
+                body = tag.body
+        out.append(((kind, track.track_id, packet_type), FlvTag(tag.type, tag.timestamp, body)))
+    return out
 
 
 @dataclass(eq=False)
@@ -146,14 +166,17 @@ class Stream:
     key: str
     publisher: PublisherInfo | None = None
     metadata: FlvTag | None = None
-    video_header: FlvTag | None = None
-    audio_header: FlvTag | None = None
+    # The latest configuration of every track, in order of first arrival (header_entries).
+    headers: dict[HeaderKey, FlvTag] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
     sinks: list[Sink] = field(default_factory=list)
     # Tags since the newest video keyframe, so a new player starts with a picture at once.
     gop: list[FlvTag] = field(default_factory=list)
     gop_bytes: int = 0
     gop_limit: int = 0  # bytes; 0 disables the cache
+    # Bytes of configuration kept for tracks other than track 0 (a publisher names up to 256).
+    track_headers_limit: int = 1 << 20
+    track_headers_bytes: int = 0
     # Replaced at every publish start, so waiters can sleep on "the next publisher".
     published_event: trio.Event = field(default_factory=trio.Event)
     # RTMP players' live state (gateway.player.Play), for the API.
@@ -168,17 +191,24 @@ class Stream:
     def path(self) -> str:
         return f"{self.app}/{self.key}"
 
+    @property
+    def video_header(self) -> FlvTag | None:
+        """The default track's video sequence header (None before one arrived)."""
+        return self.headers.get((int(TagType.VIDEO), 0, 0))
+
+    @property
+    def audio_header(self) -> FlvTag | None:
+        return self.headers.get((int(TagType.AUDIO), 0, 0))
+
     def publish(self, tag: FlvTag) -> None:
         """Hand one tag of the live session to every subscriber; never blocks."""
         self.tags_in += 1
         self.bytes_in += len(tag.body)
         if tag.type is TagType.SCRIPT:
             self.metadata = tag
-        elif is_sequence_header(tag):
-            if tag.type is TagType.VIDEO:
-                self.video_header = tag
-            else:
-                self.audio_header = tag
+        elif (packet_type := config_type(tag.type, tag.body)) != NOT_CONFIG:
+            for key, entry in header_entries(tag, packet_type):
+                self._keep_header(key, entry)
         elif self.gop_limit:
             self._cache(tag)
         for sub in self.subscribers:
@@ -186,9 +216,22 @@ class Stream:
         for sink in self.sinks:
             sink(tag)
 
+    def _keep_header(self, key: HeaderKey, entry: FlvTag) -> None:
+        if key[1] == 0:  # the default track's: always (as a one-track publisher's)
+            self.headers[key] = entry
+            return
+        old = self.headers.get(key)
+        size = self.track_headers_bytes - (len(old.body) if old is not None else 0)
+        if size + len(entry.body) > self.track_headers_limit:
+            if old is not None:  # stale configuration must not reach a new player either
+                del self.headers[key]
+                self.track_headers_bytes = size
+            return
+        self.headers[key] = entry
+        self.track_headers_bytes = size + len(entry.body)
+
     def _cache(self, tag: FlvTag) -> None:
-        # publish() already knows this is not a header: only the frame type is left to check.
-        if _key_frame_type(tag):
+        if is_keyframe(tag):
             self.gop.clear()
             self.gop_bytes = 0
         elif not self.gop:
@@ -202,9 +245,10 @@ class Stream:
         self.gop_bytes += len(tag.body)
 
     def start_items(self) -> list[FlvTag]:
-        """What a new player needs before live tags: metadata, headers, then the cached GOP."""
-        head = [t for t in (self.metadata, self.video_header, self.audio_header) if t is not None]
-        return head + self.gop
+        """What a new player needs before live tags: metadata, every track's configuration,
+        then the cached GOP (from a default-track keyframe)."""
+        head = [self.metadata] if self.metadata is not None else []
+        return head + list(self.headers.values()) + self.gop
 
     def _broadcast(self, item: HubItem) -> None:
         for sub in self.subscribers:
@@ -222,11 +266,13 @@ class Hub:
         on_stream_started: Callable[[Stream], None] | None = None,
         wallclock: Callable[[], float] = time.time,
         gop_cache_bytes: int = 0,
+        track_headers_bytes: int = 1 << 20,
         play_write_interval: float = 0.03,
         takeover_after: float = 0.0,
     ) -> None:
         self.streams: dict[tuple[str, str], Stream] = {}
         self._gop_cache_bytes = gop_cache_bytes
+        self._track_headers_bytes = track_headers_bytes
         # Seconds without a tag after which a new publisher may take a name over (0 = never).
         self._takeover_after = takeover_after
         # Seconds an RTMP players' writer (gateway.player.Fanout) waits between writes.
@@ -237,11 +283,17 @@ class Hub:
         self.write_gate: WriteGate | None = None
 
     def configure(
-        self, *, gop_cache_bytes: int, play_write_interval: float, takeover_after: float
+        self,
+        *,
+        gop_cache_bytes: int,
+        track_headers_bytes: int,
+        play_write_interval: float,
+        takeover_after: float,
     ) -> None:
-        """Reloaded settings: the GOP cache of streams created from now on, the players'
-        write interval and the takeover delay from their next use."""
+        """Reloaded settings: the GOP cache and track-header limit of streams created from now
+        on, the players' write interval and the takeover delay from their next use."""
         self._gop_cache_bytes = gop_cache_bytes
+        self._track_headers_bytes = track_headers_bytes
         self.play_write_interval = play_write_interval
         self._takeover_after = takeover_after
 
@@ -251,7 +303,12 @@ class Hub:
     def _stream(self, app: str, key: str) -> Stream:
         stream = self.streams.get((app, key))
         if stream is None:
-            stream = self.streams[(app, key)] = Stream(app, key, gop_limit=self._gop_cache_bytes)
+            stream = self.streams[(app, key)] = Stream(
+                app,
+                key,
+                gop_limit=self._gop_cache_bytes,
+                track_headers_limit=self._track_headers_bytes,
+            )
         return stream
 
     def start_publish(
@@ -283,7 +340,9 @@ class Hub:
         )
         stream.sessions += 1
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.
-        stream.metadata = stream.video_header = stream.audio_header = None
+        stream.metadata = None
+        stream.headers.clear()
+        stream.track_headers_bytes = 0
         stream.gop.clear()
         stream.gop_bytes = 0
         if self._on_stream_started is not None:

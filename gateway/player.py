@@ -42,7 +42,7 @@ from gateway.hub import (
 from gateway.metrics import Metrics
 from gateway.rtmp.chunk import EXTENDED, ChunkEncoder
 from gateway.rtmp.connection import CSID_AUDIO, CSID_VIDEO, Connection
-from segmenter.flv import FlvTag, TagType
+from segmenter.flv import FlvTag, TagType, default_track_body
 
 log = logging.getLogger("gateway.player")
 
@@ -59,11 +59,25 @@ IOV_MAX = 512
 _SHARED_STREAM_ID = 1
 
 
+def legacy_view(tag: FlvTag) -> FlvTag | None:
+    """``tag`` as a peer that did not announce Multitrack (capsEx) gets it: unchanged unless it
+    is a Multitrack tag, else its track 0 as a one-track tag, or None (no track 0 in it)."""
+    if tag.type is TagType.SCRIPT:
+        return tag
+    body = default_track_body(tag.type, tag.body)
+    if body is None:
+        return None
+    return tag if body is tag.body else FlvTag(tag.type, tag.timestamp, body)
+
+
 @dataclass
 class PlayerFeed:
     """Pure filter + clock for one player."""
 
     has_video: bool = True
+    # The peer announced capsEx Multitrack (E-RTMP v2): it gets every track unchanged; else
+    # only track 0 (legacy_view).
+    multitrack: bool = False
     waiting_keyframe: bool = True
     paused: bool = False
     _base: int | None = None
@@ -86,8 +100,12 @@ class PlayerFeed:
         if not paused:
             self.waiting_keyframe = True
 
+    def view(self, tag: FlvTag) -> FlvTag | None:
+        """What this player gets of ``tag`` (every track, or track 0 only); None: nothing."""
+        return tag if self.multitrack else legacy_view(tag)
+
     def accept(self, tag: FlvTag) -> int | None:
-        """The timestamp to send ``tag`` with, or None to drop it."""
+        """The timestamp to send ``tag`` (as :meth:`view` gives it) with, or None to drop it."""
         if self.paused:
             return None
         if tag.type is TagType.SCRIPT or is_sequence_header(tag):
@@ -115,7 +133,7 @@ class Shared:
     relative header, encoded once, and what a player must have received last on the chunk
     stream for those bytes to be right."""
 
-    __slots__ = ("_fmt2", "csid", "data", "delta", "fmt", "prev", "tag")
+    __slots__ = ("_fmt2", "_legacy", "csid", "data", "delta", "fmt", "prev", "tag")
 
     def __init__(self, tag: FlvTag, csid: int, prev: Shared | None, encoder: ChunkEncoder) -> None:
         self.tag, self.csid, self.prev = tag, csid, prev
@@ -123,6 +141,14 @@ class Shared:
         self.fmt = self.data[0] >> 6  # §5.3.1.1: fmt 0 (absolute time) is never shared
         self.delta = tag.timestamp - prev.tag.timestamp if prev is not None else -1
         self._fmt2: bytes | None = None
+        self._legacy: FlvTag | bool | None = False  # False: not computed yet
+
+    def legacy(self) -> FlvTag | None:
+        """legacy_view of the tag, computed once for all the stream's legacy players."""
+        if self._legacy is False:
+            self._legacy = legacy_view(self.tag)
+        assert not isinstance(self._legacy, bool)
+        return self._legacy
 
     def fmt2(self) -> bytes:
         """A fmt 3 message with a fmt 2 header (the delta spelled out), for a player whose last
@@ -264,6 +290,13 @@ class Play:
                     dropped += 1
                     continue
                 tag = item.tag
+                if not feed.multitrack and (view := item.legacy()) is not tag:
+                    # Multitrack rewritten to track 0 (or dropped): its own bytes, full header.
+                    if view is not None and (ts := feed.accept(view)) is not None:
+                        pieces.append(self._full(item.csid, view, ts))
+                        out.media_bytes += len(pieces[-1])
+                        sent[item.csid] = _Sent(None, sid, ts, False)
+                    continue
                 ts = feed.accept(tag)
                 if ts is None:
                     continue
@@ -334,7 +367,10 @@ class Play:
     def send_start(self, start: list[FlvTag]) -> None:
         """Headers and the cached GOP, each with a full header (written at once)."""
         pieces = [self.conn.data_to_send()] if self.conn.has_data_to_send else []
-        for tag in start:
+        for item in start:
+            tag = self.feed.view(item)
+            if tag is None:
+                continue
             ts = self.feed.accept(tag)
             if ts is None:
                 continue

@@ -13,16 +13,25 @@ import itertools
 import logging
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
 from gateway.config import ConfigError, Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy
-from gateway.relay import _NET_ERRORS, Opener, _why, open_target, target_opener
+from gateway.relay import (
+    _NET_ERRORS,
+    Opener,
+    Reconnect,
+    _why,
+    open_target,
+    reconnect_target,
+    target_opener,
+)
 from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
 from gateway.reload import split_changes
+from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
@@ -112,6 +121,13 @@ class Pull:
                 await self._attempt()
                 failures = 0
                 self.last_error = "source closed the connection"
+            except Reconnect as exc:  # E-RTMP v2: at once, to where the source said
+                self._end("source asked to reconnect")
+                log.info("pull %s/%s: reconnecting on the source's request", self.rule.app,
+                         self.rule.key)  # fmt: skip
+                self.rule = replace(self.rule, target=exc.target)
+                self.reconnects += 1
+                continue
             except PullFailed as exc:
                 failures += 1
                 self.last_error = str(exc)
@@ -139,7 +155,7 @@ class Pull:
                 sock = await self.opener(t)
                 async with sock:
                     conn = Connection(Role.CLIENT)
-                    conn.connect(t.app, t.tc_url)
+                    conn.connect(t.app, t.tc_url, extra=ertmp.client_properties())
                     conn.play(t.name)
                     while True:
                         if out := conn.data_to_send():
@@ -192,6 +208,8 @@ class Pull:
                 self.state = "playing"
             elif event.code == UNPUBLISHED:
                 self._end("source unpublished")
+        elif isinstance(event, ev.ReconnectRequest):
+            raise Reconnect(reconnect_target(self.rule.target, event))
 
     def _publisher(self) -> Stream:
         if self._stream is None:

@@ -24,12 +24,22 @@ from typing import Any
 
 import trio
 
-from gateway.config import Settings
-from gateway.hub import Gap, Hub, HubItem, SessionEnd, SessionStart, Stream, Subscriber
+from gateway.config import ConfigError, Settings
+from gateway.hub import (
+    Gap,
+    Hub,
+    HubItem,
+    SessionEnd,
+    SessionStart,
+    Stream,
+    Subscriber,
+    is_keyframe,
+)
 from gateway.metrics import Metrics
 from gateway.player import FLUSH_EVERY, PlayerFeed
 from gateway.relay_config import RelayConfig, Target, parse_push, parse_target
 from gateway.reload import split_changes
+from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.client import set_data_frame
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
@@ -81,6 +91,26 @@ class RelayFailed(Exception):
     """The target refused, dropped or stalled; the message is the relay's last_error."""
 
 
+class Reconnect(Exception):
+    """The target asked us to reconnect (E-RTMP v2 ReconnectRequest), to ``target``."""
+
+    def __init__(self, target: Target) -> None:
+        super().__init__("reconnect requested")
+        self.target = target
+
+
+def reconnect_target(current: Target, event: ev.ReconnectRequest) -> Target:
+    """Where a ReconnectRequest sends a relay: its tcUrl (resolved) with our stream name, or the
+    same target. A tcUrl we cannot use keeps the current target (and is logged)."""
+    if event.tc_url is None or event.tc_url == current.tc_url:
+        return current
+    try:
+        return parse_target(f"{event.tc_url.rstrip('/')}/{current.name}")
+    except ConfigError as exc:
+        log.warning("reconnect request to an unusable tcUrl ignored: %s", exc)
+        return current
+
+
 @dataclass(eq=False)
 class _Link:
     sock: trio.abc.Stream
@@ -89,6 +119,7 @@ class _Link:
     on_sent: Callable[[int], None]
     stream_id: int = 0
     failure: str | None = None
+    reconnect: ev.ReconnectRequest | None = None  # asked by the target; done at a keyframe
     lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
 
     async def flush(self) -> None:
@@ -189,6 +220,14 @@ class Relay:
             try:
                 if await self._attempt(rx):
                     return
+            except Reconnect as exc:
+                # E-RTMP v2: at once (no backoff), to where the target said.
+                log.info(
+                    "relay %s -> %s: reconnecting on the target's request to %s",
+                    self.stream.path, self.label, exc.target.label(self.stream.key),
+                )  # fmt: skip
+                self.target = exc.target
+                continue
             except RelayFailed as exc:
                 self.last_error = str(exc)
             self.failures += 1
@@ -248,7 +287,7 @@ class Relay:
                 sock = await self.opener(t)
                 try:
                     conn = Connection(Role.CLIENT, self.config.limits)
-                    conn.connect(t.app, t.tc_url)
+                    conn.connect(t.app, t.tc_url, extra=ertmp.client_properties())
                     conn.publish(t.name)
                     link = _Link(sock, conn, self.config.send_timeout, self._sent)
                     while True:
@@ -287,7 +326,10 @@ class Relay:
             return True
         start = self.stream.start_items()
         has_video = self.stream.video_header is not None
-        feed = self._feed = PlayerFeed(has_video=has_video)
+        # Every track goes to a target that announced capsEx Multitrack in its connect _result
+        # (E-RTMP v2: a client aware of it MAY publish multitrack); track 0 to any other.
+        multitrack = link.conn.peer_caps.multitrack
+        feed = self._feed = PlayerFeed(has_video=has_video, multitrack=multitrack)
         self.state, self.failures = "publishing", 0
         self.connected_since = time.time()
         self.metrics.relays_active.inc()
@@ -310,11 +352,16 @@ class Relay:
             self.connected_since, self._feed = None, None
             self.dropped += feed.dropped
             await trio.aclose_forcefully(link.sock)
+        if link.reconnect is not None and not ended:
+            raise Reconnect(reconnect_target(self.target, link.reconnect))
         if link.failure is not None and not ended:
             raise RelayFailed(link.failure)
         return ended
 
-    def _send(self, link: _Link, feed: PlayerFeed, tag: FlvTag) -> None:
+    def _send(self, link: _Link, feed: PlayerFeed, item: FlvTag) -> None:
+        tag = feed.view(item)
+        if tag is None:
+            return
         ts = feed.accept(tag)
         if ts is None:
             return
@@ -332,6 +379,11 @@ class Relay:
             unflushed = 0
             async for item in rx:
                 if isinstance(item, FlvTag):
+                    if link.reconnect is not None and is_keyframe(item):
+                        # The media boundary the reconnect waited for: the new connection
+                        # starts from the hub's snapshot, this keyframe's GOP included.
+                        await self._stop(link)
+                        return False
                     self._send(link, feed, item)
                 elif isinstance(item, Gap):
                     feed.gap(item.dropped)
@@ -359,6 +411,12 @@ class Relay:
                         link.failure = "target closed the connection"
                     elif isinstance(event, ev.Status) and event.level == "error":
                         link.failure = f"target: {event.code} {event.description}".strip()
+                    elif isinstance(event, ev.ReconnectRequest) and link.reconnect is None:
+                        log.info(
+                            "relay %s -> %s: target asks to reconnect (%s)",
+                            self.stream.path, self.label, event.description,
+                        )  # fmt: skip
+                        link.reconnect = event
                     if link.failure is not None:
                         break
                 await link.flush()  # acknowledgements and ping responses (§5.4.3, §7.1.7)

@@ -38,6 +38,7 @@ from gateway.readmux import available as readmux_available
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection
 from gateway.rtmp.errors import ProtocolError
+from gateway.rtmp.ertmp import Capabilities
 from gateway.rtmp.limits import Limits
 from gateway.tls import describe_tls_error, server_context
 from segmenter.flv import FlvTag
@@ -78,6 +79,8 @@ class Session:
     id: int = field(default_factory=lambda: next(_ids))
     app: str | None = None
     connect_query: str = ""  # the connect URL's query string as received (a token, say)
+    # What the client announced in connect (Enhanced RTMP capsEx, FourCCs): empty for legacy.
+    caps: Capabilities = field(default_factory=Capabilities)
     # Who may publish and play (None: anyone, as without access settings).
     access: AccessControl | None = None
     # The transport: "rtmps" when sock is TLS (the log lines and the auth hook say which).
@@ -103,6 +106,21 @@ class Session:
     # timeout of a muxed publisher, and how long a publisher has been silent (hub takeover).
     last_read: float = field(default_factory=trio.current_time)
     _opened: float = field(default_factory=trio.current_time)
+    # Set when the connection is closed (run() returned).
+    closed: trio.Event = field(default_factory=trio.Event)
+
+    def request_reconnect(self, description: str, tc_url: str | None = None) -> bool:
+        """E-RTMP v2 "Reconnect Request": ask a publisher that announced capsEx Reconnect to
+        reconnect (to ``tc_url``, or here); True if asked. The caller then flushes."""
+        conn = getattr(self, "_conn", None)
+        if conn is None or not self.published or not self.caps.reconnect:
+            return False
+        try:
+            conn.send_reconnect_request(description, tc_url)
+        except ProtocolError:
+            return False  # the connection already failed: it is closing anyway
+        log.info("rtmp #%d %s: asked to reconnect (%s)", self.id, self.peer, description)
+        return True
 
     async def run(self) -> None:
         conn = Connection(limits=rtmp_limits(self.settings))
@@ -120,6 +138,7 @@ class Session:
             self.published.clear()
             with trio.move_on_after(1, shield=True):
                 await self.sock.aclose()
+            self.closed.set()
             sent = conn.bytes_sent + (self.output.media_bytes if self.output is not None else 0)
             log.info(
                 "%s connection #%d from %s closed (%s); %d bytes in, %d out",
@@ -371,7 +390,8 @@ class Session:
         if self.output is None:
             timeout = self.settings.send_timeout
             self.output = Output(self.sock, conn, self._send_lock, timeout)
-        scope, feed = trio.CancelScope(), PlayerFeed()
+        # A player that announced capsEx Multitrack gets every track; others track 0 only.
+        scope, feed = trio.CancelScope(), PlayerFeed(multitrack=self.caps.multitrack)
         self.playing[event.stream_id] = (scope, feed)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_player, scope, feed, event.stream_id, stream)
@@ -432,6 +452,14 @@ class Session:
         self.app = app
         # rtmp://host/live?token=x puts the query on the app/tcUrl: kept for authorisation.
         self.connect_query = event.query
+        for problem in event.problems:  # a malformed E-RTMP hint is ignored, never fatal
+            log.warning("rtmp #%d %s: connect: %s", self.id, self.peer, problem)
+        self.caps = event.capabilities
+        if self.caps.announced:
+            log.info(
+                "rtmp #%d %s: Enhanced RTMP client: capsEx %d, fourCcList %s",
+                self.id, self.peer, self.caps.caps_ex, ",".join(self.caps.fourcc_list) or "-",
+            )  # fmt: skip
         conn.accept_connect()
 
     def _on_publish(self, conn: Connection, event: ev.PublishRequest) -> None:
@@ -598,6 +626,37 @@ class Session:
         return fields
 
 
+class Sessions:
+    """The open RTMP sessions, for a graceful shutdown: once ``closing``, new connections are
+    refused (a publisher asked to reconnect must not come back to a gateway that is stopping)."""
+
+    def __init__(self) -> None:
+        self.open: set[Session] = set()
+        self.closing = False
+
+    async def request_reconnects(self, wait: float, description: str) -> int:
+        """Ask every publisher that announced capsEx Reconnect to reconnect (E-RTMP v2), then
+        give them up to ``wait`` seconds in all to leave on their own (the spec's old server
+        keeps processing their messages meanwhile). Returns how many were asked."""
+        self.closing = True
+        if wait <= 0:
+            return 0
+        asked = [s for s in list(self.open) if s.request_reconnect(description)]
+        with trio.move_on_after(wait):
+            async with trio.open_nursery() as nursery:
+                for session in asked:
+                    nursery.start_soon(self._flush_and_wait, session)
+        return len(asked)
+
+    @staticmethod
+    async def _flush_and_wait(session: Session) -> None:
+        try:
+            await session.flush()  # bounded by send_timeout
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return  # the connection is failing: it closes on its own
+        await session.closed.wait()
+
+
 class Listening(NamedTuple):
     """A bound RTMP listener, as :func:`serve_rtmp` reports them: plain RTMP first."""
 
@@ -622,12 +681,14 @@ async def serve_rtmp(
     access: AccessControl | None = None,
     *,
     current: Callable[[], Settings] | None = None,
+    sessions: Sessions | None = None,
     task_status: trio.TaskStatus[list[Listening]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept RTMP connections on rtmp_port (unless -1) and, with tls_cert, RTMPS on rtmps_port
     until cancelled; reports the bound addresses. ``access`` decides who may publish and play
-    (None: anyone). ``current`` gives the settings as reloaded: each new connection gets the
-    limits of that moment (the listeners stay as bound)."""
+    (None: anyone); ``sessions`` (if given) tracks the open sessions for shutdown.
+    ``current`` gives the settings as reloaded: each new connection gets the limits of that
+    moment (the listeners stay as bound)."""
     listeners: list[tuple[str, trio.SocketListener]] = []
     tls_context: ssl.SSLContext | None = None
     try:
@@ -661,6 +722,10 @@ async def serve_rtmp(
             peer = f"{host}:{port}"
         except OSError:
             host, peer = "unknown", "unknown"
+        if sessions is not None and sessions.closing:
+            with trio.move_on_after(1, shield=True):
+                await sock.aclose()  # stopping: a reconnecting publisher must go elsewhere
+            return
         per_ip_limit = settings.max_connections_per_ip
         if per_ip_limit and per_ip.get(host, 0) >= per_ip_limit:
             metrics.connections_refused.inc()
@@ -721,6 +786,8 @@ async def serve_rtmp(
             access=access,
         )
         log.info("%s connection #%d from %s", protocol, session.id, peer)
+        if sessions is not None:
+            sessions.open.add(session)
         try:
             await session.run()
         except Exception:
@@ -728,6 +795,8 @@ async def serve_rtmp(
             log.exception("%s connection #%d from %s: internal error", protocol, session.id, peer)
             metrics.protocol_errors.labels("internal-error").inc()
         finally:
+            if sessions is not None:
+                sessions.open.discard(session)
             active -= 1
             left = per_ip.pop(host) - 1
             if left:

@@ -1,4 +1,4 @@
-"""Codec configuration parsing and bitstream rewrites for H.264 and AAC. Pure functions, no I/O.
+"""Codec configuration parsing and bitstream rewrites. Pure functions, no I/O.
 
 - avcC: AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1).
 - SPS: width/height with cropping and VUI frame rate (ITU-T H.264 §7.3.2.1.1, E.1.1).
@@ -817,5 +817,391 @@ def opus_samples(packet: bytes) -> int:
     return _OPUS_FRAME[toc >> 3] * max(frames, 1)
 
 
+# --- FLAC, AC-3, E-AC-3 and MP3 (E-RTMP v2 FourCCs fLaC, ac-3, ec-3, .mp3; MP3 also legacy) ---
+#
+# FLAC's sequence start is its STREAMINFO; AC-3, E-AC-3 and MP3 have none (E-RTMP v2: their frames
+# describe themselves), so their configuration is read off each frame's header. ``config`` is the
+# part of it that defines the track: a change there is a new configuration, while per-frame fields
+# (CRCs, MP3 bitrate and padding, FLAC's running totals) are left out.
+
+FLAC_STREAMINFO_SIZE = 34
+_FLAC_STREAMINFO = 0  # BLOCK_TYPE of STREAMINFO (FLAC format §METADATA_BLOCK_HEADER)
+
+
+@dataclass(frozen=True, slots=True)
+class FlacConfig:
+    """A FLAC STREAMINFO (xiph FLAC format §METADATA_BLOCK_STREAMINFO) from the fLaC sequence
+    start, with the fields that change while encoding (frame sizes, total samples, MD5) zeroed:
+    0 is their "unknown" value, and FFmpeg resends STREAMINFO with them filled at the end."""
+
+    config: bytes  # the 34-byte STREAMINFO as kept (see above)
+    min_block: int
+    max_block: int
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    fourcc: str = "fLaC"
+
+    @property
+    def codec_string(self) -> str:
+        """FLAC in ISOBMFF §3.3 (and the MP4 registration): "fLaC"."""
+        return "fLaC"
+
+    def dfla(self) -> bytes:
+        """dfLa payload after the FullBox header (FLAC in ISOBMFF §3.3.2): the STREAMINFO
+        metadata block, flagged as the last one (last-metadata-block 1, BLOCK_TYPE 0)."""
+        return bytes((0x80 | _FLAC_STREAMINFO,)) + len(self.config).to_bytes(3, "big") + self.config
+
+
+def parse_flac_streaminfo(data: bytes) -> FlacConfig:
+    """Parse the STREAMINFO an E-RTMP fLaC SequenceStart carries (34 bytes; a leading "fLaC"
+    marker and metadata block header are accepted too)."""
+    if data[:4] == b"fLaC":
+        data = data[4:]
+    if len(data) >= 4 + FLAC_STREAMINFO_SIZE and data[0] & 0x7F == _FLAC_STREAMINFO:
+        data = data[4:]  # METADATA_BLOCK_HEADER
+    if len(data) < FLAC_STREAMINFO_SIZE:
+        raise MediaError(f"FLAC STREAMINFO too short ({len(data)} bytes)")
+    info = data[:FLAC_STREAMINFO_SIZE]
+    min_block, max_block = int.from_bytes(info[0:2], "big"), int.from_bytes(info[2:4], "big")
+    packed = int.from_bytes(info[10:13], "big")  # rate 20 bits, channels-1 3, (bps-1) high bit
+    rate = packed >> 4
+    channels = ((packed >> 1) & 0x07) + 1
+    bits = (((packed & 1) << 4) | (info[13] >> 4)) + 1
+    if rate == 0:
+        raise MediaError("FLAC STREAMINFO sample rate 0")
+    if min_block < 16 or max_block < min_block:
+        raise MediaError(f"FLAC STREAMINFO block sizes {min_block}..{max_block} invalid")
+    kept = info[:4] + bytes(6) + info[10:13] + bytes(((info[13] & 0xF0),)) + bytes(20)
+    return FlacConfig(kept, min_block, max_block, rate, channels, bits)
+
+
+def flac_block_size(frame: bytes) -> int:
+    """Samples of a FLAC frame from its header (FLAC format §FRAME_HEADER)."""
+    if len(frame) < 5 or frame[0] != 0xFF or frame[1] & 0xFE != 0xF8:
+        raise MediaError("FLAC frame sync code missing")
+    code = frame[2] >> 4
+    if code == 1:
+        return 192
+    if 2 <= code <= 5:
+        return 576 << (code - 2)
+    if code >= 8:
+        return 256 << (code - 8)
+    if code == 0:
+        raise MediaError("FLAC frame block size code 0 is reserved")
+    # 6, 7: (block size - 1) in 8 or 16 bits after the UTF-8 coded frame/sample number.
+    lead = frame[4]
+    extra = 0
+    while extra < 7 and lead & (0x80 >> extra):
+        extra += 1
+    pos = 4 + max(extra, 1)
+    size = 1 if code == 6 else 2
+    if len(frame) < pos + size:
+        raise MediaError("FLAC frame header truncated")
+    return int.from_bytes(frame[pos : pos + size], "big") + 1
+
+
+# AC-3 (ATSC A/52 §5.4.1): sample rate by fscod; channels by acmod (Table 5.8), plus the LFE.
+_AC3_RATES = (48_000, 44_100, 32_000)
+_ACMOD_CHANNELS = (2, 1, 2, 3, 3, 4, 4, 5)
+AC3_FRAME_SAMPLES = 1536  # six blocks of 256 samples (A/52 §5.1)
+_AC3_SYNC = b"\x0b\x77"
+
+
+@dataclass(frozen=True, slots=True)
+class Ac3Config:
+    """An AC-3 stream's parameters, as the dac3 box holds them (ETSI TS 102 366 §F.4)."""
+
+    config: bytes  # the dac3 payload (3 bytes)
+    sample_rate: int
+    channels: int
+    fourcc: str = "ac-3"
+
+    @property
+    def codec_string(self) -> str:
+        """ETSI TS 102 366 §F.2 / the MP4 registration: "ac-3"."""
+        return "ac-3"
+
+
+def parse_ac3_frame(frame: bytes) -> Ac3Config:
+    """The configuration of an AC-3 syncframe: syncinfo and bsi's head (A/52 §5.4.1, §5.4.2)."""
+    if len(frame) < 8 or frame[:2] != _AC3_SYNC:
+        raise MediaError("AC-3 syncword missing")
+    fscod, frmsizecod = frame[4] >> 6, frame[4] & 0x3F
+    if fscod == 3 or frmsizecod > 37:
+        raise MediaError(f"AC-3 fscod {fscod} / frmsizecod {frmsizecod} reserved")
+    r = BitReader(frame[5:8])
+    bsid, bsmod, acmod = r.bits(5), r.bits(3), r.bits(3)
+    if bsid > 10:  # 16 is E-AC-3 (A/52 Annex E)
+        raise MediaError(f"AC-3 bsid {bsid} is not AC-3")
+    if acmod & 1 and acmod != 1:
+        r.bits(2)  # cmixlev
+    if acmod & 4:
+        r.bits(2)  # surmixlev
+    if acmod == 2:
+        r.bits(2)  # dsurmod
+    lfeon = r.bits(1)
+    # dac3: fscod(2) bsid(5) bsmod(3) acmod(3) lfeon(1) bit_rate_code(5) reserved(5).
+    packed = (fscod << 22) | (bsid << 17) | (bsmod << 14) | (acmod << 11) | (lfeon << 10)
+    packed |= (frmsizecod >> 1) << 5
+    return Ac3Config(packed.to_bytes(3, "big"), _AC3_RATES[fscod], _ACMOD_CHANNELS[acmod] + lfeon)
+
+
+_EAC3_BLOCKS = (1, 2, 3, 6)  # by numblkscod (A/52 Table E1.3)
+_EAC3_HALF_RATES = (24_000, 22_050, 16_000)  # by fscod2 (A/52 Table E1.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Eac3Config:
+    """An E-AC-3 stream's parameters, as the dec3 box holds them (ETSI TS 102 366 §F.6)."""
+
+    config: bytes  # the dec3 payload
+    sample_rate: int
+    channels: int
+    fourcc: str = "ec-3"
+
+    @property
+    def codec_string(self) -> str:
+        """ETSI TS 102 366 §F.2 / the MP4 registration: "ec-3"."""
+        return "ec-3"
+
+
+@dataclass(frozen=True, slots=True)
+class _Eac3Frame:
+    strmtyp: int
+    substreamid: int
+    size: int  # bytes
+    sample_rate: int
+    blocks: int
+    acmod: int
+    lfeon: int
+    bsid: int
+    bsmod: int
+    fscod: int
+
+
+def _eac3_syncframe(data: bytes, pos: int) -> _Eac3Frame:
+    """One E-AC-3 syncframe header (A/52 §E.1.2.1 syncinfo, §E.1.2.2 bsi)."""
+    if data[pos : pos + 2] != _AC3_SYNC or len(data) < pos + 6:
+        raise MediaError("E-AC-3 syncword missing")
+    r = BitReader(data[pos + 2 : pos + 16])
+    strmtyp, substreamid, frmsiz = r.bits(2), r.bits(3), r.bits(11)
+    fscod = r.bits(2)
+    if fscod == 3:
+        fscod2 = r.bits(2)
+        if fscod2 == 3:
+            raise MediaError("E-AC-3 fscod2 3 is reserved")
+        rate, numblkscod = _EAC3_HALF_RATES[fscod2], 3
+    else:
+        rate, numblkscod = _AC3_RATES[fscod], r.bits(2)
+    acmod, lfeon, bsid = r.bits(3), r.bits(1), r.bits(5)
+    if not 11 <= bsid <= 16:
+        raise MediaError(f"E-AC-3 bsid {bsid} is not E-AC-3")
+    if strmtyp == 3:
+        raise MediaError("E-AC-3 strmtyp 3 is reserved")
+    bsmod = 0
+    try:
+        r.bits(5)  # dialnorm
+        if r.flag():
+            r.bits(8)  # compr
+        if acmod == 0:
+            r.bits(5)
+            if r.flag():
+                r.bits(8)
+        if strmtyp == 1 and r.flag():
+            r.bits(16)  # chanmap
+        # bsmod sits in the informational metadata after the mixing metadata, whose length
+        # depends on many fields; without mixing metadata it is close, else "main service" (0).
+        if not r.flag() and r.flag():  # mixmdate 0, infomdate 1
+            bsmod = r.bits(3)
+    except MediaError:
+        bsmod = 0
+    size = (frmsiz + 1) * 2
+    return _Eac3Frame(
+        strmtyp, substreamid, size, rate, _EAC3_BLOCKS[numblkscod], acmod, lfeon, bsid, bsmod,
+        fscod,
+    )  # fmt: skip
+
+
+# Syncframes in one E-AC-3 access unit: up to 8 independent substreams with up to 8 dependent
+# ones each (A/52 §E.1.2.1: substreamid 3 bits, Annex E §E.3.8); more is not a real stream, and
+# bounds the work a hostile tag of tiny frames can cause.
+MAX_EAC3_SYNCFRAMES = 72
+_EAC3_MIN_FRAME = 8  # syncinfo and the head of bsi (A/52 §E.1.2.1, §E.1.2.2)
+
+
+def _eac3_syncframes(data: bytes) -> list[_Eac3Frame]:
+    frames: list[_Eac3Frame] = []
+    pos = 0
+    while pos < len(data):
+        if len(frames) == MAX_EAC3_SYNCFRAMES:
+            raise MediaError(f"E-AC-3 access unit of more than {MAX_EAC3_SYNCFRAMES} syncframes")
+        frame = _eac3_syncframe(data, pos)
+        if frame.size < _EAC3_MIN_FRAME:
+            raise MediaError(f"E-AC-3 syncframe of {frame.size} bytes is too short")
+        frames.append(frame)
+        pos += frame.size
+    if not frames:
+        raise MediaError("empty E-AC-3 frame")
+    return frames
+
+
+def parse_eac3_frame(data: bytes) -> Eac3Config:
+    """The configuration of an E-AC-3 access unit (its first independent substream)."""
+    frames = _eac3_syncframes(data)
+    first = frames[0]
+    if first.strmtyp == 1:
+        raise MediaError("E-AC-3 frame starts with a dependent substream")
+    if any(f.strmtyp == 1 for f in frames):
+        raise MediaError("E-AC-3 dependent substreams (more than 5.1 channels) not supported")
+    independent = [f for f in frames if f.substreamid == first.substreamid]
+    # dec3 (ETSI TS 102 366 §F.6): data_rate(13) num_ind_sub(3), then per independent
+    # substream fscod(2) bsid(5) reserved(1) asvc(1) bsmod(3) acmod(3) lfeon(1) reserved(3)
+    # num_dep_sub(4) reserved(1).
+    per_second = first.sample_rate / (first.blocks * 256)
+    data_rate = min(round(sum(f.size for f in independent) * 8 * per_second / 1000), 0x1FFF)
+    ind = [f for f in frames if f.strmtyp in (0, 2)]
+    substreams = {f.substreamid: f for f in ind}
+    out = ((data_rate << 3) | (len(substreams) - 1)).to_bytes(2, "big")
+    for f in substreams.values():
+        packed = (f.fscod << 22) | (f.bsid << 17) | (f.bsmod << 12) | (f.acmod << 9)
+        packed |= f.lfeon << 8
+        out += packed.to_bytes(3, "big")
+    channels = _ACMOD_CHANNELS[first.acmod] + first.lfeon
+    return Eac3Config(out, first.sample_rate, channels)
+
+
+def eac3_samples(data: bytes) -> int:
+    """Samples of an E-AC-3 access unit: blocks of 256 per syncframe of its first substream
+    (A/52 §E.1.3.1.5 numblkscod)."""
+    frames = _eac3_syncframes(data)
+    first = frames[0].substreamid
+    return sum(f.blocks * 256 for f in frames if f.strmtyp != 1 and f.substreamid == first)
+
+
+# MPEG audio (ISO/IEC 11172-3 §2.4.2.3, 13818-3 §2.4.2.3): rates by version, bitrates (kbit/s) by
+# version and layer.
+_MPA_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000), 0: (11_025, 12_000, 8_000)}
+_MPA_BITRATES = {
+    (1, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (1, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (1, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (2, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (2, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (2, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+MP3_OBJECT_TYPE_MPEG1 = 0x6B  # MP4 registration objectTypeIndication: ISO/IEC 11172-3 audio
+MP3_OBJECT_TYPE_MPEG2 = 0x69  # ISO/IEC 13818-3 audio (the lower sample rates)
+
+
+@dataclass(frozen=True, slots=True)
+class Mp3Config:
+    """An MPEG audio stream's parameters from a frame header (bitrate and padding left out)."""
+
+    config: bytes  # the frame header with bitrate, padding and per-frame bits zeroed
+    version: int  # 3 = MPEG-1, 2 = MPEG-2, 0 = MPEG-2.5
+    layer: int  # 1, 2, 3
+    sample_rate: int
+    channels: int
+    fourcc: str = ".mp3"
+
+    @property
+    def object_type(self) -> int:
+        return MP3_OBJECT_TYPE_MPEG1 if self.version == 3 else MP3_OBJECT_TYPE_MPEG2
+
+    @property
+    def codec_string(self) -> str:
+        """ "mp4a.40.34" (MPEG-4 audio object type 34, Layer III): the value Apple's HLS
+        authoring spec lists for MP3 and the one hls.js maps to an audio/mpeg fallback; the
+        sample entry itself carries objectTypeIndication 0x6B / 0x69, as FFmpeg writes it."""
+        return "mp4a.40.34"
+
+    @property
+    def frame_samples(self) -> int:
+        if self.layer == 1:
+            return 384
+        return 1152 if self.layer == 2 or self.version == 3 else 576
+
+
+def _mpa_header(data: bytes, pos: int) -> tuple[int, int, int, int, int]:
+    """(version, layer, rate, frame bytes or 0 when free format, channels) of a frame header."""
+    if len(data) < pos + 4 or data[pos] != 0xFF or data[pos + 1] & 0xE0 != 0xE0:
+        raise MediaError("MPEG audio frame sync missing")
+    b1, b2, b3 = data[pos + 1], data[pos + 2], data[pos + 3]
+    version, layer = (b1 >> 3) & 3, 4 - ((b1 >> 1) & 3)
+    rate_index, bitrate_index = (b2 >> 2) & 3, b2 >> 4
+    if version == 1 or layer == 4 or rate_index == 3 or bitrate_index == 15:
+        raise MediaError("MPEG audio frame header has reserved values")
+    rate = _MPA_RATES[version][rate_index]
+    kbps = _MPA_BITRATES[(1 if version == 3 else 2, layer)][bitrate_index]
+    padding = (b2 >> 1) & 1
+    if layer == 1:
+        size = (12 * kbps * 1000 // rate + padding) * 4
+    else:
+        per = 72 if layer == 3 and version != 3 else 144
+        size = per * kbps * 1000 // rate + padding
+    return version, layer, rate, size, 1 if b3 >> 6 == 3 else 2
+
+
+def parse_mp3_frame(data: bytes) -> Mp3Config:
+    """The configuration of an MPEG audio frame (ISO/IEC 11172-3 §2.4.2.3 header)."""
+    version, layer, rate, _, channels = _mpa_header(data, 0)
+    # Kept: sync, version, layer, sampling frequency, mode; the rest varies per frame.
+    canonical = bytes((0xFF, data[1] & 0xFE, data[2] & 0x0C, data[3] & 0xC0))
+    return Mp3Config(canonical, version, layer, rate, channels)
+
+
+def mp3_samples(data: bytes) -> int:
+    """Samples of the MPEG audio frames in one FLV tag (usually one frame)."""
+    total, pos = 0, 0
+    while pos + 4 <= len(data):
+        version, layer, _, size, _ = _mpa_header(data, pos)
+        total += 384 if layer == 1 else 1152 if layer == 2 or version == 3 else 576
+        if size == 0:  # free format: the length is not in the header; one frame
+            break
+        pos += size
+    if not total:
+        raise MediaError("MPEG audio frame truncated")
+    return total
+
+
 VideoConfig = AvcConfig | HevcConfig | Av1Config | Vp9Config
-AudioConfig = AacConfig | OpusConfig
+AudioConfig = AacConfig | OpusConfig | FlacConfig | Ac3Config | Eac3Config | Mp3Config
+# Codecs whose configuration is read off each frame (no sequence header carries it).
+FRAME_CONFIGURED = frozenset({"ac-3", "ec-3", ".mp3"})
+_AAC_FRAME_SAMPLES = 1024
+
+
+def audio_config_from_frame(fourcc: str, data: bytes) -> AudioConfig:
+    """The configuration a frame of a FRAME_CONFIGURED codec describes."""
+    if fourcc == "ac-3":
+        return parse_ac3_frame(data)
+    if fourcc == "ec-3":
+        return parse_eac3_frame(data)
+    return parse_mp3_frame(data)
+
+
+def audio_frame_samples(fourcc: str, data: bytes) -> int:
+    """Samples (at the track's rate) of one audio frame of the codec with this FourCC; a frame
+    whose header cannot be read counts as the codec's usual frame."""
+    try:
+        if fourcc == "Opus":
+            return opus_samples(data)
+        if fourcc == "fLaC":
+            return flac_block_size(data)
+        if fourcc == "ac-3":
+            return AC3_FRAME_SAMPLES
+        if fourcc == "ec-3":
+            return eac3_samples(data)
+        if fourcc == ".mp3":
+            return mp3_samples(data)
+    except MediaError:
+        pass
+    return usual_frame_samples(fourcc)
+
+
+def usual_frame_samples(fourcc: str) -> int:
+    """The usual frame of each audio codec (a duration to assume before one was seen)."""
+    return {"Opus": 960, "fLaC": 4096, "ac-3": 1536, "ec-3": 1536, ".mp3": 1152}.get(
+        fourcc, _AAC_FRAME_SAMPLES
+    )

@@ -1,8 +1,9 @@
 """FLV tag model: the unit the RTMP side hands to the segmenter (FLV spec v10.1, annex E.4.1).
 
-Also parses audio/video tag bodies into typed packets (legacy AVC/AAC and Enhanced RTMP
-ExHeaders with avc1, hvc1, av01, vp09, mp4a and Opus; other codecs are reported as Unsupported,
-malformed bodies raise MediaError) and reads FLV files (for tests and benchmarks). No I/O.
+Also parses audio/video tag bodies into typed packets (legacy AVC/AAC/MP3 and Enhanced RTMP
+ExHeaders with avc1, hvc1, av01, vp09, mp4a, Opus, fLaC, ac-3, ec-3 and .mp3; other codecs are
+reported as Unsupported, malformed bodies raise MediaError) and reads FLV files (for tests and
+benchmarks). No I/O.
 """
 
 from __future__ import annotations
@@ -76,16 +77,23 @@ HEVC = "hvc1"
 AV1 = "av01"
 VP9 = "vp09"
 OPUS = "Opus"
+FLAC = "fLaC"
+AC3 = "ac-3"
+EAC3 = "ec-3"
+MP3 = ".mp3"  # ExHeader FourCC, or legacy SoundFormat 2 / 14 (MP3 8 kHz)
 # Enhanced RTMP FourCCs we segment. CodedFrames carries an SI24 composition time only for avc1
 # and hvc1 (E-RTMP v1 ExVideoTagBody); av01 and vp09 frames have none.
 VIDEO_FOURCCS = frozenset({AVC, HEVC, AV1, VP9})
-AUDIO_FOURCCS = frozenset({AAC, OPUS})
+AUDIO_FOURCCS = frozenset({AAC, OPUS, FLAC, AC3, EAC3, MP3})
+# E-RTMP v2 Enhanced Audio: these codecs' frames describe themselves; a SequenceStart may be empty.
+_SELF_DESCRIBING = frozenset({AC3, EAC3, MP3})
 _CTS_FOURCCS = frozenset({AVC, HEVC})
 
 _VIDEO_FRAME_KEY = 1
 _VIDEO_FRAME_COMMAND = 5  # "video info/command frame": carries no picture
 _LEGACY_AVC = 7
 _LEGACY_AAC = 10
+_LEGACY_MP3 = (2, 14)  # SoundFormat MP3, MP3 8 kHz
 _AUDIO_EX_HEADER = 9  # SoundFormat 9 = ExHeader (Enhanced RTMP v2)
 
 # Enhanced RTMP VideoPacketType / AudioPacketType values.
@@ -141,6 +149,28 @@ class Unsupported:
     reason: str
 
 
+# E-RTMP v2 AudioChannelOrder of a MultichannelConfig.
+CHANNEL_ORDER_UNSPECIFIED = 0
+CHANNEL_ORDER_NATIVE = 1
+CHANNEL_ORDER_CUSTOM = 2
+# AudioChannel names by value (E-RTMP v2 enum AudioChannel; bit i of a Native mask is value i).
+CHANNEL_NAMES = (
+    *("FL", "FR", "FC", "LFE1", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR", "TC", "TFL", "TFC"),
+    *("TFR", "TBL", "TBC", "TBR", "LFE2", "TSL", "TSR", "BFC", "BFL", "BFR"),
+)
+_CHANNEL_UNUSED, _CHANNEL_UNKNOWN = 0xFE, 0xFF
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLayout:
+    """An E-RTMP v2 MultichannelConfig: the channel count and, when given, which speaker each
+    channel is (``speakers``: names in bitstream order; empty for order Unspecified)."""
+
+    codec: str
+    channels: int
+    speakers: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Ignored:
     """A tag with nothing to segment (command frames, metadata, empty bodies)."""
@@ -149,7 +179,9 @@ class Ignored:
     reason: str
 
 
-MediaPacket = SequenceHeader | VideoFrame | AudioFrame | SequenceEnd | Unsupported | Ignored
+MediaPacket = (
+    SequenceHeader | VideoFrame | AudioFrame | SequenceEnd | ChannelLayout | Unsupported | Ignored
+)
 
 
 def _s24(b: bytes) -> int:
@@ -309,6 +341,92 @@ def join_tracks(kind: TagType, tracks: list[Track]) -> bytes:
     return bytes(out)
 
 
+# --- What RTMP fan-out needs of a tag (hub start-of-play cache, players): no codec data parsed.
+
+_EX_MPEG2TS_SEQUENCE_START = 5  # video: an MPEG-2 TS descriptor sequence start (config)
+# Packet types that configure a decoder (E-RTMP v1/v2): sequence starts, video Metadata
+# (colorInfo; replaces the previous one) and audio MultichannelConfig.
+_VIDEO_CONFIG = frozenset({_EX_SEQUENCE_START, _EX_VIDEO_METADATA, _EX_MPEG2TS_SEQUENCE_START})
+_AUDIO_CONFIG = frozenset({_EX_SEQUENCE_START, _EX_AUDIO_MULTICHANNEL})
+NOT_CONFIG = -1
+
+
+def _inner_packet_type(body: bytes, multitrack: int, media: str) -> tuple[int, bool]:
+    """(PacketType past ModEx and inside Multitrack, whether it is Multitrack); may raise
+    MediaError."""
+    packet_type, pos = body[0] & 0x0F, 1
+    if packet_type == _EX_MOD_EX:
+        packet_type, pos = _skip_mod_ex(body, pos, media)
+    if packet_type != multitrack:
+        return packet_type, False
+    if pos >= len(body):
+        raise MediaError(f"{media} Multitrack header truncated")
+    return body[pos] & 0x0F, True
+
+
+def config_type(kind: TagType, body: bytes) -> int:
+    """The PacketType of configuration a decoder needs before frames (0 for legacy AVC/AAC
+    sequence headers), looking through ModEx and Multitrack; NOT_CONFIG for anything else
+    (frames, script data, malformed bodies)."""
+    if len(body) < 2:
+        return NOT_CONFIG
+    found = _ex_header_kind(kind, body)
+    if found is None:
+        if kind == TagType.VIDEO:  # legacy AVC, or the non-standard id 12 HEVC, header
+            return 0 if body[0] & 0x0F in (_LEGACY_AVC, 12) and body[1] == 0 else NOT_CONFIG
+        if kind == TagType.AUDIO:
+            return 0 if body[0] >> 4 == _LEGACY_AAC and body[1] == 0 else NOT_CONFIG
+        return NOT_CONFIG
+    try:
+        packet_type = _inner_packet_type(body, found[1], found[0])[0]
+    except MediaError:
+        return NOT_CONFIG
+    configs = _VIDEO_CONFIG if kind == TagType.VIDEO else _AUDIO_CONFIG
+    return packet_type if packet_type in configs else NOT_CONFIG
+
+
+def is_multitrack(kind: TagType, body: bytes) -> bool:
+    """An E-RTMP v2 Multitrack audio or video tag (ModEx looked through); False if malformed."""
+    found = _ex_header_kind(kind, body)
+    if found is None:
+        return False
+    try:
+        return _inner_packet_type(body, found[1], found[0])[1]
+    except MediaError:
+        return False
+
+
+def is_default_keyframe(kind: TagType, body: bytes) -> bool:
+    """A video key frame (FrameType 1, FLV E.4.3.1 / ExVideoTagHeader) that is not configuration
+    and carries the default track (track 0, E-RTMP v2 Multitrack): where a player can start."""
+    if kind != TagType.VIDEO or len(body) < 2 or (body[0] >> 4) & 0x07 != _VIDEO_FRAME_KEY:
+        return False
+    if config_type(kind, body) != NOT_CONFIG:
+        return False
+    if not is_multitrack(kind, body):
+        return True
+    try:
+        tracks = split_multitrack(kind, body) or []
+    except MediaError:
+        return False
+    return any(t.track_id == 0 for t in tracks)
+
+
+def default_track_body(kind: TagType, body: bytes) -> bytes | None:
+    """What a peer that did not announce Multitrack gets of a tag: the body itself unless it is
+    Multitrack, else its track 0 as a one-track body, or None (no track 0, or malformed)."""
+    if not is_multitrack(kind, body):
+        return body
+    try:
+        tracks = split_multitrack(kind, body) or []
+    except MediaError:
+        return None
+    for t in tracks:
+        if t.track_id == 0:
+            return t.body
+    return None
+
+
 def parse_video(body: bytes) -> MediaPacket:
     """Parse a video tag body (legacy §E.4.3.1 or Enhanced RTMP ExVideoTagHeader)."""
     if not body:
@@ -385,6 +503,10 @@ def parse_audio(body: bytes) -> MediaPacket:
     sound_format = body[0] >> 4
     if sound_format == _AUDIO_EX_HEADER:
         return _parse_ex_audio(body, body[0] & 0x0F)
+    if sound_format in _LEGACY_MP3:  # FFmpeg 9 sends MP3 this way, not as an ExHeader
+        if len(body) == 1:
+            return Ignored("audio", "empty MP3 frame")
+        return AudioFrame(MP3, body[1:])
     if sound_format != _LEGACY_AAC:
         name = _SOUND_FORMATS.get(sound_format, f"SoundFormat {sound_format}")
         return Unsupported("audio", name, f"unsupported audio codec {name}")
@@ -417,6 +539,8 @@ def _parse_ex_audio(body: bytes, packet_type: int) -> MediaPacket:
         return Unsupported("audio", fourcc, f"unsupported audio codec {fourcc}")
     data = body[pos:]
     if packet_type == _EX_SEQUENCE_START:
+        if fourcc in _SELF_DESCRIBING:  # FFmpeg 9 sends ac-3 / ec-3 ones empty
+            return Ignored("audio", f"{fourcc} sequence start (its frames carry the config)")
         if not data:
             raise MediaError(f"empty {fourcc} sequence start")
         return SequenceHeader("audio", fourcc, data)
@@ -427,8 +551,43 @@ def _parse_ex_audio(body: bytes, packet_type: int) -> MediaPacket:
     if packet_type == _EX_SEQUENCE_END:
         return SequenceEnd("audio", fourcc)
     if packet_type == _EX_AUDIO_MULTICHANNEL:
-        return Ignored("audio", f"{fourcc} multichannel config")
+        return _channel_layout(fourcc, data)
     return Ignored("audio", f"audio PacketType {packet_type} not used for segmenting")
+
+
+def _channel_layout(fourcc: str, data: bytes) -> ChannelLayout:
+    """An E-RTMP v2 MultichannelConfig body: audioChannelOrder u8, channelCount u8, then a
+    u8 AudioChannel per channel (Custom) or a u32 AudioChannelMask (Native)."""
+    if len(data) < 2:
+        raise MediaError(f"{fourcc} MultichannelConfig truncated")
+    order, count = data[0], data[1]
+    if count == 0:
+        raise MediaError(f"{fourcc} MultichannelConfig with 0 channels")
+    if order == CHANNEL_ORDER_UNSPECIFIED:
+        return ChannelLayout(fourcc, count, ())
+    if order == CHANNEL_ORDER_CUSTOM:
+        if len(data) < 2 + count:
+            raise MediaError(f"{fourcc} MultichannelConfig mapping truncated")
+        names = []
+        for channel in data[2 : 2 + count]:
+            if channel < len(CHANNEL_NAMES):
+                names.append(CHANNEL_NAMES[channel])
+            elif channel in (_CHANNEL_UNUSED, _CHANNEL_UNKNOWN):
+                names.append("unused" if channel == _CHANNEL_UNUSED else "unknown")
+            else:
+                raise MediaError(f"{fourcc} MultichannelConfig speaker {channel} unknown")
+        return ChannelLayout(fourcc, count, tuple(names))
+    if order == CHANNEL_ORDER_NATIVE:
+        if len(data) < 6:
+            raise MediaError(f"{fourcc} MultichannelConfig channel mask truncated")
+        mask = int.from_bytes(data[2:6], "big")
+        names = [name for i, name in enumerate(CHANNEL_NAMES) if mask >> i & 1]
+        if mask >> len(CHANNEL_NAMES) or len(names) != count:
+            raise MediaError(
+                f"{fourcc} MultichannelConfig mask {mask:#x} does not name {count} channels"
+            )
+        return ChannelLayout(fourcc, count, tuple(names))
+    raise MediaError(f"{fourcc} MultichannelConfig channel order {order} unknown")
 
 
 def parse_tag(tag: FlvTag) -> MediaPacket:

@@ -8,8 +8,9 @@ template drops the avcC/ASC and the picture size in the init segment; and each p
 Python -> C round trip. Here a sample is appended to a list; a part is cut into one buffer
 (``moof`` + ``mdat`` header, packed in place) and joined with the samples' bytes.
 The FLV payloads go in as they are: length-prefixed NAL units (avcC's / hvcC's length size), AV1
-OBUs (less a leading temporal delimiter), VP9 frames, raw AAC and Opus packets are what ``avc1``,
-``hvc1``, ``av01``, ``vp09``, ``mp4a`` and ``Opus`` samples hold.
+OBUs (less a leading temporal delimiter), VP9 frames, raw AAC, Opus packets, FLAC frames, AC-3 /
+E-AC-3 syncframes and MP3 frames are what ``avc1``, ``hvc1``, ``av01``, ``vp09``, ``mp4a``,
+``Opus``, ``fLaC``, ``ac-3``, ``ec-3`` and (MP3) ``mp4a`` samples hold.
 """
 
 from __future__ import annotations
@@ -19,20 +20,24 @@ from dataclasses import dataclass, field
 
 from segmenter.codecs import (
     OPUS_RATE,
+    Ac3Config,
     AudioConfig,
     Av1Config,
     AvcConfig,
+    Eac3Config,
+    FlacConfig,
     HevcConfig,
+    Mp3Config,
     OpusConfig,
     VideoConfig,
-    opus_samples,
+    audio_frame_samples,
     strip_temporal_delimiter,
+    usual_frame_samples,
 )
 
 VIDEO_TIMESCALE = 90_000  # ticks per second of the video track (ms * 90, exact)
 VIDEO_TICKS_PER_MS = VIDEO_TIMESCALE // 1000
-AAC_FRAME_SAMPLES = 1024  # ISO/IEC 14496-3 §4.5.2.1: a raw AAC-LC frame (960 in rare profiles)
-OPUS_FRAME_SAMPLES = 960  # a 20 ms Opus packet at 48 kHz (RFC 6716 §2.1.4), the usual one
+AAC_FRAME_SAMPLES = usual_frame_samples("mp4a")  # ISO/IEC 14496-3 §4.5.2.1: a raw AAC-LC frame
 # An audio frame whose millisecond timestamp lands within this much of where the previous frame
 # ends is placed right there, so durations stay whole frames (1024 samples) although FLV rounds
 # its clock to milliseconds; a larger difference is a real gap or overlap and is kept.
@@ -82,13 +87,14 @@ class Track:
     track_id: int
     kind: str  # "video" or "audio"
     timescale: int
-    codec: str = ""  # the sample entry's FourCC (avc1, hvc1, av01, vp09, mp4a, Opus)
+    codec: str = ""  # the codec's FourCC (avc1, hvc1, av01, vp09, mp4a, Opus, fLaC, ac-3, ec-3,
+    # .mp3: an mp4a sample entry)
 
 
 def default_duration(track: Track) -> int:
     """A sample duration to assume before a track has shown its own (ticks)."""
     if track.kind == "audio":
-        return OPUS_FRAME_SAMPLES if track.codec == "Opus" else AAC_FRAME_SAMPLES
+        return usual_frame_samples(track.codec)
     return track.timescale // 30
 
 
@@ -177,7 +183,33 @@ def _video_trak(track: Track, video: VideoConfig) -> bytes:
     return _trak(track, width, height, b"vide", vmhd, entry)
 
 
+def _audio_entry(kind: bytes, channels: int, sample_size: int, rate: int, *boxes: bytes) -> bytes:
+    """ISO/IEC 14496-12 §12.2.3 AudioSampleEntry (version 0): samplerate is 16.16 fixed point,
+    0 where the rate does not fit (the track's timescale has it)."""
+    rate = rate if rate < 0x10000 else 0
+    return box(
+        kind,
+        bytes(6), struct.pack(">H", 1), bytes(8),
+        struct.pack(">HHHH", max(1, channels), sample_size, 0, 0), struct.pack(">I", rate << 16),
+        *boxes,
+    )  # fmt: skip
+
+
 def _audio_trak(track: Track, audio: AudioConfig) -> bytes:
+    smhd = full_box(b"smhd", 0, 0, bytes(4))
+    if isinstance(audio, FlacConfig):
+        # FLAC in ISOBMFF §3.3.1: 'fLaC' entry, samplesize = bits per sample, + dfLa (§3.3.2).
+        entry = _audio_entry(
+            b"fLaC", audio.channels, audio.bits_per_sample, audio.sample_rate,
+            full_box(b"dfLa", 0, 0, audio.dfla()),
+        )  # fmt: skip
+        return _trak(track, 0, 0, b"soun", smhd, entry)
+    if isinstance(audio, Ac3Config | Eac3Config):
+        # ETSI TS 102 366 §F.3 / §F.5: 'ac-3' + dac3, 'ec-3' + dec3 (plain boxes).
+        kind = audio.fourcc.encode("latin-1")
+        config_box = box(b"dac3" if isinstance(audio, Ac3Config) else b"dec3", audio.config)
+        entry = _audio_entry(kind, audio.channels, 16, audio.sample_rate, config_box)
+        return _trak(track, 0, 0, b"soun", smhd, entry)
     if isinstance(audio, OpusConfig):
         # Opus in ISOBMFF §4.3.1: an AudioSampleEntry 'Opus' at 48 kHz, samplesize 16, + dOps.
         entry = box(
@@ -189,22 +221,18 @@ def _audio_trak(track: Track, audio: AudioConfig) -> bytes:
         return _trak(track, 0, 0, b"soun", full_box(b"smhd", 0, 0, bytes(4)), entry)
     # ISO/IEC 14496-14 §5.6 esds: ES_Descriptor > DecoderConfigDescriptor (AAC, audio stream)
     # > DecoderSpecificInfo (the AudioSpecificConfig), SLConfigDescriptor (predefined 2).
-    decoder_config = _descriptor(
-        0x04,
-        # objectTypeIndication 0x40 (MPEG-4 audio), streamType 5 (audio) << 2 | reserved 1,
-        # then bufferSizeDB (u24), maxBitrate and avgBitrate (u32): unknown, 0.
-        bytes([0x40, 0x15]) + bytes(11) + _descriptor(0x05, audio.config),
-    )
+    # objectTypeIndication 0x40 (MPEG-4 audio), streamType 5 (audio) << 2 | reserved 1, then
+    # bufferSizeDB (u24), maxBitrate and avgBitrate (u32): unknown, 0. MP3 is object type 0x6B
+    # (MPEG-1) or 0x69 (MPEG-2) with no DecoderSpecificInfo (MP4 registration authority).
+    if isinstance(audio, Mp3Config):
+        decoder_config = _descriptor(0x04, bytes([audio.object_type, 0x15]) + bytes(11))
+    else:
+        decoder_config = _descriptor(
+            0x04, bytes([0x40, 0x15]) + bytes(11) + _descriptor(0x05, audio.config)
+        )
     es = _descriptor(0x03, struct.pack(">HB", track.track_id, 0) + decoder_config
                      + _descriptor(0x06, b"\x02"))  # fmt: skip
-    rate = audio.sample_rate if audio.sample_rate < 0x10000 else 0
-    mp4a = box(
-        b"mp4a",
-        bytes(6), struct.pack(">H", 1), bytes(8),
-        struct.pack(">HHHH", max(1, audio.channels), 16, 0, 0), struct.pack(">I", rate << 16),
-        full_box(b"esds", 0, 0, es),
-    )  # fmt: skip
-    smhd = full_box(b"smhd", 0, 0, bytes(4))
+    mp4a = _audio_entry(b"mp4a", audio.channels, 16, audio.sample_rate, full_box(b"esds", 0, 0, es))
     return _trak(track, 0, 0, b"soun", smhd, mp4a)
 
 
@@ -233,7 +261,7 @@ class FragmentWriter:
         self._sequence = 0  # mfhd sequence_number of the last fragment
         self._audio_next: int | None = None  # where the next audio frame snaps to (ticks)
         audio = next((t for t in tracks if t.kind == "audio"), None)
-        self._opus = audio is not None and audio.codec == "Opus"
+        self._audio_codec = audio.codec if audio is not None else ""
         video = next((t for t in tracks if t.kind == "video"), None)
         self._av1 = video is not None and video.codec == "av01"
 
@@ -251,8 +279,9 @@ class FragmentWriter:
             expected = self._audio_next
             if expected is not None and abs(dts - expected) <= AUDIO_SNAP_MS * rate // 1000:
                 dts = expected
-            # Opus packets last 2.5 to 120 ms, read off their TOC byte (RFC 6716 §3.1).
-            self._audio_next = dts + (opus_samples(data) if self._opus else AAC_FRAME_SAMPLES)
+            # Frame lengths per codec (codecs.audio_frame_samples): Opus 2.5 to 120 ms off its
+            # TOC byte, FLAC's block size, E-AC-3 and MP3 off their headers, AAC 1024.
+            self._audio_next = dts + audio_frame_samples(self._audio_codec, data)
             cto, flags = 0, SYNC_SAMPLE_FLAGS
         if run.last is not None:
             if dts <= run.last:  # the timeline keeps DTS increasing; a snap must not undo it

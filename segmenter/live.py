@@ -21,19 +21,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from segmenter.codecs import (
+    FRAME_CONFIGURED,
     AudioConfig,
     Av1Config,
     HevcConfig,
     MediaError,
+    Mp3Config,
     SpsInfo,
     VideoConfig,
     Vp9Config,
+    audio_config_from_frame,
     av1_is_key,
     av1_sequence_info,
     hevc_has_irap,
     parse_asc,
     parse_av1c,
     parse_avcc,
+    parse_flac_streaminfo,
     parse_hvcc,
     parse_opus_head,
     parse_vpcc,
@@ -52,6 +56,7 @@ from segmenter.cutter import (
 )
 from segmenter.flv import (
     AudioFrame,
+    ChannelLayout,
     FlvTag,
     SequenceHeader,
     Unsupported,
@@ -91,7 +96,10 @@ _FRAMES = (VideoFrame, AudioFrame)
 # Audio frames held while the video configuration waits for its picture size (VP9: the first
 # key frame's header), so the init segment has the right one; the oldest go first beyond this.
 MAX_HELD_AUDIO = 256
-SEGMENTED = "H.264 (avc1), HEVC (hvc1), AV1 (av01), VP9 (vp09) video; AAC (mp4a), Opus audio"
+SEGMENTED = (
+    "H.264 (avc1), HEVC (hvc1), AV1 (av01), VP9 (vp09) video; "
+    "AAC (mp4a), Opus, FLAC (fLaC), AC-3 (ac-3), E-AC-3 (ec-3), MP3 audio"
+)
 
 
 # The sequence-header parser of each video FourCC this segmenter carries.
@@ -100,6 +108,15 @@ _VIDEO_PARSERS: dict[str, Callable[[bytes], VideoConfig]] = {
     "hvc1": parse_hvcc,
     "av01": parse_av1c,
     "vp09": parse_vpcc,
+}
+
+
+# The sequence-header parser of each audio FourCC that has one (ac-3, ec-3 and MP3 frames carry
+# their configuration: codecs.audio_config_from_frame).
+_AUDIO_PARSERS: dict[str, Callable[[bytes], AudioConfig]] = {
+    "mp4a": parse_asc,
+    "Opus": parse_opus_head,
+    "fLaC": parse_flac_streaminfo,
 }
 
 
@@ -213,6 +230,7 @@ class _Session:
     # Audio (timestamp, frame) held until the video configuration has its picture size.
     held: list[tuple[int, AudioFrame]] = field(default_factory=list)
     ts_refusal: str | None = None  # why ts.m3u8 is not written this session (None: it is)
+    layout: ChannelLayout | None = None  # the last E-RTMP MultichannelConfig
     active: list[TsOutput | CmafOutput] = field(default_factory=list)  # outputs written to
     cutter: Cutter | None = None  # set once the track set is known (first media frame)
     interleaver: Interleaver | None = None
@@ -291,6 +309,7 @@ class LiveStream:
         self._publisher = ""  # who publishes, for log lines
         self.ts_refusal: str | None = None  # why there is no ts.m3u8 (the web's 404 says it)
         self.uncarried: list[str] = []  # codecs of this session no output can carry
+        self.channel_layout: list[str] = []  # speakers of the MultichannelConfig, if sent
 
     # --- publisher lifecycle -------------------------------------------------------------------
 
@@ -300,6 +319,7 @@ class LiveStream:
         self._now = now
         self._publisher = publisher
         self.uncarried = []
+        self.channel_layout = []
         for output in self._outputs:
             output.keeper.start_clock(now)
         if self._session is not None:
@@ -367,6 +387,8 @@ class LiveStream:
                 self._media(session, tag.timestamp, packet, now)
             elif isinstance(packet, SequenceHeader):
                 self._configure(session, packet, now)
+            elif isinstance(packet, ChannelLayout):
+                self._channel_layout(session, packet)
             elif isinstance(packet, Unsupported):
                 self.counters["unsupported"] += 1
                 self._uncarried(f"{packet.reason}: no output carries it (segmented: {SEGMENTED})")
@@ -385,19 +407,38 @@ class LiveStream:
             self._restart_tracks(session, now)
             session.video = video
         else:
-            config = packet.config
-            audio = parse_asc(config) if packet.codec == "mp4a" else parse_opus_head(config)
-            if session.audio is not None:
-                if audio.config == session.audio.config:
-                    return
-                before = session.audio
-                self._warn_change(
-                    AUDIO,
-                    f"{before.sample_rate} Hz {before.channels} ch",
-                    f"{audio.sample_rate} Hz {audio.channels} ch",
-                )
-            self._restart_tracks(session, now)
-            session.audio = audio
+            self._set_audio(session, _AUDIO_PARSERS[packet.codec](packet.config), now)
+
+    def _set_audio(self, session: _Session, audio: AudioConfig, now: float) -> None:
+        if session.audio is not None:
+            if audio.config == session.audio.config and audio.fourcc == session.audio.fourcc:
+                return
+            before = session.audio
+            self._warn_change(
+                AUDIO,
+                f"{before.fourcc} {before.sample_rate} Hz {before.channels} ch",
+                f"{audio.fourcc} {audio.sample_rate} Hz {audio.channels} ch",
+            )
+        self._restart_tracks(session, now)
+        session.audio = audio
+        self._check_layout(session)
+
+    def _channel_layout(self, session: _Session, layout: ChannelLayout) -> None:
+        """E-RTMP v2 MultichannelConfig: the speakers are reported (API); the codec's own
+        header decides the channel count, so a different count is only warned about."""
+        session.layout = layout
+        self.channel_layout = list(layout.speakers)
+        self._check_layout(session)
+
+    def _check_layout(self, session: _Session) -> None:
+        layout, audio = session.layout, session.audio
+        if layout is None or audio is None or layout.codec != audio.fourcc:
+            return
+        if layout.channels != audio.channels:
+            self._warn(
+                f"MultichannelConfig says {layout.channels} channels, the {audio.fourcc} "
+                f"configuration {audio.channels}: the codec's count is used"
+            )
 
     def _restart_tracks(self, session: _Session, now: float) -> None:
         """New codec parameters or track set mid-session: close the segment; discontinuity."""
@@ -418,6 +459,10 @@ class LiveStream:
         else:
             kind, config = AUDIO, session.audio
             cts, key = 0, True
+        if isinstance(packet, AudioFrame) and packet.codec in FRAME_CONFIGURED:
+            # AC-3, E-AC-3, MP3: each frame's header is the configuration (unchanged: no-op).
+            self._set_audio(session, audio_config_from_frame(packet.codec, packet.data), now)
+            config = session.audio
         if config is None:
             self.counters["dropped"] += 1  # a frame before its sequence header
             return
@@ -604,14 +649,15 @@ class LiveStream:
             )
 
     def _write_multivariant(self, bits_per_second: float, duration: float) -> None:
-        """index.m3u8: one variant pointing at the LL-HLS playlist (or the TS one without
-        CMAF), with the measured bitrates and the codecs of the actual sequence headers."""
+        """index.m3u8: one variant pointing at the LL-HLS playlist (or the TS one: see
+        ``_variant_playlist``), with the measured bitrates and the codecs of the actual sequence
+        headers."""
         bits, seconds = self._bits
         self._bits = bits + bits_per_second * duration, seconds + duration
         self._peak_bitrate = max(self._peak_bitrate, round(bits_per_second))
         video, audio = self._configs
         variant = Variant(
-            uri=CMAF_PLAYLIST_NAME if self._cmaf is not None else TS_PLAYLIST_NAME,
+            uri=self._variant_playlist(audio),
             bandwidth=self._peak_bitrate,
             average_bandwidth=round(self._bits[0] / self._bits[1]),
             codecs=tuple(c.codec_string for c in (video, audio) if c is not None),
@@ -623,6 +669,16 @@ class LiveStream:
         self._variant = variant
         text = render_multivariant([variant]).encode()
         self.store.put(f"{self.path}/{MULTIVARIANT_NAME}", text)
+
+    def _variant_playlist(self, audio: AudioConfig | None) -> str:
+        """The media playlist index.m3u8 points at: the LL-HLS one, except for MP3 when TS carries
+        the stream. Chromium's Media Source takes MP3 only as audio/mpeg, which hls.js makes out of
+        MPEG-TS, not in fMP4 (isTypeSupported of mp4a.6B, mp4a.69 and mp4a.40.34 are false)."""
+        if self._cmaf is None:
+            return TS_PLAYLIST_NAME
+        if isinstance(audio, Mp3Config) and self._ts is not None and self.ts_refusal is None:
+            return TS_PLAYLIST_NAME
+        return CMAF_PLAYLIST_NAME
 
     def _target_duration(self, first_segment: float) -> int:
         """EXT-X-TARGETDURATION for a new playlist (cutter.py, rule 1)."""
@@ -766,6 +822,7 @@ class LiveStream:
             "frame_rate": video.info.frame_rate if video else None,
             "audio_sample_rate": audio.sample_rate if audio else None,
             "audio_channels": audio.channels if audio else None,
+            "audio_channel_layout": list(self.channel_layout),  # E-RTMP MultichannelConfig
             "video_bitrate": self.bitrate[VIDEO],
             "audio_bitrate": self.bitrate[AUDIO],
             "keyframe_interval": self.keyframe_interval,

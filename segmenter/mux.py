@@ -25,9 +25,12 @@ import av.error
 
 from segmenter.codecs import (
     AacConfig,
+    Ac3Config,
     AvcConfig,
+    Eac3Config,
     HevcConfig,
     MediaError,
+    Mp3Config,
     adts_header,
     avcc_to_annexb,
     hevc_to_annexb,
@@ -52,13 +55,20 @@ def _int(data: bytes | bytearray) -> int:
     return int.from_bytes(data, "big")
 
 
+# Audio the TS output carries, with PyAV's codec name: AAC as ADTS (stream type 0x0F), MP3 as
+# MPEG-1/2 audio (0x03 / 0x04), AC-3 (0x81) and E-AC-3 (0x87) as ATSC A/52 Annex G lays them out
+# (what FFmpeg's muxer writes; each frame as sent, they are self-delimiting).
+TsAudioConfig = AacConfig | Mp3Config | Ac3Config | Eac3Config
+_TS_AUDIO_CODECS = {"mp4a": "aac", ".mp3": "mp3", "ac-3": "ac3", "ec-3": "eac3"}
+
+
 class SegmentMuxer(Protocol):
     """Turns samples of one track configuration into self-contained segments."""
 
     extension: str  # file name suffix, e.g. ".ts"
     content_type: str  # HTTP media type of a segment
 
-    def start(self, video: AvcConfig | HevcConfig | None, audio: AacConfig | None) -> None:
+    def start(self, video: AvcConfig | HevcConfig | None, audio: TsAudioConfig | None) -> None:
         """Use this configuration from the next segment on; drops an unfinished segment."""
 
     def write(self, sample: Sample) -> None:
@@ -180,21 +190,22 @@ class _Sink:
 
 class TsMuxer:
     """MPEG-TS segments via PyAV: H.264 as Annex-B with SPS/PPS before IDRs, HEVC as Annex-B with
-    VPS/SPS/PPS before IRAPs (stream types 0x1B, 0x24: ISO/IEC 13818-1 Table 2-34), AAC as ADTS."""
+    VPS/SPS/PPS before IRAPs (stream types 0x1B, 0x24: ISO/IEC 13818-1 Table 2-34), AAC as ADTS,
+    MP3, AC-3 and E-AC-3 frames as sent."""
 
     extension = ".ts"
     content_type = "video/mp2t"
 
     def __init__(self) -> None:
         self._video: AvcConfig | HevcConfig | None = None
-        self._audio: AacConfig | None = None
+        self._audio: TsAudioConfig | None = None
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
         self._cc = ContinuityRewriter(drop_pids=frozenset({_SDT_PID}))
         self._sink = _Sink(self._cc)
         self._cc_at_open: dict[int, int] = {}  # counters to go back to if a segment is dropped
 
-    def start(self, video: AvcConfig | HevcConfig | None, audio: AacConfig | None) -> None:
+    def start(self, video: AvcConfig | HevcConfig | None, audio: TsAudioConfig | None) -> None:
         self._discard()
         self._video, self._audio = video, audio
 
@@ -210,7 +221,8 @@ class TsMuxer:
                 codec, width=info.width, height=info.height
             )
         if self._audio is not None:
-            self._streams[AUDIO] = container.add_mux_stream("aac", rate=self._audio.sample_rate)
+            codec = _TS_AUDIO_CODECS[self._audio.fourcc]
+            self._streams[AUDIO] = container.add_mux_stream(codec, rate=self._audio.sample_rate)
         self._container = container
         return container
 
@@ -218,7 +230,11 @@ class TsMuxer:
         if sample.kind == AUDIO:
             if self._audio is None:
                 raise MediaError("audio sample without an audio configuration")
-            payload = adts_header(self._audio, len(sample.data)) + sample.data
+            audio = self._audio
+            if isinstance(audio, AacConfig):
+                payload = adts_header(audio, len(sample.data)) + sample.data
+            else:
+                payload = sample.data
         else:
             if self._video is None:
                 raise MediaError("video sample without a video configuration")

@@ -21,7 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from segmenter.codecs import AacConfig, AudioConfig, AvcConfig, HevcConfig, VideoConfig
+from segmenter.codecs import (
+    AacConfig,
+    Ac3Config,
+    AudioConfig,
+    AvcConfig,
+    Eac3Config,
+    HevcConfig,
+    Mp3Config,
+    VideoConfig,
+)
 from segmenter.cutter import AUDIO, VIDEO, Sample
 from segmenter.fmp4 import FragmentWriter, init_segment, tracks_for
 from segmenter.keeper import CMAF_PLAYLIST_NAME, TS_PLAYLIST_NAME, PlaylistKeeper
@@ -33,9 +42,11 @@ from segmenter.store import Store, size_of
 MAX_PACER_STEP_MS = 100
 
 
-# What the MPEG-TS output carries: H.264, HEVC and AAC (ISO/IEC 13818-1 stream types 0x1B, 0x24,
-# 0x0F).
-_CODEC_NAMES = {"av01": "AV1", "vp09": "VP9", "Opus": "Opus"}
+# What the MPEG-TS output carries: H.264, HEVC, AAC, MP3 (ISO/IEC 13818-1 stream types 0x1B,
+# 0x24, 0x0F, 0x03/0x04), AC-3 and E-AC-3 (ATSC A/52 Annex G: 0x81, 0x87). FLAC has no TS mapping.
+_CODEC_NAMES = {"av01": "AV1", "vp09": "VP9", "Opus": "Opus", "fLaC": "FLAC"}
+_TS_CODECS = (AvcConfig, HevcConfig, AacConfig, Mp3Config, Ac3Config, Eac3Config)
+TS_CARRIES = "H.264, HEVC, AAC, MP3, AC-3 and E-AC-3"
 
 
 def ts_refusal(video: VideoConfig | None, audio: AudioConfig | None) -> str | None:
@@ -43,11 +54,11 @@ def ts_refusal(video: VideoConfig | None, audio: AudioConfig | None) -> str | No
     names = [
         _CODEC_NAMES.get(c.fourcc, c.fourcc)
         for c in (video, audio)
-        if c is not None and not isinstance(c, (AvcConfig, HevcConfig, AacConfig))
+        if c is not None and not isinstance(c, _TS_CODECS)
     ]
     if not names:
         return None
-    return f"MPEG-TS here carries H.264, HEVC and AAC, not {' or '.join(names)}"
+    return f"MPEG-TS here carries {TS_CARRIES}, not {' or '.join(names)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +97,7 @@ class TsOutput:
     ) -> None:
         """A new track configuration; LiveStream checks ``ts_refusal`` first."""
         if not isinstance(video, AvcConfig | HevcConfig | None) or not isinstance(
-            audio, AacConfig | None
+            audio, AacConfig | Mp3Config | Ac3Config | Eac3Config | None
         ):
             raise ValueError(ts_refusal(video, audio))
         self._prefix = prefix

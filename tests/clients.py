@@ -17,7 +17,7 @@ APT_FFPROBE = "/usr/bin/ffprobe"
 
 
 def imageio_ffmpeg_exe() -> str:
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def apt_ffmpeg_exe() -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from gateway.rtmp import amf0, events
+from gateway.rtmp import amf0, ertmp, events
 from gateway.rtmp import messages as m
 from gateway.rtmp.errors import LocalProtocolError, RemoteProtocolError
 
@@ -231,7 +231,9 @@ def _on_connect_reply(conn: Connection, cli: ClientState, cmd: m.Command) -> Non
     info = _info(cmd)
     ok = cmd.name == "_result" and _text(info, "level") != "error"
     code = _text(info, "code") or (CONNECT_SUCCESS if ok else "")
-    conn._queue(events.ConnectResult(ok, code, _text(info, "description"), info))
+    props = dict(cmd.command_object) if isinstance(cmd.command_object, dict) else {}
+    conn.peer_caps = ertmp.parse_capabilities(props)[0]  # a malformed hint is just ignored
+    conn._queue(events.ConnectResult(ok, code, _text(info, "description"), info, props))
     deferred, cli.deferred = cli.deferred, []
     if not ok:
         conn._state = State.REJECTED
@@ -285,6 +287,14 @@ def _on_status(conn: Connection, stream_id: int, info: dict[str, Any]) -> None:
     """§7.2.2: onStatus(0, null, {level, code, description}); moves a pending publish on."""
     from gateway.rtmp.connection import StreamState
 
+    if _text(info, "code") == ertmp.RECONNECT_REQUEST and stream_id == 0:
+        # E-RTMP v2: a NetConnection status, not one of a stream's (never remapped below).
+        cli = _client(conn)
+        ref = _text(info, "tcUrl")
+        current = _text(cli.connect_obj or {}, "tcUrl")
+        tc_url = ertmp.resolve_tc_url(current, ref) if ref else None
+        conn._queue(events.ReconnectRequest(tc_url, _text(info, "description")))
+        return
     waiting = (StreamState.PUBLISH_PENDING, StreamState.PLAY_PENDING)
     pending = [sid for sid, s in conn.streams.items() if s.state in waiting]
     if stream_id not in conn.streams and len(pending) == 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from gateway.rtmp import events
+from gateway.rtmp import ertmp, events
 from gateway.rtmp.errors import RemoteProtocolError
 from gateway.rtmp.messages import Command
 
@@ -79,8 +79,12 @@ def _connect(conn: Connection, cmd: Command) -> None:
     enc = params.get("objectEncoding", 0.0)
     conn._object_encoding = float(enc) if isinstance(enc, int | float) else 0.0
     conn._connect_txn = cmd.transaction_id
+    caps, problems = ertmp.parse_capabilities(params)
+    conn.peer_caps = caps
     conn._state = State.CONNECT_PENDING
-    conn._queue(events.ConnectRequest(cmd.transaction_id, app, tc_url, params, query))
+    conn._queue(
+        events.ConnectRequest(cmd.transaction_id, app, tc_url, params, query, caps, tuple(problems))
+    )
 
 
 def _result(conn: Connection, cmd: Command, *values: Any) -> None:

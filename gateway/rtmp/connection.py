@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from gateway.rtmp import amf0, client, commands, events, handshake
+from gateway.rtmp import amf0, client, commands, ertmp, events, handshake
 from gateway.rtmp import messages as m
 from gateway.rtmp.chunk import TIMESTAMP_MASK, ChunkDecoder, ChunkEncoder, RawMessage
 from gateway.rtmp.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -102,6 +102,9 @@ class Connection(client.ClientMixin):
         self.streams: dict[int, MessageStream] = {}
         self._clocks: dict[int, tuple[int, int]] = {}  # msid -> (last 31-bit ts, unwrapped)
         self._connect_txn = 0.0
+        # Server role: what the client announced in connect (E-RTMP); client role: what the
+        # server announced in its connect _result.
+        self.peer_caps = ertmp.Capabilities()
         self._object_encoding: float = 0.0
         self._digest = False  # the peer used the Flash 9 digest handshake
         self._client_hs: handshake.ClientHandshake | None = None
@@ -188,7 +191,10 @@ class Connection(client.ClientMixin):
         self._send_control(m.WindowAckSize(lim.window_ack_size))
         self._send_control(m.SetPeerBandwidth(lim.window_ack_size, m.LIMIT_DYNAMIC))
         self._send_control(m.SetChunkSize(lim.out_chunk_size))  # encoder switches after it
-        props = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
+        props: dict[str, Any] = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
+        if self.peer_caps.announced:
+            # E-RTMP: an enhanced client is told what we support (legacy ones get the old bytes).
+            props.update(ertmp.server_properties())
         info = {
             "level": "status",
             "code": "NetConnection.Connect.Success",
@@ -231,6 +237,15 @@ class Connection(client.ClientMixin):
         st = self._pending(stream_id, StreamState.PLAY_PENDING)
         self.send_status(stream_id, "error", code, description)
         st.state = StreamState.CREATED
+
+    def send_reconnect_request(self, description: str, tc_url: str | None = None) -> None:
+        """E-RTMP v2 "Reconnect Request": NetConnection onStatus (stream 0, transaction 0, null
+        command object) asking the client to reconnect, to ``tc_url`` or the same server."""
+        self._check_error()
+        if self._state is not State.CONNECTED:
+            raise LocalProtocolError("not-connected")
+        info = ertmp.reconnect_info(description, tc_url)
+        self.send_command(CSID_COMMAND, 0, "onStatus", 0.0, None, info)
 
     def send_status(self, stream_id: int, level: str, code: str, description: str) -> None:
         self._check_error()

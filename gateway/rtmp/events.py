@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.rtmp.ertmp import Capabilities
 from segmenter.records import record
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "PauseRequest",
     "PlayRequest",
     "PublishRequest",
+    "ReconnectRequest",
     "ReleaseStream",
     "SetBufferLength",
     "Status",
@@ -49,6 +51,10 @@ class ConnectRequest:
     tc_url: str | None
     params: dict[str, Any]  # the whole command object
     query: str  # query string found in app or tcUrl ("" if none)
+    # Enhanced RTMP: what the client can take (fourCcList, FourCC info maps, capsEx) and what
+    # was malformed in it (ignored; for a log line).
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,8 @@ class ConnectResult:
     code: str
     description: str
     info: dict[str, Any]  # the whole information object
+    # The server's properties object (fmsVer, capabilities; E-RTMP: capsEx, FourCC info maps).
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +162,15 @@ class Status:
     code: str
     description: str
     info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectRequest:
+    """Client role: onStatus NetConnection.Connect.ReconnectRequest (E-RTMP v2): reconnect at
+    the next media boundary, to ``tc_url`` (already resolved; None: the same server)."""
+
+    tc_url: str | None
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +202,7 @@ Event = (
     | SetBufferLength
     | ConnectResult
     | Status
+    | ReconnectRequest
     | CallFailed
     | ConnectionClosed
 )

@@ -4,11 +4,14 @@ the issue promises: one hook call per publish and play, at most one per HLS sess
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import trio
 
 from bench.auth import BenchHook, hook_action
-from tests.bench.test_bench_smoke_ll import SMOKE, Path, bench, generate
+from bench.fixtures import generate
+from tests.bench.test_bench_smoke_ll import SMOKE, bench
 
 
 def test_auth_setup_and_viewers(tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from functools import partial
+from itertools import pairwise
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -160,11 +162,15 @@ async def test_viewers_follow_every_part_of_a_blocking_server() -> None:
     result = figures(shared, start, end, viewers)
     assert not shared.errors and not shared.statuses, (shared.errors, shared.error_sample)
     assert shared.can_block and shared.has_pdt and shared.part_target == MockServer.PART
-    expected = viewers / MockServer.PART  # 100 parts/s
-    assert 0.8 * expected <= result["parts_per_s"] <= 1.2 * expected, result
     assert shared.early_reloads == 0 and shared.resyncs == 0
-    # Loopback and an idle machine: parts arrive right after they are listed.
-    assert result["late_vs_listed"]["p50_ms"] < 50, result
-    assert result["late_vs_end"]["p50_ms"] < 100, result
-    assert result["late_fraction"] is not None and result["late_fraction"] < 0.5
+    # Every viewer follows every part, each once, whatever the machine's load: how late they
+    # come is a figure for the bench to print, not a pass mark here.
+    fetched = Counter((msn, index) for _, msn, index, _, _ in shared.fetched)
+    assert max(fetched.values()) <= viewers
+    ordered = sorted(fetched)
+    steps = {(b[0] - a[0], b[1] - a[1] if b[0] == a[0] else b[1]) for a, b in pairwise(ordered)}
+    assert steps <= {(0, 1), (1, 0)}, ordered  # no part skipped by everyone
+    settled = [k for k, t in shared.first_listed.items() if start <= t <= end - 1.0]
+    assert settled and all(fetched[k] == viewers for k in settled), (settled, fetched)
+    assert result["parts"] > 0 and result["late_vs_listed"] is not None
     assert result["mb_per_s"] > 0

@@ -2,6 +2,10 @@
 
     .venv/bin/python -m tests.captures.record imageio tests/captures/ffmpeg9-publish.rtmp
     .venv/bin/python -m tests.captures.record apt tests/captures/ffmpeg51-publish.rtmp
+    .venv/bin/python -m tests.captures.record imageio tests/captures/ffmpeg9-publish-flac.rtmp flac
+    .venv/bin/python -m tests.captures.record imageio tests/captures/ffmpeg9-publish-ac3.rtmp ac3
+
+The optional third argument is the audio encoder, instead of AAC.
 
 A recording TCP proxy sits between a real FFmpeg and the gateway; only what the client sent is kept.
 """
@@ -20,7 +24,7 @@ from gateway.server import serve_rtmp
 from tests.clients import apt_ffmpeg_exe, imageio_ffmpeg_exe, publish_args, run_client
 
 
-async def record(client: str) -> bytes:
+async def record(client: str, audio_codec: str = "aac") -> bytes:
     exe = imageio_ffmpeg_exe() if client == "imageio" else apt_ffmpeg_exe()
     settings = Settings(host="127.0.0.1", rtmp_port=0, http_port=0)
     captured = bytearray()
@@ -49,6 +53,8 @@ async def record(client: str) -> bytes:
         port = listeners[0].socket.getsockname()[1]
         url = f"rtmp://127.0.0.1:{port}/live/golden"
         args = publish_args(exe, url, seconds=1.5, size="160x120", rate=15, gop=15)
+        if audio_codec != "aac":
+            args[args.index("aac") - 1 : args.index("aac") + 3] = ["-c:a", audio_codec]
         result = await run_client(args, timeout=30)
         assert result.returncode == 0, result.stderr.decode()
         await trio.sleep(0.5)
@@ -58,5 +64,6 @@ async def record(client: str) -> bytes:
 
 if __name__ == "__main__":
     out = Path(sys.argv[2])
-    out.write_bytes(trio.run(record, sys.argv[1]))
+    codec = sys.argv[3] if len(sys.argv) > 3 else "aac"
+    out.write_bytes(trio.run(record, sys.argv[1], codec))
     print(f"{out}: {out.stat().st_size} bytes")

@@ -69,11 +69,9 @@ def rtmp_url(gw: Gateway, path: str) -> str:
 
 
 async def wait_live(client: httpx.AsyncClient, path: str, **params: str) -> httpx.Response:
-    # No params= when there are none: httpx would drop the query already in ``path``.
+    # params=None when there are none: an empty dict would drop the query already in ``path``.
     with trio.fail_after(25):
-        while (
-            r := await client.get(path, **({"params": params} if params else {}))
-        ).status_code != 200:
+        while (r := await client.get(path, params=params or None)).status_code != 200:
             await trio.sleep(0.2)
     return r
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import m3u8
@@ -164,6 +165,7 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
     url = http_url(gateway, "/live/web/index.m3u8")  # multivariant -> LL-HLS fMP4
     ts_url = http_url(gateway, "/live/web/ts.m3u8")
     results: dict[str, subprocess.CompletedProcess[bytes]] = {}
+    reports: dict[str, Any] = {}  # the API's JSON and the metrics text
 
     async def read(name: str, exe: str, playlist: str) -> None:
         args = [exe, "-hide_banner", "-nostdin", "-v", "warning", "-i", playlist, "-t", "3"]
@@ -186,8 +188,8 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
             timeout=30,
         )
         async with httpx.AsyncClient() as client:
-            results["api"] = (await client.get(http_url(gateway, "/api/streams/live/web"))).json()
-            results["metrics"] = (await client.get(http_url(gateway, "/metrics"))).text
+            reports["api"] = (await client.get(http_url(gateway, "/api/streams/live/web"))).json()
+            reports["metrics"] = (await client.get(http_url(gateway, "/metrics"))).text
 
     async with trio.open_nursery() as inner:
         inner.start_soon(publish, gateway, "web", 14)
@@ -202,7 +204,7 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
     assert streams["video"]["codec_name"] == "h264" and streams["video"]["width"] == 320
     assert streams["audio"]["codec_name"] == "aac"
 
-    api = results["api"]
+    api = reports["api"]
     assert api["state"] == "live" and api["publisher"].startswith("127.0.0.1:")
     assert api["codecs"][0].startswith("avc1.") and api["codecs"][1:] == ["mp4a.40.2"]
     assert (api["width"], api["height"], api["frame_rate"]) == (320, 240, 30.0)
@@ -212,7 +214,7 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
     assert api["warnings"] == []
     assert api["dropped"] == 0  # a clean publish loses nothing (it showed 1: video-first ties)
 
-    families = {f.name: f for f in text_string_to_metric_families(results["metrics"])}
+    families = {f.name: f for f in text_string_to_metric_families(reports["metrics"])}
     value = {
         f: sum(s.value for s in families[f].samples if s.name.endswith("_total"))
         for f in ("rtmp_connections", "hls_segments", "rtmp_bytes_received")
@@ -259,7 +261,7 @@ async def test_a_full_memory_store_loses_segments_not_the_gateway(
             publish_args(imageio_ffmpeg_exe(), url, seconds=8, size="640x360"), timeout=40
         )
     assert result.returncode == 0, result.stderr.decode(errors="replace")  # ingest unharmed
-    assert gw.store.total_bytes <= cap
+    assert isinstance(gw.store, MemoryStore) and gw.store.total_bytes <= cap
     full = [r for r in caplog.records if "memory store full" in r.getMessage()]
     assert full and len(full) <= 2  # named, once per outage, not per segment
     assert gw.metrics.store_refused._value.get() >= len(full)

@@ -37,7 +37,7 @@ async def test_pulled_stream_becomes_hls_and_follows_the_source(nursery: trio.Nu
             segment = m3u8.loads(r.text).segments[0].uri
             data = (await client.get(f"{b.bound.http_url}/live/mirror/{segment}")).content
             info = (await client.get(f"{b.bound.http_url}/api/streams/live/mirror")).json()
-    with av.open(io.BytesIO(data), format="mpegts") as container:
+    with av.open(io.BytesIO(data), "r", format="mpegts") as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= 30  # 1 s keyframes at 30 fps: a whole GOP or more, decodable
     assert info["state"] == "live" and info["publisher"].startswith("pull rtmp://127.0.0.1:")

@@ -5,6 +5,8 @@ the tags it should get, on its own clock; a player that stops reading costs nobo
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import trio
 import trio.testing
@@ -31,7 +33,7 @@ def audio(n: int) -> bytes:
     return b"\xaf\x01" + b"a%06d" % n  # constant size: the shared header becomes fmt 3
 
 
-async def start_server(nursery: trio.Nursery, **settings: object) -> tuple[int, Hub, Metrics]:
+async def start_server(nursery: trio.Nursery, **settings: Any) -> tuple[int, Hub, Metrics]:
     hub, metrics = Hub(gop_cache_bytes=4 << 20), Metrics()
     hub_settings = Settings(host="127.0.0.1", rtmp_port=0, **settings)
     bound = await nursery.start(serve_rtmp, hub_settings, hub, metrics)
@@ -58,7 +60,7 @@ class Client:
         client.conn.connect("live", f"rtmp://127.0.0.1:{port}/live")
         return client
 
-    async def pump(self, done: object) -> list[object]:
+    async def pump(self, done: Callable[[object], bool]) -> list[object]:
         seen = await pump_until(self.sock, self.conn, done)
         self.media += [e for e in seen if isinstance(e, ev.Media)]
         return seen

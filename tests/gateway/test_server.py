@@ -17,7 +17,7 @@ from gateway.server import Session
 
 
 def counter(metrics: Metrics, cause: str) -> float:
-    return metrics.protocol_errors.labels(cause)._value.get()
+    return float(metrics.protocol_errors.labels(cause)._value.get())
 
 
 async def start_session(

@@ -16,11 +16,12 @@ import pytest
 import trio
 
 from gateway.config import Settings
-from gateway.hub import FlvTag, Hub, Stream
+from gateway.hub import Hub, Stream
 from gateway.metrics import Metrics
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.server import serve_rtmp
+from segmenter.flv import FlvTag
 
 AVC_HEADER = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x00\x01\x00\x00"
 

@@ -320,12 +320,12 @@ def test_value_types() -> None:
 def test_safety_net_converts_stray_errors(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
     # The explicit checks already catch everything the fuzz tests find; this pins the
     # last line of defence that keeps any stray failure a RemoteProtocolError.
-    from gateway.rtmp import amf0
+    from gateway.rtmp.amf_values import Reader
 
-    def boom(self: amf0.Reader) -> int:
+    def boom(self: Reader) -> int:
         raise exc
 
-    monkeypatch.setattr(amf0.Reader, "u8", boom)
+    monkeypatch.setattr(Reader, "u8", boom)
     for decode in (decode_all, decode_amf3_message_body):
         with pytest.raises(RemoteProtocolError) as info:
             decode(b"\x00\x02\x00\x00", AmfLimits())

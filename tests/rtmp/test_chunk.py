@@ -290,7 +290,10 @@ def test_roundtrip_interleaved(msgs: list[Msg], size: int, seed: int) -> None:
         if not queues[csid]:
             del queues[csid]
     got = decode_all(bytes(wire), chunk_size=size)
-    by_csid = lambda ms: {c: [m for m in ms if m.csid == c] for c in CSIDS}  # noqa: E731
+
+    def by_csid(ms: list[Msg]) -> dict[int, list[Msg]]:
+        return {c: [m for m in ms if m.csid == c] for c in CSIDS}
+
     assert by_csid(got) == by_csid(msgs)
 
 

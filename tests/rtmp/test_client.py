@@ -172,6 +172,7 @@ def test_publish_command_order_and_bytes() -> None:
                 "description": "Connection succeeded.",
                 "objectEncoding": 0.0,
             },
+            {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},  # no E-RTMP: we announced none
         ),
         events.StreamCreated(1),
         events.Status(

@@ -119,17 +119,17 @@ def test_header_shaped_garbage(items: list[tuple[int, int, int, int, int, int, b
 def test_mutated_obs_session(seed: int, flips: int) -> None:
     """Byte flips, cuts and insertions in a real-shaped session."""
     rnd = random.Random(seed)
-    data = bytearray(OBS)
+    mutable = bytearray(OBS)
     for _ in range(flips):
-        at = rnd.randrange(3073, len(data))
+        at = rnd.randrange(3073, len(mutable))
         what = rnd.random()
         if what < 0.6:
-            data[at] = rnd.randrange(256)
+            mutable[at] = rnd.randrange(256)
         elif what < 0.8:
-            del data[at : at + rnd.randrange(1, 20)]
+            del mutable[at : at + rnd.randrange(1, 20)]
         else:
-            data[at:at] = rnd.randbytes(rnd.randrange(1, 20))
-    data = bytes(data)
+            mutable[at:at] = rnd.randbytes(rnd.randrange(1, 20))
+    data = bytes(mutable)
     whole = run([data])
     assert run(sessions.random_splits(data, seed)) == whole
     if len(data) < 12000:

@@ -66,7 +66,7 @@ class Decoded:
 def decode(segment: bytes) -> Decoded:
     """Demux and DECODE a TS segment alone; any FFmpeg error raises."""
     out = Decoded()
-    with av.open(io.BytesIO(segment), format="mpegts") as container:
+    with av.open(io.BytesIO(segment), "r", format="mpegts") as container:
         for packet in container.demux():
             if packet.size == 0 or packet.pts is None:
                 continue
@@ -81,9 +81,8 @@ def decode(segment: bytes) -> Decoded:
                 out.audio_pts.append(seconds)
                 out.audio_frames += len(packet.decode())
         # Drain the decoders (B-frames leave pictures behind).
-        for stream in container.streams:
-            if stream.type == "video":
-                out.video_frames += len(stream.codec_context.decode(None))
+        for stream in container.streams.video:
+            out.video_frames += len(stream.codec_context.decode(None))
     return out
 
 

@@ -23,12 +23,12 @@ from segmenter.live import (
     end_stale_playlists,
 )
 from segmenter.playlist import nearest_int
-from segmenter.store import Data, DiskStore, MemoryStore
+from segmenter.store import Data, DiskStore, MemoryStore, Store
 from tests.segmenter.media import dump_store, ffmpeg_read_warnings, make_flv, shifted, tags
 from tests.segmenter.test_live import PATH, make, publish
 
 
-def media_playlist(store: MemoryStore, name: str = CMAF_PLAYLIST_NAME) -> m3u8.M3U8:
+def media_playlist(store: Store, name: str = CMAF_PLAYLIST_NAME) -> m3u8.M3U8:
     data = store.get(f"{PATH}/{name}")
     assert data is not None
     return m3u8.loads(data.decode())
@@ -87,7 +87,7 @@ def decode_fmp4(data: bytes) -> tuple[int, int, bool | None, int]:
     media. A part that does not start with a keyframe demuxes but does not decode alone."""
     video = audio = packets = 0
     first_key = None
-    with av.open(io.BytesIO(data), format="mp4") as container:
+    with av.open(io.BytesIO(data), "r", format="mp4") as container:
         for packet in container.demux():
             if packet.size == 0:
                 continue
@@ -98,9 +98,8 @@ def decode_fmp4(data: bytes) -> tuple[int, int, bool | None, int]:
                 video += len(packet.decode())
             else:
                 audio += len(packet.decode())
-        for stream in container.streams:
-            if stream.type == "video":
-                video += len(stream.codec_context.decode(None))
+        for stream in container.streams.video:
+            video += len(stream.codec_context.decode(None))
     return video, audio, first_key, packets
 
 
@@ -111,7 +110,7 @@ def test_init_segment_declares_the_publishers_tracks(av_flv: bytes) -> None:
     pl = media_playlist(store)
     init = get(store, pl.segments[0].init_section.uri)
     assert [k for k, _ in boxes(init)] == [b"ftyp", b"moov"]
-    with av.open(io.BytesIO(init), format="mp4") as container:
+    with av.open(io.BytesIO(init), "r", format="mp4") as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         assert (video.codec_context.name, video.width, video.height) == ("h264", 320, 240)
         assert (audio.codec_context.name, audio.sample_rate, audio.channels) == ("aac", 44100, 1)
@@ -236,7 +235,7 @@ def test_multivariant_names_codecs_resolution_and_measured_bandwidth(av_flv: byt
 
 def test_ts_only_multivariant_points_at_the_ts_playlist(av_flv: bytes) -> None:
     store = MemoryStore()
-    live, _ = make(store, formats=("ts",))  # type: ignore[arg-type]
+    live, _ = make(store, formats=("ts",))
     publish(live, tags(av_flv), 0.0)
     variant = m3u8.loads(get(store, MULTIVARIANT_NAME).decode())
     assert [p.uri for p in variant.playlists] == [TS_PLAYLIST_NAME]

@@ -93,7 +93,7 @@ def test_real_asc_and_adts_frames_decode(av_flv: bytes) -> None:
     frames = [p.data for t in tags(av_flv) if isinstance(p := parse_tag(t), AudioFrame)]
     stream = b"".join(adts_header(config, len(f)) + f for f in frames)
     decoded = 0
-    with av.open(io.BytesIO(stream), format="aac") as container:
+    with av.open(io.BytesIO(stream), "r", format="aac") as container:
         for packet in container.demux(audio=0):
             decoded += sum(f.samples for f in packet.decode())
     assert decoded >= (len(frames) - 2) * 1024  # the decoder may hold back the priming frames
@@ -103,15 +103,15 @@ def test_real_avcc_to_annexb_decodes(av_flv: bytes) -> None:
     config = parse_avcc(configs(av_flv)["video"])
     chunks, idrs = [], 0
     for tag in tags(av_flv):
-        packet = parse_tag(tag)
-        if isinstance(packet, VideoFrame):
-            annexb, has_idr = avcc_to_annexb(packet.data, config)
-            assert has_idr == packet.keyframe
+        frame = parse_tag(tag)
+        if isinstance(frame, VideoFrame):
+            annexb, has_idr = avcc_to_annexb(frame.data, config)
+            assert has_idr == frame.keyframe
             idrs += has_idr
             chunks.append(annexb)
     assert idrs == 6
     frames = 0
-    with av.open(io.BytesIO(b"".join(chunks)), format="h264") as container:
+    with av.open(io.BytesIO(b"".join(chunks)), "r", format="h264") as container:
         for packet in container.demux(video=0):
             frames += len(packet.decode())
     assert frames == 180

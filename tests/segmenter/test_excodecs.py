@@ -115,15 +115,16 @@ def test_a_codec_no_output_carries_is_logged_naming_the_publisher(
     with caplog.at_level(logging.ERROR):
         live.feed(FlvTag(TagType.VIDEO, 0, b"\x90av01" + AV1C), 0.0)
         live.feed(FlvTag(TagType.VIDEO, 0, b"\x91av01\x12\x00\x32\x02\x10\x00"), 0.0)
-        live.feed(FlvTag(TagType.AUDIO, 0, b"\x90fLaC\x00"), 0.0)
+        live.feed(FlvTag(TagType.AUDIO, 0, b"\xb6\x00"), 0.0)  # Speex (legacy SoundFormat 11)
     stats = live.stats()
     assert stats["ts"] is not None and "AV1" in stats["ts"]
     assert len(stats["uncarried"]) == 2
-    assert "fLaC" in stats["uncarried"][1] and "AV1" in stats["uncarried"][0]
+    assert "Speex" in stats["uncarried"][1] and "AV1" in stats["uncarried"][0]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2 and all("127.0.0.1:5555" in e for e in errors)
     assert live.missing_reason("ts.m3u8") == (
-        "ts.m3u8 of live/x: MPEG-TS here carries H.264, HEVC and AAC, not AV1; play index.m3u8"
+        "ts.m3u8 of live/x: MPEG-TS here carries H.264, HEVC, AAC, MP3, AC-3 and E-AC-3, not AV1; "
+        "play index.m3u8"
     )
 
 

@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segmenter.codecs import MediaError
 from segmenter.flv import (
     AudioFrame,
+    ChannelLayout,
     FlvTag,
     Ignored,
-    MediaError,
     SequenceEnd,
     SequenceHeader,
     TagType,
@@ -23,7 +24,9 @@ from segmenter.flv import (
 )
 from tests.segmenter.media import tags
 
-PACKET_TYPES = (SequenceHeader, VideoFrame, AudioFrame, SequenceEnd, Unsupported, Ignored)
+PACKET_TYPES = (
+    SequenceHeader, VideoFrame, AudioFrame, SequenceEnd, ChannelLayout, Unsupported, Ignored,
+)  # fmt: skip
 AVCC = bytes.fromhex("0142c01fffe100046742c01f01000468ce3c80")
 
 
@@ -99,7 +102,7 @@ def test_legacy_unsupported_video(body: bytes, codec: str) -> None:
 
 @pytest.mark.parametrize(
     ("byte0", "codec"),
-    [(0x2F, "MP3"), (0xB6, "Speex"), (0xD0, "Opus (legacy id 13)"), (0x72, "G.711 A-law")],
+    [(0xB6, "Speex"), (0xD0, "Opus (legacy id 13)"), (0x72, "G.711 A-law"), (0x12, "ADPCM")],
 )
 def test_legacy_unsupported_audio(byte0: int, codec: str) -> None:
     packet = parse_audio(bytes((byte0, 0, 0)))
@@ -192,15 +195,16 @@ def test_enhanced_audio() -> None:
     assert parse_audio(b"\x90mp4a\x12\x10") == SequenceHeader("audio", "mp4a", b"\x12\x10")
     assert parse_audio(b"\x91mp4a\x21\x00") == AudioFrame("mp4a", b"\x21\x00")
     assert parse_audio(b"\x92mp4a") == SequenceEnd("audio", "mp4a")
-    assert isinstance(parse_audio(b"\x94mp4a\x00"), Ignored)  # multichannel config
+    with pytest.raises(MediaError, match="MultichannelConfig truncated"):
+        parse_audio(b"\x94mp4a\x00")
     head = bytes.fromhex("4f707573486561640101380180bb0000000000")  # OpusHead, FFmpeg 9
     assert parse_audio(b"\x90Opus" + head) == SequenceHeader("audio", "Opus", head)
     assert parse_audio(b"\x91Opus\xf8\xff") == AudioFrame("Opus", b"\xf8\xff")
     assert parse_audio(b"\x92Opus") == SequenceEnd("audio", "Opus")
-    assert isinstance(parse_audio(b"\x94Opus\x01\x01\x00\x00\x00\x04"), Ignored)
+    assert parse_audio(b"\x94Opus\x01\x01\x00\x00\x00\x04") == ChannelLayout("Opus", 1, ("FC",))
     with pytest.raises(MediaError, match="sequence start"):
         parse_audio(b"\x90Opus")
-    for fourcc in ("fLaC", "ac-3", "ec-3", ".mp3"):
+    for fourcc in ("ac-4", "alac"):  # not E-RTMP audio FourCCs
         packet = parse_audio(b"\x90" + fourcc.encode() + b"\x00")
         assert packet == Unsupported("audio", fourcc, f"unsupported audio codec {fourcc}")
     assert isinstance(parse_audio(b"\x95\x00Opus"), Unsupported)  # multitrack

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import m3u8
 import pytest
@@ -20,7 +21,7 @@ from tests.segmenter.media import decode, dump_store, ffmpeg_read_warnings, shif
 PATH = "live/key"
 
 
-def make(store: MemoryStore | DiskStore, **config: float) -> tuple[LiveStream, list[SegmentInfo]]:
+def make(store: MemoryStore | DiskStore, **config: Any) -> tuple[LiveStream, list[SegmentInfo]]:
     infos: list[SegmentInfo] = []
     live = LiveStream(
         PATH, store, SegmenterConfig(**config), wallclock=lambda: 1.7e9, on_segment=infos.append

@@ -28,7 +28,7 @@ _SAMPLE_JS = """() => {
   const s = window.playerState;
   const root = document.getElementById('player');
   const shown = {};
-  for (const id of ['state', 'latency', 'rendition']) {
+  for (const id of ['state', 'latency', 'rendition', 'uncarried']) {
     const el = document.getElementById(id);
     if (el) shown[id] = el.textContent;
   }
@@ -37,6 +37,7 @@ _SAMPLE_JS = """() => {
     paused: v ? v.paused : null,
     readyState: v ? v.readyState : null,
     videoError: v && v.error ? v.error.code : null,
+    audioDecoded: v && 'webkitAudioDecodedByteCount' in v ? v.webkitAudioDecodedByteCount : null,
     state: s ? JSON.parse(JSON.stringify(s)) : null,
     data: root ? Object.assign({}, root.dataset) : {},
     shown: shown,
@@ -51,9 +52,11 @@ class Sample:
     paused: bool | None
     ready_state: int | None
     video_error: int | None
+    audio_decoded: int | None  # bytes of audio the <video> decoded (Chromium's counter)
     player: dict[str, Any] | None  # window.playerState as JSON
     data: dict[str, str] = field(default_factory=dict)  # #player's data-* attributes
-    shown: dict[str, str] = field(default_factory=dict)  # text of #state, #latency, #rendition
+    # text of #state, #latency, #rendition, #uncarried
+    shown: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +130,7 @@ def _read(page: Page, started_at: float) -> Sample:
         paused=raw["paused"],
         ready_state=raw["readyState"],
         video_error=raw["videoError"],
+        audio_decoded=raw["audioDecoded"],
         player=raw["state"],
         data=raw["data"],
         shown=raw["shown"],

@@ -311,7 +311,7 @@ async def test_gzip_follows_playlist_updates(store: MemoryStore, app: QuartTrio)
         for _ in range(2):
             response = await client.get(PLAYLIST_URL, headers={"Accept-Encoding": "gzip"})
             assert response.headers["Content-Encoding"] == "gzip"
-            assert gzip.decompress(await response.get_data()) == playlist
+            assert gzip.decompress(await response.get_data(as_text=False)) == playlist
 
 
 def test_playlist_gzip_cache_is_bounded() -> None:

@@ -167,7 +167,7 @@ async def test_blocking_reload_answers_when_the_part_exists(
     assert response.status_code == 200
     assert trio.current_time() - started == pytest.approx(0.15)
     assert response.headers["Cache-Control"] == "public, max-age=6"
-    text = (await response.get_data()).decode()
+    text = await response.get_data(as_text=True)
     assert f'URI="{PREFIX}-2.3.m4s"' in text
     assert f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{PREFIX}-2.4.m4s"' in text
     assert stream.waiters.waiting(PATH) == 0
@@ -191,7 +191,7 @@ async def test_blocking_reload_for_a_whole_segment_waits_for_its_last_part(
             assert not responses
         await trio.sleep(0.2)
         stream.add_part()  # the tenth part closes segment 2
-    playlist = m3u8.loads((await responses[0].get_data()).decode())
+    playlist = m3u8.loads(await responses[0].get_data(as_text=True))
     assert [s.uri for s in playlist.segments if s.uri][-1] == f"{PREFIX}-2.m4s"
 
 
@@ -215,7 +215,7 @@ async def test_invalid_blocking_requests_are_400_at_once(
     response = await ll_app.test_client().get(f"{URL}?{query}")
     assert response.status_code == 400
     assert trio.current_time() == started
-    assert "_HLS_" in (await response.get_data()).decode()
+    assert "_HLS_" in await response.get_data(as_text=True)
 
 
 async def test_ended_playlist_answers_blocking_requests_at_once(
@@ -224,7 +224,7 @@ async def test_ended_playlist_answers_blocking_requests_at_once(
     stream.playlist.end()
     response = await ll_app.test_client().get(f"{URL}?_HLS_msn=3&_HLS_part=5")
     assert response.status_code == 200
-    assert "#EXT-X-ENDLIST" in (await response.get_data()).decode()
+    assert "#EXT-X-ENDLIST" in await response.get_data(as_text=True)
 
 
 async def test_delta_update_skips_old_segments(
@@ -234,7 +234,7 @@ async def test_delta_update_skips_old_segments(
         stream.add_part()
     full = m3u8.loads(stream.playlist.render())
     response = await ll_app.test_client().get(f"{URL}?_HLS_msn=8&_HLS_part=2&_HLS_skip=YES")
-    text = (await response.get_data()).decode()
+    text = await response.get_data(as_text=True)
     delta = m3u8.loads(text)
     assert "#EXT-X-SKIP:SKIPPED-SEGMENTS=" in text and delta.version == 9
     assert delta.media_sequence == full.media_sequence
@@ -317,7 +317,7 @@ async def test_plain_requests_and_other_playlists_are_not_held(
     started = trio.current_time()
     plain = await client.get(URL)  # from memory: the LL-HLS version, not the store's
     assert plain.status_code == 200 and plain.headers["Cache-Control"] == "public, max-age=1"
-    assert (await plain.get_data()).decode() == stream.playlist.render()
+    assert await plain.get_data(as_text=True) == stream.playlist.render()
     ts = await client.get(f"/{PATH}/index.m3u8?_HLS_msn=99")  # no LL-HLS there: ignored
     assert ts.status_code == 200
     assert trio.current_time() == started

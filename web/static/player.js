@@ -15,6 +15,7 @@
   var latencyEl = document.getElementById("latency");
   var renditionEl = document.getElementById("rendition");
   var errorEl = document.getElementById("error");
+  var uncarriedEl = document.getElementById("uncarried");
   var params = new URLSearchParams(location.search);
   // read_auth: the viewer's playback token, put on the first playlist and on status polls
   // (the playlists carry it on to every other URI); status answers renew it.
@@ -121,6 +122,11 @@
       var rate = (info.video_bitrate || 0) + (info.audio_bitrate || 0);
       if (rate > 0) parts.push(Math.round(rate / 1000) + " kbit/s");
       detailsEl.textContent = parts.join(" · ");
+      // Media of this publish no output carries (a codec HLS here cannot hold): say so, since
+      // the player shows only what it got (a picture without sound, or nothing).
+      var uncarried = info.uncarried || [];
+      uncarriedEl.hidden = !uncarried.length;
+      uncarriedEl.textContent = uncarried.length ? "Not playable here: " + uncarried.join("; ") : "";
     }
   }
 
