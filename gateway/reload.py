@@ -45,6 +45,51 @@ RESTART_ONLY: frozenset[str] = frozenset(
     }
 )
 
+# Settings a reload applies (gateway.app.Gateway.reconfigure): RTMP limits to connections
+# accepted afterwards, HLS settings to streams started afterwards, access settings to the next
+# request, relays by entry. A setting in neither set is kept until a restart, as the safe side.
+RELOADABLE: frozenset[str] = frozenset(
+    {
+        "log_level",
+        "max_connections",
+        "max_connections_per_ip",
+        "setup_timeout",
+        "idle_timeout",
+        "send_timeout",
+        "rtmp_publish_lowat",
+        "publish_takeover_after",
+        "max_message_size",
+        "track_headers_bytes",
+        "play_wait_timeout",
+        "gop_cache_bytes",
+        "rtmp_play_write_interval",
+        "player_queue",
+        "player_max_lag",
+        "reconnect_request_wait",
+        "auth_hook_url",
+        "auth_hook_timeout",
+        "auth_cache_seconds",
+        "auth_jwt_secret",
+        "auth_max_token_bytes",
+        "read_auth",
+        "read_token_ttl",
+        "api_token",
+        "hls_target_duration",
+        "hls_max_segment_duration",
+        "hls_formats",
+        "hls_part_duration",
+        "hls_window",
+        "hls_end_grace",
+        "hls_retention",
+        "hls_viewer_window",
+        "hls_write_stall_warn",
+        "hls_write_stall_timeout",
+        "pull",
+        "push",
+        "metrics_per_stream",
+    }
+)
+
 T = TypeVar("T")
 
 
@@ -60,8 +105,8 @@ def plan_reload(running: Settings, loaded: Settings) -> ReloadPlan:
     changed = [
         f.name for f in Settings.fields() if getattr(running, f.name) != getattr(loaded, f.name)
     ]
-    restart = tuple(name for name in changed if name in RESTART_ONLY)
-    applied = tuple(name for name in changed if name not in RESTART_ONLY)
+    restart = tuple(name for name in changed if name not in RELOADABLE)
+    applied = tuple(name for name in changed if name in RELOADABLE)
     kept = {name: getattr(running, name) for name in restart}
     return ReloadPlan(dataclasses.replace(loaded, **kept), applied, restart)
 

@@ -14,7 +14,7 @@ import trio
 from gateway.app import Gateway, reload_settings
 from gateway.config import ConfigError, Settings
 from gateway.pull import parse_pull
-from gateway.reload import RESTART_ONLY, plan_reload, split_changes
+from gateway.reload import RELOADABLE, RESTART_ONLY, plan_reload, split_changes
 from tests.clients import imageio_ffmpeg_exe, publish_args, run_client
 from tests.conftest import start_gateway, test_settings
 from tests.e2e.test_relay import poll, segment_uris
@@ -41,8 +41,10 @@ def test_reloadable_settings_apply_and_restart_only_ones_keep_their_running_valu
     )
 
 
-def test_every_restart_only_name_is_a_setting() -> None:
-    assert {f.name for f in Settings.fields()} >= RESTART_ONLY
+def test_every_setting_is_either_reloadable_or_restart_only() -> None:
+    """A new setting must be placed: applied by Gateway.reconfigure, or kept until a restart."""
+    assert not RESTART_ONLY & RELOADABLE
+    assert {f.name for f in Settings.fields()} == RESTART_ONLY | RELOADABLE
 
 
 @pytest.mark.parametrize("name", sorted(RESTART_ONLY))
