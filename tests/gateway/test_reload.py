@@ -104,6 +104,13 @@ async def test_reload_adds_then_removes_a_push_relay_without_touching_the_publis
         a_info = (await http.get(f"{a.bound.http_url}/api/streams/live/cam")).json()
         assert a_info["sessions"] == 1 and a_info["state"] == "live"
     assert a.lives["live/cam"].config.window_segments == 6  # running streams keep their HLS
+    # A stream published after the reload gets the reloaded HLS settings.
+    new = publish_args(imageio_ffmpeg_exe(), url.replace("/cam", "/new"), seconds=3)
+    nursery.start_soon(partial(run_client, new, timeout=30))
+    with trio.fail_after(15):
+        while "live/new" not in a.lives:
+            await trio.sleep(0.1)
+    assert a.lives["live/new"].config.window_segments == 7
 
 
 async def test_reload_adds_then_removes_a_pull(nursery: trio.Nursery) -> None:
