@@ -69,6 +69,7 @@ def test_split_changes_keeps_what_stays() -> None:
     assert split_changes(old, old) == ([], [])
 
 
+@pytest.mark.e2e  # real FFmpeg and two gateways
 async def test_reload_adds_then_removes_a_push_relay_without_touching_the_publish(
     nursery: trio.Nursery,
 ) -> None:
@@ -113,6 +114,7 @@ async def test_reload_adds_then_removes_a_push_relay_without_touching_the_publis
     assert a.lives["live/new"].config.window_segments == 7
 
 
+@pytest.mark.e2e  # real FFmpeg and two gateways
 async def test_reload_adds_then_removes_a_pull(nursery: trio.Nursery) -> None:
     """A pulls B's stream once a reload names it, and stops when a reload removes the entry;
     the other pull, unchanged, keeps its task and state."""
