@@ -90,6 +90,14 @@ class AccessControl:
         self._jwks: JwkSet | None = None
         self.authorizer = self._authorizer()
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Reloaded access settings (hook URL and timeout, secrets, read_auth, api_token, the
+        cache time) decide from the next request on. The hook's connection pool, the JWKS
+        source and playback_secret stay as started (gateway.reload.RESTART_ONLY)."""
+        self.settings = settings
+        self.cache = DecisionCache(settings.auth_cache_seconds)  # answers of the old policy go
+        self.authorizer = self._authorizer()
+
     def _authorizer(self) -> Authorizer:
         s = self.settings
         jwt = None
@@ -187,6 +195,7 @@ class AccessControl:
                         self.settings.auth_hook_url,
                         content=request.hook_body(),
                         headers={"content-type": "application/json"},
+                        timeout=timeout,  # the reloaded one (the client was made at start)
                     ) as response:
                         body = bytearray()
                         async for chunk in response.aiter_bytes():

@@ -2,7 +2,7 @@
 
 Task tree (every task has an owner):
     run_gateway
-    +-- signal watcher (SIGINT/SIGTERM/SIGHUP -> graceful shutdown)
+    +-- signal watcher (SIGINT/SIGTERM -> graceful shutdown; SIGHUP -> reload the settings)
     +-- RTMP server (own cancel scope: stopped first on shutdown)
     |     +-- one task per connection
     +-- segmenters (own nursery: one housekeeping task per stream; the segmenting itself runs
@@ -27,12 +27,13 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from gateway.access import AccessControl
 from gateway.backpressure import watch_write_queue
-from gateway.config import Settings, hls_formats
+from gateway.config import ConfigError, Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.janitor import retire_ended, sweep_store
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, StreamCollector, StreamFigures
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
+from gateway.reload import ReloadPlan, plan_reload
 from gateway.server import Sessions, serve_rtmp
 from segmenter.flv import FlvTag
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
@@ -49,6 +50,7 @@ from web.app import create_app
 from web.config import WebConfig
 from web.lowlatency import Waiters
 from web.tcp import HttpServerConfig
+from web.viewers import Viewers
 
 log = logging.getLogger("gateway")
 
@@ -120,9 +122,14 @@ class Gateway:
     health: StoreHealth = field(
         default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
     )
+    viewers: Viewers = field(init=False)
     _segmenters: trio.Nursery | None = None
 
     def __post_init__(self) -> None:
+        self.viewers = Viewers(self.settings.hls_viewer_window)
+        self.metrics.registry.register(
+            StreamCollector(self._figures, lambda: self.settings.metrics_per_stream)
+        )
         self.hub = Hub(
             on_stream_started=self._start_segmenter,
             gop_cache_bytes=self.settings.gop_cache_bytes,
@@ -164,6 +171,24 @@ class Gateway:
         live = self.lives.get(f"{app}/{key}")
         return live.part(file) if live is not None else None
 
+    def _figures(self) -> list[StreamFigures]:
+        return [
+            StreamFigures(
+                s.app,
+                s.key,
+                self.viewers.count(s.path),
+                len(s.players),
+                s.bytes_in,
+                self._dropped(s),
+            )
+            for s in self.hub.streams.values()
+        ]
+
+    def _dropped(self, s: Stream) -> int:
+        live = self.lives.get(s.path)
+        lost = int(live.stats().get("dropped", 0)) if live is not None else 0
+        return lost + sum(sub.dropped for sub in s.subscribers)
+
     def _describe(self, s: Stream) -> dict[str, Any]:
         live = self.lives.get(s.path)
         info: dict[str, Any] = dict(live.stats()) if live is not None else {}
@@ -183,12 +208,40 @@ class Gateway:
             subscribers=len(s.subscribers),
             players=[p.describe() for p in sorted(s.players, key=lambda p: p.peer)],
             dropped=info.get("dropped", 0) + sum(sub.dropped for sub in s.subscribers),
+            viewers=self.viewers.count(s.path),
             relays=self.relays.relays_for(s.path),
             pulls=self.pulls.pulls_for(s.path),
         )
         if pub is None and info.get("state", "live") == "live":
             info["state"] = "waiting"  # publisher gone (grace running), or players waiting
         return info
+
+    # --- reload ----------------------------------------------------------------------------
+    def reconfigure(self, loaded: Settings) -> ReloadPlan:
+        """Run with reloaded settings (SIGHUP) without touching a running stream: limits apply
+        to new connections, HLS settings to new streams, access settings to the next request;
+        push and pull relays follow their rules (unchanged ones keep running). Settings only a
+        restart can change keep their running value; the plan names both kinds."""
+        plan = plan_reload(self.settings, loaded)
+        self.settings = new = plan.settings
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.viewers.window = new.hls_viewer_window
+        self.hub.configure(
+            gop_cache_bytes=new.gop_cache_bytes,
+            track_headers_bytes=new.track_headers_bytes,
+            play_write_interval=new.rtmp_play_write_interval,
+            takeover_after=new.publish_takeover_after,
+        )
+        if self.hub.write_gate is not None:  # publishers' waits from their next pause on
+            self.hub.write_gate.warn_after = new.hls_write_stall_warn
+            self.hub.write_gate.drop_after = new.hls_write_stall_timeout
+        if self.access is not None:
+            self.access.reconfigure(new)
+        if self._segmenters is not None:
+            streams = [s for s in self.hub.streams.values() if s.path in self.lives]
+            self.relays.reconfigure(new, streams, self._segmenters)
+            self.pulls.reconfigure(new)
+        return plan
 
     # --- segmenters -------------------------------------------------------------------------
     def _start_segmenter(self, stream: Stream) -> None:
@@ -218,16 +271,17 @@ class Gateway:
         self.metrics.segment_duration.observe(info.duration)
 
     async def _run_segmenter(self, stream: Stream, sink: Sink, live: LiveStream) -> None:
+        retention = self.settings.hls_retention  # the stream's own, as its segmenter config
         try:
             while True:
                 await trio.sleep(POLL_INTERVAL)
                 now = trio.current_time()
                 live.poll(now)
-                if stream.publisher is None and live.retirable(now, self.settings.hls_retention):
+                if stream.publisher is None and live.retirable(now, retention):
                     # Ended long enough ago: free the segments and this task; the numbering
                     # stays in the store for the next publisher (LiveStream resumes from it).
                     live.retire(now)
-                    log.info("%s: retired after %g s ended", live.path, self.settings.hls_retention)
+                    log.info("%s: retired after %g s ended", live.path, retention)
                     return
         finally:
             # Shutdown (ingest is already stopped) or retirement: end the playlist (ENDLIST).
@@ -253,18 +307,70 @@ class Gateway:
                 # (the store's health logged the outage once).
                 self.metrics.store_refused.inc()
             if self.health.failure is None:  # not the store's (it records and logs its own)
-                log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
+                log.exception(
+                    "%s: segmenter failed on %s",
+                    live.path,
+                    type(item).__name__,
+                    extra=_segment_failure(stream, exc),
+                )
             else:
                 log.debug("%s: %s", live.path, exc)
-        except Exception:
+        except Exception as exc:
             # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
-            log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
+            log.exception(
+                "%s: segmenter failed on %s",
+                live.path,
+                type(item).__name__,
+                extra=_segment_failure(stream, exc),
+            )
 
 
-async def _watch_signals(stop: trio.Event) -> None:
-    # SIGHUP (the terminal closed) would otherwise end the process at once, playlists left live.
+def _segment_failure(stream: Stream, exc: BaseException) -> dict[str, object]:
+    cause = f"{type(exc).__name__}: {exc}"
+    return {"event": "segment_failed", "app": stream.app, "key": stream.key, "cause": cause}
+
+
+Reloader = Callable[[], Settings]
+
+
+def reload_settings(gw: Gateway, reloader: Reloader | None) -> ReloadPlan | None:
+    """SIGHUP: load the settings again and apply them; a bad file changes nothing (logged)."""
+    if reloader is None:
+        log.warning("received SIGHUP: no configuration source to reload, nothing changed")
+        return None
+    try:
+        loaded = reloader()
+    except ConfigError as exc:
+        log.error(
+            "configuration reload refused, the running settings stay: %s",
+            exc,
+            extra={"event": "reload_refused", "cause": str(exc)},
+        )
+        return None
+    plan = gw.reconfigure(loaded)
+    for name in plan.needs_restart:
+        # No values: some of these are secrets (playback_secret).
+        log.warning(
+            "configuration reload: %s changed but needs a restart; the running value stays",
+            name,
+            extra={"event": "reload_needs_restart", "setting": name},
+        )
+    log.info(
+        "configuration reloaded: %s",
+        ", ".join(plan.applied) if plan.applied else "no change",
+        extra={"event": "reload", "changed": list(plan.applied)},
+    )
+    return plan
+
+
+async def _watch_signals(stop: trio.Event, reload: Callable[[], object]) -> None:
+    # SIGHUP reloads the configuration (as nginx and SRS do); SIGINT and SIGTERM stop.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("received SIGHUP: reloading the configuration")
+                reload()
+                continue
             log.info("received %s: shutting down", signal.Signals(signum).name)
             stop.set()
             return
@@ -275,10 +381,12 @@ async def run_gateway(
     *,
     stop: trio.Event | None = None,
     handle_signals: bool = True,
+    reloader: Reloader | None = None,
     store_factory: Callable[[Settings, StoreHealth], Store] = make_store,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM/SIGHUP), then shut down gracefully.
+    """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully. SIGHUP
+    applies the settings ``reloader`` loads (see :meth:`Gateway.reconfigure`).
     ``store_factory``: how the store is made (tests wrap a slow one)."""
     stop = stop if stop is not None else trio.Event()
     health = StoreHealth(logging.getLogger("gateway.store"))
@@ -302,6 +410,7 @@ async def run_gateway(
         waiters=gw.waiters,
         gate=access,
         health=gw.health,
+        viewers=gw.viewers,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout
@@ -320,7 +429,7 @@ async def run_gateway(
     try:
         async with trio.open_nursery() as root:
             if handle_signals:
-                root.start_soon(_watch_signals, stop)
+                root.start_soon(_watch_signals, stop, partial(reload_settings, gw, reloader))
             await root.start(access.run)  # loads a JWKS before anyone is asked
             async with trio.open_nursery() as http:
                 try:
@@ -344,7 +453,9 @@ async def run_gateway(
                     gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
                     async with trio.open_nursery() as ingest:
                         listening = await ingest.start(
-                            partial(serve_rtmp, sessions=gw.rtmp_sessions),
+                            partial(
+                                serve_rtmp, sessions=gw.rtmp_sessions, current=lambda: gw.settings
+                            ),
                             settings,
                             gw.hub,
                             gw.metrics,
@@ -366,7 +477,7 @@ async def run_gateway(
                         # E-RTMP v2: publishers that can are asked to reconnect (elsewhere:
                         # new connections are refused from now on) before ingest stops.
                         await gw.rtmp_sessions.request_reconnects(
-                            settings.reconnect_request_wait, "The gateway is shutting down."
+                            gw.settings.reconnect_request_wait, "The gateway is shutting down."
                         )
                         # Graceful order: stop ingest (publish slots are released), then end the
                         # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.

@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -210,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     try:
-        trio.run(run_gateway, settings)
+        # SIGHUP reads the same sources again: the file, the environment and these flags.
+        reloader = partial(load_settings, config_file=args.config, overrides=overrides)
+        trio.run(partial(run_gateway, settings, reloader=reloader))
     except* OSError as group:  # a port in use, an unwritable --hls-dir: say so, no traceback
         failed = True
         for cause in _leaves(group):

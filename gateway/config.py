@@ -385,6 +385,15 @@ class Settings:
             minimum=0.0,
         ),
     )
+    hls_viewer_window: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds an HLS playback session counts as a viewer after its last successful "
+            "request (players reload the playlist every target duration): the sliding window "
+            "of the viewers figure in /api/streams and /metrics.",
+            minimum=1.0,
+        ),
+    )
     # --- relays --------------------------------------------------------------------------------
     pull: str = field(
         default="",
@@ -445,10 +454,18 @@ class Settings:
         default=1024,
         metadata=_doc("Pending HTTP connections the kernel queues before refusing.", minimum=16),
     )
+    metrics_per_stream: bool = field(
+        default=False,
+        metadata=_doc(
+            "Also expose per-stream series on /metrics (labels app and key: viewers, players, "
+            "bytes received, dropped); each live stream then adds series, so leave it off "
+            "with many streams. Off: totals only."
+        ),
+    )
     shutdown_timeout: float = field(
         default=10.0,
         metadata=_doc(
-            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM/SIGHUP.", minimum=0
+            "Seconds given to close playlists and drain HTTP on SIGINT/SIGTERM.", minimum=0
         ),
     )
     reconnect_request_wait: float = field(

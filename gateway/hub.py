@@ -282,6 +282,21 @@ class Hub:
         # Set with a disk write queue: publishers' readers pause on it while the queue is full.
         self.write_gate: WriteGate | None = None
 
+    def configure(
+        self,
+        *,
+        gop_cache_bytes: int,
+        track_headers_bytes: int,
+        play_write_interval: float,
+        takeover_after: float,
+    ) -> None:
+        """Reloaded settings: the GOP cache and track-header limit of streams created from now
+        on, the players' write interval and the takeover delay from their next use."""
+        self._gop_cache_bytes = gop_cache_bytes
+        self._track_headers_bytes = track_headers_bytes
+        self.play_write_interval = play_write_interval
+        self._takeover_after = takeover_after
+
     def get(self, app: str, key: str) -> Stream | None:
         return self.streams.get((app, key))
 

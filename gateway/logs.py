@@ -1,4 +1,9 @@
-"""Logging set-up: readable lines by default, one JSON object per line on request."""
+"""Logging set-up: readable lines by default, one JSON object per line on request.
+
+The important log calls pass their facts with ``extra=`` (event, app, key, peer, cause,
+duration, bytes...): the text format shows only the message, which already says them; the JSON
+format gives each its own field, so a collector can filter and sum without parsing messages.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,13 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+# What every LogRecord carries: anything else on a record came with ``extra=``.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,9 +28,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name, value in vars(record).items():
+            if name not in _RECORD_FIELDS and not name.startswith("_") and name not in entry:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # default=str: a field that is not JSON (a path, an exception) still gives one line.
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def setup_logging(fmt: str = "text", level: str = "info") -> None:

@@ -1,14 +1,80 @@
-"""Prometheus metrics of the RTMP side and the segmenter (the HTTP side adds its own)."""
+"""Prometheus metrics of the RTMP side and the segmenter (the HTTP side adds its own).
+
+Cardinality: the series here are fixed, except ``relay_*`` (one per push target) and, only with
+``metrics_per_stream``, the ``stream_*`` series (one per live stream, gone when the stream is).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFigures:
+    """What /metrics says about one stream (gathered at scrape time, never stored)."""
+
+    app: str
+    key: str
+    viewers: int  # HLS playback sessions in the viewer window (web.viewers)
+    players: int  # RTMP players attached
+    bytes_in: int  # bytes received from its publishers
+    dropped: int  # samples the segmenter and tags the subscribers lost
+
+
+class StreamCollector(Collector):
+    """HLS viewers in total and, when ``per_stream()`` says so, series per live stream. Read
+    from the gateway at each scrape: an ended stream leaves no series behind."""
+
+    def __init__(
+        self, figures: Callable[[], Iterable[StreamFigures]], per_stream: Callable[[], bool]
+    ) -> None:
+        self._figures = figures
+        self._per_stream = per_stream
+
+    def collect(self) -> Iterator[Metric]:
+        streams = list(self._figures())
+        yield GaugeMetricFamily(
+            "hls_viewers",
+            "HLS playback sessions seen within hls_viewer_window, all streams",
+            value=sum(s.viewers for s in streams),
+        )
+        if not self._per_stream():
+            return
+        labels = ["app", "key"]
+        # Counters restart at 0 when an ended stream is forgotten and published again.
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "viewers": GaugeMetricFamily(
+                "stream_hls_viewers", "HLS playback sessions of the stream", labels=labels
+            ),
+            "players": GaugeMetricFamily(
+                "stream_rtmp_players", "RTMP players of the stream", labels=labels
+            ),
+            "bytes_in": CounterMetricFamily(
+                "stream_bytes_received", "Bytes from the stream's publishers", labels=labels
+            ),
+            "dropped": CounterMetricFamily(
+                "stream_dropped", "Samples and tags of the stream lost (segmenter, subscribers)",
+                labels=labels,
+            ),
+        }  # fmt: skip
+        for s in streams:
+            for field, family in families.items():
+                family.add_metric([s.app, s.key], getattr(s, field))
+        yield from families.values()
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds... (Linux
+        # /proc): on the registry /metrics serves, which is not prometheus_client's global one.
+        ProcessCollector(registry=r)
         self.connections_total = Counter(
             "rtmp_connections", "RTMP connections accepted", registry=r
         )

@@ -513,7 +513,13 @@ async def play(
     output.plays.append(p)
     stream.players.add(p)
     metrics.players.inc()
-    log.info("play start %s to %s", stream.path, peer)
+    started = trio.current_time()
+    log.info(
+        "play start %s to %s",
+        stream.path,
+        peer,
+        extra={"event": "play_start", "app": stream.app, "key": stream.key, "peer": peer},
+    )
     try:
         conn.accept_play(stream_id)
         p.send_start(start)
@@ -571,4 +577,14 @@ async def play(
             peer,
             p.dropped,
             feed.dropped,
+            extra={
+                "event": "play_stop",
+                "app": stream.app,
+                "key": stream.key,
+                "peer": peer,
+                "duration": round(trio.current_time() - started, 3),
+                "bytes": output.media_bytes,
+                "dropped": p.dropped,
+                "skipped": feed.dropped,
+            },
         )

@@ -9,6 +9,7 @@ the name wins (the pull waits), and the source stopping (UnpublishNotify) ends t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -29,6 +30,7 @@ from gateway.relay import (
     target_opener,
 )
 from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
+from gateway.reload import split_changes
 from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
@@ -88,11 +90,18 @@ class Pull:
     reconnects: int = 0
     bytes_received: int = 0
     last_error: str | None = None
+    # Cancelled when a reload removes the pull's rule (its publish ends as on a source stop).
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _stream: Stream | None = None
 
     @property
     def label(self) -> str:
         return self.rule.target.label(self.rule.key)
+
+    def _fields(self, event: str, **more: object) -> dict[str, object]:
+        """The facts of a log line about this pull (JSON logs: gateway.logs)."""
+        rule = self.rule
+        return {"event": event, "app": rule.app, "key": rule.key, "source": self.label, **more}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -129,6 +138,7 @@ class Pull:
             log.warning(
                 "pull %s/%s from %s: %s; retrying in %.1f s",
                 self.rule.app, self.rule.key, self.label, self.last_error, delay,
+                extra=self._fields("relay_down", cause=self.last_error, retry_in=round(delay, 3)),
             )  # fmt: skip
             await trio.sleep(delay)
             self.reconnects += 1
@@ -211,13 +221,24 @@ class Pull:
                 )  # fmt: skip
             except StreamBusy as exc:
                 raise PullFailed(f"not pulling: {exc}") from None
-            log.info("publish start %s/%s pulled from %s", app, key, self.label)
+            log.info(
+                "publish start %s/%s pulled from %s",
+                app,
+                key,
+                self.label,
+                extra=self._fields("publish_start", peer=f"pull {self.label}"),
+            )
         return self._stream
 
     def _end(self, why: str) -> None:
         if self._stream is not None:
             self.hub.end_publish(self._stream, self.connection_id)
-            log.info("publish stop %s (%s)", self._stream.path, why)
+            log.info(
+                "publish stop %s (%s)",
+                self._stream.path,
+                why,
+                extra=self._fields("publish_stop", cause=why, bytes=self.bytes_received),
+            )
             self._stream = None
 
 
@@ -225,15 +246,44 @@ class PullManager:
     """Owns one long-lived task per pull rule; :meth:`describe` feeds the API."""
 
     def __init__(self, settings: Settings, hub: Hub, *, opener: Opener | None = None) -> None:
-        opener = opener if opener is not None else target_opener(settings)
-        self.pulls = [
-            Pull(rule, hub, settings, connection_id=-(i + 1), opener=opener)
-            for i, rule in enumerate(parse_pull(settings.pull))
-        ]
+        self._opener = opener if opener is not None else target_opener(settings)
+        self._hub = hub
+        self._ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self.pulls = [self._pull(rule, settings) for rule in parse_pull(settings.pull)]
+
+    def _pull(self, rule: PullRule, settings: Settings) -> Pull:
+        # Negative ids never collide with accepted connections' (nor with each other's).
+        return Pull(rule, self._hub, settings, -next(self._ids), opener=self._opener)
 
     def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         for pull in self.pulls:
-            nursery.start_soon(pull.run)
+            nursery.start_soon(self._run, pull)
+
+    async def _run(self, pull: Pull) -> None:
+        with pull.scope:
+            await pull.run()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply reloaded ``pull`` rules: pulls of removed or changed entries stop (their
+        publish ends), new ones start; a pull whose entry is unchanged keeps its connection."""
+        stop, start = split_changes([p.rule for p in self.pulls], parse_pull(settings.pull))
+        for pull in [p for p in self.pulls if p.rule in stop]:
+            pull.scope.cancel()
+            self.pulls.remove(pull)
+            log.info(
+                "pull %s/%s from %s: stopped (its entry was removed by a reload)",
+                pull.rule.app, pull.rule.key, pull.label,
+                extra=pull._fields("relay_stop"),
+            )  # fmt: skip
+        for pull in self.pulls:
+            pull.settings = settings  # timeouts of its next attempts
+        for rule in start:
+            pull = self._pull(rule, settings)
+            self.pulls.append(pull)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._run, pull)
 
     def pulls_for(self, path: str) -> list[dict[str, Any]]:
         return [p.describe() for p in self.pulls if f"{p.rule.app}/{p.rule.key}" == path]

@@ -38,6 +38,7 @@ from gateway.hub import (
 from gateway.metrics import Metrics
 from gateway.player import FLUSH_EVERY, PlayerFeed
 from gateway.relay_config import RelayConfig, Target, parse_push, parse_target
+from gateway.reload import split_changes
 from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.client import set_data_frame
@@ -164,11 +165,19 @@ class Relay:
     dropped: int = 0
     last_error: str | None = None
     failures: int = 0  # consecutive, for the backoff
+    url: str = ""  # the rule's target URL, placeholders filled in (what a reload compares)
+    # Cancelled when a reload removes the relay's rule; the other relays go on.
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _feed: PlayerFeed | None = None
 
     @property
     def label(self) -> str:
         return self.target.label(self.stream.key)
+
+    def _fields(self, event: str, **more: object) -> dict[str, object]:
+        """The facts of a log line about this relay (JSON logs: gateway.logs)."""
+        stream = self.stream
+        return {"event": event, "app": stream.app, "key": stream.key, "target": self.label, **more}
 
     def describe(self) -> dict[str, Any]:
         since = self.connected_since
@@ -230,6 +239,7 @@ class Relay:
                 self.label,
                 self.last_error,
                 delay,
+                extra=self._fields("relay_down", cause=self.last_error, retry_in=round(delay, 3)),
             )
             if await self._discard(rx, trio.current_time() + delay):
                 return
@@ -323,7 +333,12 @@ class Relay:
         self.state, self.failures = "publishing", 0
         self.connected_since = time.time()
         self.metrics.relays_active.inc()
-        log.info("relay %s -> %s: publishing", self.stream.path, self.label)
+        log.info(
+            "relay %s -> %s: publishing",
+            self.stream.path,
+            self.label,
+            extra=self._fields("relay_up"),
+        )
         ended = False
         try:
             for tag in start:
@@ -419,7 +434,12 @@ class Relay:
                 await link.flush()
             except (trio.TooSlowError, *_NET_ERRORS, ProtocolError):
                 pass
-        log.info("relay %s -> %s: source ended, unpublished", self.stream.path, self.label)
+        log.info(
+            "relay %s -> %s: source ended, unpublished",
+            self.stream.path,
+            self.label,
+            extra=self._fields("relay_unpublish", bytes=self.bytes_sent),
+        )
 
 
 class RelayManager:
@@ -440,25 +460,62 @@ class RelayManager:
         self.opener = opener if opener is not None else target_opener(settings)
         self._relays: dict[str, list[Relay]] = {}
 
+    def _urls(self, stream: Stream) -> list[str]:
+        """The target URLs of the rules matching ``stream``, one per distinct URL."""
+        app, key = stream.app, stream.key
+        return sorted({r.target_url(app, key) for r in self.rules if r.matches(app, key)})
+
     def start(self, stream: Stream, nursery: trio.Nursery) -> None:
         """Attach (synchronously, so the first session is not missed) and start the relays of
         every rule matching ``stream``; one relay per distinct target URL. Called at every
         publish start: a stream whose relays exist already is left alone."""
         if stream.path in self._relays:
             return
-        urls = {
-            r.target_url(stream.app, stream.key)
-            for r in self.rules
-            if r.matches(stream.app, stream.key)
-        }
-        for url in sorted(urls):
-            relay = Relay(
-                stream, parse_target(url), self.hub, self.metrics, self.config, self.opener
-            )
-            sub, rx = self.hub.attach(stream, f"relay {relay.label}", self.config.queue)
-            self._relays.setdefault(stream.path, []).append(relay)
-            log.info("relay %s -> %s: started", stream.path, relay.label)
-            nursery.start_soon(relay.run, sub, rx)
+        for url in self._urls(stream):
+            self._start(stream, url, nursery)
+
+    def _start(self, stream: Stream, url: str, nursery: trio.Nursery) -> None:
+        relay = Relay(
+            stream, parse_target(url), self.hub, self.metrics, self.config, self.opener, url=url
+        )
+        sub, rx = self.hub.attach(stream, f"relay {relay.label}", self.config.queue)
+        self._relays.setdefault(stream.path, []).append(relay)
+        log.info(
+            "relay %s -> %s: started",
+            stream.path,
+            relay.label,
+            extra=relay._fields("relay_start"),
+        )
+        nursery.start_soon(self._run, relay, sub, rx)
+
+    async def _run(
+        self, relay: Relay, sub: Subscriber, rx: trio.MemoryReceiveChannel[HubItem]
+    ) -> None:
+        with relay.scope:
+            await relay.run(sub, rx)
+
+    def reconfigure(self, settings: Settings, streams: list[Stream], nursery: trio.Nursery) -> None:
+        """Apply reloaded ``push`` rules to the ``streams`` being segmented: relays whose target
+        is no longer wanted stop, new targets start; a relay whose target stays keeps running
+        (its connection is not touched). Later relays use the reloaded timeouts."""
+        self.rules = parse_push(settings.push)
+        self.config = RelayConfig.from_settings(settings)
+        for stream in streams:
+            running = self._relays.get(stream.path, [])
+            stop, start = split_changes([r.url for r in running], self._urls(stream))
+            for relay in [r for r in running if r.url in stop]:
+                relay.scope.cancel()
+                running.remove(relay)
+                log.info(
+                    "relay %s -> %s: stopped (its rule was removed by a reload)",
+                    stream.path,
+                    relay.label,
+                    extra=relay._fields("relay_stop"),
+                )
+            if not running:
+                self._relays.pop(stream.path, None)
+            for url in start:
+                self._start(stream, url, nursery)
 
     def relays(self, path: str) -> list[Relay]:
         return list(self._relays.get(path, ()))

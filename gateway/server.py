@@ -109,6 +109,7 @@ class Session:
     # trio clock when bytes last came from the peer (as of the reader's last pass): idle
     # timeout of a muxed publisher, and how long a publisher has been silent (hub takeover).
     last_read: float = field(default_factory=trio.current_time)
+    _opened: float = field(default_factory=trio.current_time)
     # Set when the connection is closed (run() returned).
     closed: trio.Event = field(default_factory=trio.Event)
 
@@ -142,6 +143,7 @@ class Session:
             with trio.move_on_after(1, shield=True):
                 await self.sock.aclose()
             self.closed.set()
+            sent = conn.bytes_sent + (self.output.media_bytes if self.output is not None else 0)
             log.info(
                 "%s connection #%d from %s closed (%s); %d bytes in, %d out",
                 self.protocol,
@@ -149,7 +151,16 @@ class Session:
                 self.peer,
                 self._cause,
                 conn.bytes_received,
-                conn.bytes_sent + (self.output.media_bytes if self.output is not None else 0),
+                sent,
+                extra={
+                    "event": "connection_close",
+                    "peer": self.peer,
+                    "connection": self.id,
+                    "cause": self._cause,
+                    "duration": round(trio.current_time() - self._opened, 3),
+                    "bytes": conn.bytes_received,
+                    "bytes_out": sent,
+                },
             )
 
     async def _guarded(self, work: Awaitable[str | None]) -> None:
@@ -328,7 +339,11 @@ class Session:
         key = split_query(event.name)[0]
         if self.app is None or not valid_name(key):
             log.warning(
-                "rtmp #%d %s: play refused: invalid name %s", self.id, self.peer, shown(key)
+                "rtmp #%d %s: play refused: invalid name %s",
+                self.id,
+                self.peer,
+                shown(key),
+                extra=self._fields("play_refused", cause="invalid name"),
             )
             conn.reject_play(
                 event.stream_id,
@@ -357,7 +372,13 @@ class Session:
             self.pending.discard(event.stream_id)
         if not decision.allowed:
             why = f"not allowed to play {self.app}/{key}: {decision.reason}"
-            log.warning("rtmp #%d %s: play refused: %s", self.id, self.peer, why)
+            log.warning(
+                "rtmp #%d %s: play refused: %s",
+                self.id,
+                self.peer,
+                why,
+                extra=self._fields("play_refused", key, cause=decision.reason),
+            )
             conn.reject_play(event.stream_id, "NetStream.Play.Failed", why)
             await self._close_after_refusal(f"play refused: {decision.reason}")
             return
@@ -417,13 +438,21 @@ class Session:
         app = event.app.partition("?")[0].strip("/")
         if app in RESERVED_APP_NAMES:
             log.warning(
-                "rtmp #%d %s: connect refused: reserved app name %r", self.id, self.peer, app
+                "rtmp #%d %s: connect refused: reserved app name %r",
+                self.id,
+                self.peer,
+                app,
+                extra=self._fields("connect_refused", cause="reserved app name"),
             )
             conn.reject_connect(f"application name {app!r} is reserved for the gateway's own URLs")
             return
         if not valid_name(app):
             log.warning(
-                "rtmp #%d %s: connect refused: invalid app name %s", self.id, self.peer, shown(app)
+                "rtmp #%d %s: connect refused: invalid app name %s",
+                self.id,
+                self.peer,
+                shown(app),
+                extra=self._fields("connect_refused", cause="invalid app name"),
             )
             conn.reject_connect(f"invalid application name {shown(app)}")
             return
@@ -509,12 +538,19 @@ class Session:
             # The log names the publisher holding the name; the refused peer (anyone who knows
             # or guesses the key) is not told the streamer's address.
             busy = f"{app}/{key} is already being published"
-            self._reject(conn, stream_id, "NetStream.Publish.BadName", busy, str(exc))
+            self._reject(conn, stream_id, "NetStream.Publish.BadName", busy, str(exc), key=key)
             return
         self.published[stream_id] = stream
         self.metrics.publishers.set(self.hub.publishers())
         conn.accept_publish(stream_id)
-        log.info("publish start %s/%s from %s (connection #%d)", app, key, self.peer, self.id)
+        log.info(
+            "publish start %s/%s from %s (connection #%d)",
+            app,
+            key,
+            self.peer,
+            self.id,
+            extra=self._fields("publish_start", key),
+        )
 
     @property
     def _transport(self) -> Transport:
@@ -556,19 +592,45 @@ class Session:
         code: str,
         description: str,
         logged: str | None = None,
+        *,
+        key: str | None = None,
     ) -> None:
         """Refuse a publish with ``description``; ``logged`` (default: the same) goes to the log."""
         why = description if logged is None else logged
-        log.warning("rtmp #%d %s: publish refused: %s (%s)", self.id, self.peer, code, why)
+        log.warning(
+            "rtmp #%d %s: publish refused: %s (%s)",
+            self.id,
+            self.peer,
+            code,
+            why,
+            extra=self._fields("publish_refused", key, cause=f"{code}: {why}"),
+        )
         self.metrics.publish_rejected.labels(code).inc()
         conn.reject_publish(stream_id, code, description)
         assert self._nursery is not None
         self._nursery.start_soon(self._close_after_refusal, f"publish refused: {description}")
 
     def _end_publish(self, stream: Stream, why: str) -> None:
+        pub = stream.publisher
+        mine = pub is not None and pub.connection_id == self.id
+        duration = trio.current_time() - pub.monotonic_start if mine and pub else None
         self.hub.end_publish(stream, self.id)
         self.metrics.publishers.set(self.hub.publishers())
-        log.info("publish stop %s from %s (%s)", stream.path, self.peer, why)
+        fields = self._fields("publish_stop", stream.key, cause=why)
+        fields.update(app=stream.app, bytes=self._conn.bytes_received)
+        if duration is not None:
+            fields["duration"] = round(duration, 3)
+        log.info("publish stop %s from %s (%s)", stream.path, self.peer, why, extra=fields)
+
+    def _fields(self, event: str, key: str | None = None, **more: object) -> dict[str, object]:
+        """The facts of a log line about this connection (JSON logs: gateway.logs)."""
+        fields: dict[str, object] = {"event": event, "peer": self.peer, "connection": self.id}
+        if self.app is not None:
+            fields["app"] = self.app
+        if key is not None:
+            fields["key"] = key
+        fields.update(more)
+        return fields
 
 
 class Sessions:
@@ -625,12 +687,15 @@ async def serve_rtmp(
     metrics: Metrics,
     access: AccessControl | None = None,
     *,
+    current: Callable[[], Settings] | None = None,
     sessions: Sessions | None = None,
     task_status: trio.TaskStatus[list[Listening]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept RTMP connections on rtmp_port (unless -1) and, with tls_cert, RTMPS on rtmps_port
     until cancelled; reports the bound addresses. ``access`` decides who may publish and play
-    (None: anyone); ``sessions`` (if given) tracks the open sessions for shutdown."""
+    (None: anyone); ``sessions`` (if given) tracks the open sessions for shutdown.
+    ``current`` gives the settings as reloaded: each new connection gets the limits of that
+    moment (the listeners stay as bound)."""
     listeners: list[tuple[str, trio.SocketListener]] = []
     tls_context: ssl.SSLContext | None = None
     try:
@@ -649,6 +714,7 @@ async def serve_rtmp(
     for protocol, lst in listeners:
         host, port = lst.socket.getsockname()[:2]
         addresses.append(Listening(str(host), int(port), protocol))
+    started_with = settings
     active = 0  # both listeners' connections: max_connections is one limit
     per_ip: dict[str, int] = {}  # connections open by address (max_connections_per_ip)
     # Refusals at the limit are logged once per REFUSAL_LOG_INTERVAL: a peer hammering a full
@@ -657,6 +723,7 @@ async def serve_rtmp(
 
     async def handle(protocol: str, sock: trio.SocketStream) -> None:
         nonlocal active, refusal_logged_at, refused_unlogged
+        settings = current() if current is not None else started_with
         try:
             host, port = sock.socket.getpeername()[:2]
             peer = f"{host}:{port}"
@@ -675,6 +742,11 @@ async def serve_rtmp(
                     "rtmp connection from %s refused: max_connections_per_ip (%d) reached",
                     peer,
                     per_ip_limit,
+                    extra={
+                        "event": "connection_refused",
+                        "peer": peer,
+                        "cause": "max_connections_per_ip",
+                    },
                 )
                 refusal_logged_at = now
             with trio.move_on_after(1, shield=True):
@@ -693,6 +765,7 @@ async def serve_rtmp(
                     peer,
                     settings.max_connections,
                     more,
+                    extra={"event": "connection_refused", "peer": peer, "cause": "max_connections"},
                 )
                 refusal_logged_at, refused_unlogged = now, 0
             with trio.move_on_after(1, shield=True):

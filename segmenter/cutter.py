@@ -281,8 +281,12 @@ class Cutter:
         if self._need_key and sample.kind == VIDEO and not key:
             return _DROP
         if self.start is None:
-            if self.has_video and not key:
-                return _DROP  # the first segment starts with an IDR
+            if sample.kind == VIDEO and not key:
+                return _DROP  # the first segment's video starts with an IDR
+            # Audio before the first keyframe opens the segment: encoders start audio a little
+            # earlier (FFmpeg's first video frame is ~23 ms behind its first AAC frame), and
+            # dropping it lost media on every clean publish. Video waits for its IDR (_need_key);
+            # no keyframe for too long is force-cut like any long GOP (rule 3).
             self._open(sample.pts, sample)
             return _KEEP
         elapsed = sample.pts - self.start

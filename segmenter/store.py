@@ -100,7 +100,11 @@ class StoreHealth:
             else:  # the first cause stays: it is the one that started the outage
                 self._failure = StoreFailure(old.reason, old.since, old.failures + 1)
         if old is None:
-            self._log.error("%s (failing until a write succeeds)", reason)
+            self._log.error(
+                "%s (failing until a write succeeds)",
+                reason,
+                extra={"event": "store_failed", "cause": reason},
+            )
 
     def succeeded(self) -> None:
         if self._failure is None:  # the common case, without the lock
@@ -108,11 +112,18 @@ class StoreHealth:
         with self._lock:
             old, self._failure = self._failure, None
         if old is not None:
+            duration = time.time() - old.since
             self._log.info(
                 "store: ok again after %d failed operations in %.0f s (first: %s)",
                 old.failures,
-                time.time() - old.since,
+                duration,
                 old.reason,
+                extra={
+                    "event": "store_recovered",
+                    "cause": old.reason,
+                    "duration": round(duration, 3),
+                    "failures": old.failures,
+                },
             )
 
     @property

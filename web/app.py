@@ -25,6 +25,7 @@ from web.metrics import HttpMetrics
 from web.names import CONVERTERS, RESERVED_APP_NAMES
 from web.pages import DEFAULT_HLS_JS, HLS_JS_INSTALL_COMMAND
 from web.peerlimit import per_address_limit
+from web.viewers import Viewers
 
 __all__ = [
     "HLS_JS_INSTALL_COMMAND",
@@ -47,11 +48,13 @@ def create_app(
     waiters: Waiters | None = None,
     gate: AccessGate | None = None,
     health: HealthSource | None = None,
+    viewers: Viewers | None = None,
 ) -> QuartTrio:
     """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics.
     ``live`` gives the LL-HLS playlists being made (blocking reload, hinted parts); their
     changes are announced on ``waiters``. ``gate`` decides who may read and administer
-    (None: anyone). ``health`` makes /healthz answer 503 while it names a failure."""
+    (None: anyone). ``health`` makes /healthz answer 503 while it names a failure.
+    ``viewers`` counts the playback sessions served (web.viewers)."""
     if registry is None:
         registry = prometheus_client.CollectorRegistry()
     web = QuartTrio(__name__, template_folder="templates", static_folder=None)
@@ -125,7 +128,7 @@ def create_app(
         return response
 
     # HLS requests skip Quart (see web.hls); hypercorn and the test client both call asgi_app.
-    fast = hls.fast_path(web.asgi_app, store, config, metrics, ll, gate)
+    fast = hls.fast_path(web.asgi_app, store, config, metrics, ll, gate, viewers)
     refused = metrics.requests.labels(route="<per-address limit>", status="429").inc
     limited = per_address_limit(fast, config.max_requests_per_ip, refused)
     web.asgi_app = limited  # type: ignore[method-assign,assignment]

@@ -56,6 +56,7 @@ from web.lowlatency import (
     reload_ready,
 )
 from web.names import PLAYLIST_MIME, segment_mime, store_name
+from web.viewers import Viewers, session_of
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -342,6 +343,7 @@ def fast_path(
     metrics: HttpMetrics,
     ll: LowLatency | None = None,
     gate: AccessGate | None = None,
+    viewers: Viewers | None = None,
 ) -> ASGIApp:
     """Wrap Quart's ``asgi_app``: answer GET, HEAD and OPTIONS of ``/<app>/<key>/<file>`` with
     no Quart request context, routing, hooks or Response objects; hand everything else on.
@@ -385,7 +387,7 @@ def fast_path(
         if name is None or app == "api":
             return False  # Quart's 404 under /api/ is JSON ("api" is a reserved app name anyway)
         playlist = file.endswith(".m3u8")
-        origin = accept_encoding = range_header = authorization = None
+        origin = accept_encoding = range_header = authorization = user_agent = None
         if_range = False
         for raw_name, raw_value in scope["headers"]:
             # Quart reads the first of repeated headers, as latin-1.
@@ -404,6 +406,9 @@ def fast_path(
             elif header == b"authorization":
                 if authorization is None:
                     authorization = raw_value.decode("latin-1")
+            elif header == b"user-agent":
+                if user_agent is None:
+                    user_agent = raw_value.decode("latin-1")
             elif header == b"transfer-encoding" or (
                 header == b"content-length" and raw_value.strip() != b"0"
             ):
@@ -462,6 +467,9 @@ def fast_path(
             else:
                 headers.append((name, value))
         record(route, status, time.perf_counter() - started)
+        if viewers is not None and method == "GET" and status in (200, 206):
+            # A player of this stream served (web.viewers).
+            viewers.seen(f"{app}/{key}", session_of(client_ip(scope.get("client")), user_agent))
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": status,

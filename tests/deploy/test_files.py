@@ -299,18 +299,20 @@ def test_unit_install_steps_put_segments_in_its_state_directory(tmp_path: Path) 
 
 def _verify(root: Path, unit_text: str) -> subprocess.CompletedProcess[str]:
     """`systemd-analyze verify` of the unit installed in a fake root: the system's own units
-    (targets the unit orders after) copied in, and an executable where ExecStart points."""
+    (targets the unit orders after) copied in, and an executable where each Exec* line points
+    (ExecStart, and ExecReload's kill)."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: deploy/system-packages.sh installs it"
     system = Path("/lib/systemd/system").resolve()
     shutil.copytree(system, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     (root / "etc/systemd/system/gateway.service").write_text(unit_text)
-    exec_start = dict(_unit()["Service"])["ExecStart"].split()[0]
-    binary = root / exec_start.lstrip("/")
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
+    for key, command in _unit()["Service"]:
+        if key.startswith("Exec"):
+            binary = root / command.split()[0].lstrip("/")
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_text("#!/bin/sh\n")
+            binary.chmod(0o755)
     return subprocess.run(
         [analyze, "verify", f"--root={root}", "gateway.service"],
         capture_output=True, text=True, timeout=60,
@@ -336,3 +338,11 @@ def test_systemd_analyze_verify_reports_a_broken_unit(tmp_path: Path) -> None:
     findings = _findings(_verify(tmp_path, broken))
     assert any("restart specifier" in f for f in findings), findings
     assert any("Unknown key" in f and "LimitNOFILES" in f for f in findings), findings
+
+
+def test_unit_reloads_with_sighup() -> None:
+    # `systemctl reload gateway` reloads the configuration without dropping a stream
+    # (tests/e2e/test_reload.py); SIGTERM stays the stop signal.
+    service = dict(_unit()["Service"])
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillSignal"] == "SIGTERM"

@@ -212,6 +212,7 @@ async def test_http_clients_read_and_decode_while_api_and_metrics_report(
     assert api["keyframe_interval"] == pytest.approx(1.0, abs=0.05)
     assert api["segment_count"] >= 2 and api["newest_segment_age"] < 5
     assert api["warnings"] == []
+    assert api["dropped"] == 0  # a clean publish loses nothing (it showed 1: video-first ties)
 
     families = {f.name: f for f in text_string_to_metric_families(reports["metrics"])}
     value = {

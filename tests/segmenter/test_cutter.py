@@ -77,12 +77,18 @@ def test_cuts_at_keyframes_once_target_reached() -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(closed))  # contiguous
 
 
-def test_first_segment_waits_for_idr_and_drops_leading_audio() -> None:
+def test_first_segment_keeps_leading_audio_and_its_video_waits_for_idr() -> None:
+    """FFmpeg's first AAC frame comes ~23 ms before its first video frame: it was dropped, so
+    every clean publish showed dropped 1. It now opens the segment; video still starts at an IDR."""
     cutter = Cutter(2000, 10, has_video=True)
-    assert cutter.decide(audio(0)) == Decision(keep=False)
+    assert cutter.decide(audio(0)) == Decision(keep=True)
+    assert cutter.start == 0
     assert cutter.decide(video(10)) == Decision(keep=False)
+    assert cutter.decide(audio(23)) == Decision(keep=True)
     assert cutter.decide(video(43, key=True)) == Decision(keep=True)
-    assert cutter.start == 43
+    # The first cut still waits for a keyframe past the target, measured from the audio.
+    assert not cutter.decide(video(2000)).cut
+    assert cutter.decide(video(2043, key=True)).closed == (0, 2043)
 
 
 def test_keyframe_interval_longer_than_target() -> None:

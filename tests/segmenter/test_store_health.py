@@ -36,6 +36,11 @@ def test_health_logs_changes_of_state_not_each_failure(caplog: pytest.LogCapture
     assert len(messages) == 2, messages
     assert messages[0].startswith("store: cannot write a/b/1.ts: disk full")
     assert messages[1].startswith("store: ok again after 2 failed operations")
+    # The facts as fields for --log-format json (gateway.logs).
+    failed, recovered = caplog.records
+    assert (failed.event, failed.cause) == ("store_failed", failure.reason)
+    assert (recovered.event, recovered.failures) == ("store_recovered", 2)
+    assert recovered.cause == failure.reason and recovered.duration >= 0
 
 
 class FlakyStore(MemoryStore):
