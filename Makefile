@@ -7,10 +7,10 @@ JS_STAMP := web/node_modules/.installed
 
 .PHONY: setup run test test-fast lint bench-smoke
 
-# Sources compiled with mypyc at install (gateway/native.py): an edit rebuilds them.
-NATIVE_SRC := $(shell $(PY) -c "import runpy; print(' '.join(m.replace('.', '/') + '.py' for m in runpy.run_path('gateway/native.py')['COMPILED']))")
+# Sources compiled with mypyc at install (segmenter/native.py): an edit rebuilds them.
+NATIVE_SRC := $(shell $(PY) -c "import runpy; print(' '.join(m.replace('.', '/') + '.py' for m in runpy.run_path('segmenter/native.py')['COMPILED']))")
 
-$(PY_STAMP): pyproject.toml requirements.lock setup.py gateway/native.py $(NATIVE_SRC)
+$(PY_STAMP): pyproject.toml requirements.lock setup.py segmenter/native.py $(NATIVE_SRC)
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'

@@ -1,4 +1,4 @@
-"""Compiles the per-message modules listed in gateway/native.py with mypyc (metadata is in
+"""Compiles the per-message modules listed in segmenter/native.py with mypyc (metadata is in
 pyproject.toml). Without a C compiler, or with RTMP_HLS_PURE_PYTHON=1, the package installs as
 plain Python: the same code, whose hot path takes about 1.5 times as long."""
 
@@ -14,7 +14,7 @@ HERE = Path(__file__).parent
 
 
 def native_extensions() -> list[Extension]:
-    native = runpy.run_path(str(HERE / "gateway" / "native.py"))
+    native = runpy.run_path(str(HERE / "segmenter" / "native.py"))
     if native["pure_requested"]():
         return []
     try:

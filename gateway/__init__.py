@@ -1,4 +1,4 @@
-# Before any module of the compiled build is imported: source or compiled (gateway/native.py).
-from gateway import native
+# Before any module of the compiled build is imported: source or compiled (segmenter/native.py).
+from segmenter import native
 
 native.select()

@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from gateway import native
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import setup_logging
+from segmenter import native
 
 log = logging.getLogger("gateway")
 

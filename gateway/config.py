@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(Exception):
-    """A setting is unknown or invalid; the message names the key and where it came from."""
+from gateway.errors import ConfigError as ConfigError  # re-exported: raised for every setting
+from gateway.relay_config import parse_pull, parse_push
 
 
 def _doc(text: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
@@ -550,11 +549,7 @@ def _check(settings: Settings) -> Settings:
             "hls_part_duration: must be <= hls_target_duration "
             f"({settings.hls_part_duration} > {settings.hls_target_duration})"
         )
-    from gateway.relay_config import parse_push  # the grammar lives with the relays
-
-    parse_push(settings.push)
-    from gateway.pull import parse_pull
-
+    parse_push(settings.push)  # the relay grammars live with the relays' configuration
     parse_pull(settings.pull)
     return settings
 

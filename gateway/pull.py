@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings
 from gateway.hub import MEDIA_TYPES, Hub, Stream, StreamBusy
 from gateway.relay import (
     _NET_ERRORS,
@@ -29,49 +29,21 @@ from gateway.relay import (
     reconnect_target,
     target_opener,
 )
-from gateway.relay_config import ENTRY_SPLIT, Backoff, Target, parse_target
+from gateway.relay_config import Backoff, PullRule, parse_pull
 from gateway.reload import split_changes
 from gateway.rtmp import ertmp
 from gateway.rtmp import events as ev
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
 from segmenter.flv import FlvTag
-from segmenter.names import valid_name
 
 log = logging.getLogger("gateway.pull")
 
+# PullRule and parse_pull (the pull setting's grammar) live in relay_config with push's.
 __all__ = ["PullManager", "PullRule", "parse_pull"]
 
 UNPUBLISHED = "NetStream.Play.UnpublishNotify"  # the source's publisher left (nginx, SRS, ours)
 RECEIVE_SIZE = 64 * 1024  # bytes per read: media comes in, as on a publisher's connection
-
-
-@dataclass(frozen=True)
-class PullRule:
-    app: str
-    key: str
-    target: Target
-
-
-def parse_pull(text: str) -> list[PullRule]:
-    """``APP/KEY=rtmp[s]://host[:port]/app/name`` entries, space or comma separated."""
-    rules: list[PullRule] = []
-    for entry in ENTRY_SPLIT.split(text.strip()):
-        if not entry:
-            continue
-        where = f"pull: entry {entry!r}"
-        selector, sep, url = entry.partition("=")
-        app, _, key = selector.partition("/")
-        if not sep or not url or not valid_name(app) or not valid_name(key):
-            raise ConfigError(f"{where}: expected APP/KEY=rtmp://host/app/name")
-        if any(r.app == app and r.key == key for r in rules):
-            raise ConfigError(f"{where}: {app}/{key} is pulled twice")
-        try:
-            target = parse_target(url)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        rules.append(PullRule(app, key, target))
-    return rules
 
 
 class PullFailed(Exception):

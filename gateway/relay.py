@@ -44,6 +44,7 @@ from gateway.rtmp import events as ev
 from gateway.rtmp.client import set_data_frame
 from gateway.rtmp.connection import NEED_DATA, Connection, Role
 from gateway.rtmp.errors import ProtocolError
+from gateway.rtmp.limits import Limits
 from gateway.tls import client_context, describe_tls_error
 from segmenter.flv import FlvTag, TagType
 
@@ -80,6 +81,12 @@ async def open_target(target: Target, context: ssl.SSLContext | None = None) -> 
         await trio.aclose_forcefully(sock)
         raise
     return tls
+
+
+def relay_config(settings: Settings) -> RelayConfig:
+    """The relays' configuration out of the gateway's settings."""
+    limits = Limits(max_message_size=settings.max_message_size)
+    return RelayConfig(send_timeout=settings.send_timeout, limits=limits)
 
 
 def target_opener(settings: Settings) -> Opener:
@@ -455,7 +462,7 @@ class RelayManager:
         opener: Opener | None = None,
     ) -> None:
         self.rules = parse_push(settings.push)
-        self.config = config if config is not None else RelayConfig.from_settings(settings)
+        self.config = config if config is not None else relay_config(settings)
         self.hub, self.metrics = hub, metrics
         self.opener = opener if opener is not None else target_opener(settings)
         self._relays: dict[str, list[Relay]] = {}
@@ -499,7 +506,7 @@ class RelayManager:
         is no longer wanted stop, new targets start; a relay whose target stays keeps running
         (its connection is not touched). Later relays use the reloaded timeouts."""
         self.rules = parse_push(settings.push)
-        self.config = RelayConfig.from_settings(settings)
+        self.config = relay_config(settings)
         for stream in streams:
             running = self._relays.get(stream.path, [])
             stop, start = split_changes([r.url for r in running], self._urls(stream))

@@ -12,11 +12,20 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from gateway.config import ConfigError, Settings
+from gateway.errors import ConfigError
 from gateway.rtmp.limits import Limits
 from segmenter.names import valid_name
 
-__all__ = ["Backoff", "PushRule", "RelayConfig", "Target", "parse_push", "parse_target"]
+__all__ = [
+    "Backoff",
+    "PullRule",
+    "PushRule",
+    "RelayConfig",
+    "Target",
+    "parse_pull",
+    "parse_push",
+    "parse_target",
+]
 
 RELAY_QUEUE = 1024  # tags queued per relay (~10 s at 30 fps + audio), as for an RTMP player
 SETUP_TIMEOUT = 10.0  # s for TCP (+TLS) + handshake + connect + publish at the target
@@ -133,7 +142,30 @@ class RelayConfig:
     backoff: Backoff = field(default_factory=Backoff)
     limits: Limits = field(default_factory=Limits)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RelayConfig:
-        limits = Limits(max_message_size=settings.max_message_size)
-        return cls(send_timeout=settings.send_timeout, limits=limits)
+
+@dataclass(frozen=True)
+class PullRule:
+    app: str
+    key: str
+    target: Target
+
+
+def parse_pull(text: str) -> list[PullRule]:
+    """``APP/KEY=rtmp[s]://host[:port]/app/name`` entries, space or comma separated."""
+    rules: list[PullRule] = []
+    for entry in ENTRY_SPLIT.split(text.strip()):
+        if not entry:
+            continue
+        where = f"pull: entry {entry!r}"
+        selector, sep, url = entry.partition("=")
+        app, _, key = selector.partition("/")
+        if not sep or not url or not valid_name(app) or not valid_name(key):
+            raise ConfigError(f"{where}: expected APP/KEY=rtmp://host/app/name")
+        if any(r.app == app and r.key == key for r in rules):
+            raise ConfigError(f"{where}: {app}/{key} is pulled twice")
+        try:
+            target = parse_target(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        rules.append(PullRule(app, key, target))
+    return rules

@@ -6,13 +6,13 @@ from functools import partial
 import pytest
 import trio
 
-from gateway import native
 from gateway.app import Gateway, run_gateway
 from gateway.config import Settings
+from segmenter import native
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    # An edited but not rebuilt checkout runs its compiled modules from source (gateway/native.py):
+    # An edited, not rebuilt checkout runs its compiled modules from source (segmenter/native.py):
     # said once at the top, as `gateway run` logs it.
     fallback = native.fallback_warning()
     if fallback:

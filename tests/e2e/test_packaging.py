@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway import native
+from segmenter import native
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-# Seconds the wheel build may take: mypyc compiles the modules of gateway/native.py (~60 s here).
+# Seconds the wheel build may take: mypyc compiles the modules of segmenter/native.py (~60 s here).
 WHEEL_TIMEOUT = 300
 # Seconds a clean venv may take to install the wheel and its locked dependencies.
 INSTALL_TIMEOUT = 300
@@ -99,7 +99,7 @@ def test_clean_venv_runs_the_entry_point_and_the_compiled_modules(installed: Pat
         capture_output=True, text=True, timeout=60, cwd=installed, env=CLEAN_ENV,
     )  # fmt: skip
     assert out.returncode == 0 and "health" in out.stdout, out.stderr
-    probe = "from gateway import native, cli; print(native.interpreted(), cli.__file__)"
+    probe = "from segmenter import native, cli; print(native.interpreted(), cli.__file__)"
     out = subprocess.run(
         [str(installed / "bin/python"), "-c", probe],
         capture_output=True, text=True, timeout=60, cwd=installed, env=CLEAN_ENV, check=True,

@@ -1,4 +1,4 @@
-"""The mypyc build of the per-message modules (gateway/native.py, setup.py): compiled by
+"""The mypyc build of the per-message modules (segmenter/native.py, setup.py): compiled by
 default, from source on request (RTMP_HLS_PURE_PYTHON) or where a compiled module is older than
 its source."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway import native
+from segmenter import native
 
 SO = importlib.machinery.EXTENSION_SUFFIXES[0]
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_installed_package_is_never_stale(checkout: Path) -> None:
 PROBE = """
 import sys
 import gateway.rtmp.connection, segmenter.live
-from gateway import native
+from segmenter import native
 mods = [sys.modules[name] for name in native.COMPILED]
 print(" ".join("so" if m.__file__.endswith(".so") else "py" for m in mods))
 print(getattr(sys.modules["segmenter.cutter"], "EDITED_AFTER_BUILD", False))
