@@ -365,9 +365,11 @@ class LiveStream:
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
+        # A rendition's names say which track it is ("<random>-v1-<msn>.m4s").
+        suffix = f"-{self._keeper.name[len('cmaf-') : -len('.m3u8')]}" if self._ladder else ""
         self._session = _Session(
             Timeline(start, on_jump=self._warn_jump),
-            secrets.token_hex(4),
+            secrets.token_hex(4) + suffix,
             wall_offset=self._wallclock() - now,
         )
         self._max_key_gap_ms = 0
