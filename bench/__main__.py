@@ -18,7 +18,7 @@ from bench import cpus, fixtures, report
 
 SCENARIOS = (
     "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
-    "auth",
+    "auth", "ladder",
 )  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _main(opts: Any) -> None:
     if opts.viewers is None:
         opts.viewers = 1000 if opts.scenario == "auth" else 200
-    if opts.scenario in ("hotpath", "llviewers"):
+    if opts.scenario in ("hotpath", "llviewers", "ladder"):
         targets = ["ours"]  # nginx-rtmp has no LL-HLS
     else:
         targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]
