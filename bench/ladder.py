@@ -62,6 +62,13 @@ def make_fixtures(source: Path, directory: Path = FIXTURE_DIR) -> tuple[Path, li
     return ladder, singles
 
 
+def every_stream(args: list[str]) -> list[str]:
+    """FFmpeg publisher arguments that copy every stream of the input (FFmpeg picks one video
+    and one audio stream otherwise, and the multitrack file would go out single-track)."""
+    at = args.index("-c")
+    return [*args[:at], "-map", "0", *args[at:]]
+
+
 async def run_layout(
     name: str, files: list[Path], playlists: list[tuple[int, str]], opts: Any, workdir: Path
 ) -> dict[str, Any]:
@@ -75,7 +82,10 @@ async def run_layout(
         keys = [f"l{i}" for i in range(len(files))]
         pubs = await publish.start_many(
             procs,
-            [publish.publish_args(f, target.rtmp_url(k)) for f, k in zip(files, keys, strict=True)],
+            [
+                every_stream(publish.publish_args(f, target.rtmp_url(k)))
+                for f, k in zip(files, keys, strict=True)
+            ],
             logdir,
             "pub",
         )

@@ -352,3 +352,14 @@ def test_republish_continues_every_rendition(ladder_flv: bytes) -> None:
         "cmaf-a0.m3u8",
         "cmaf-a1.m3u8",
     }
+
+
+def test_max_renditions_bounds_the_tracks(ladder_flv: bytes) -> None:
+    store = MemoryStore()
+    live = LiveStream(PATH, store, SegmenterConfig(max_renditions=2), wallclock=lambda: 1.7e9)
+    for tag in tags(ladder_flv):
+        live.feed(tag, tag.timestamp / 1000)
+    stats = live.stats()
+    assert len(stats["renditions"]) == 3  # video track 0 and two more
+    assert stats["dropped"] > 0
+    assert any("no rendition for it (max_renditions 2)" in w for w in stats["warnings"])
