@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=12, help="firstframe: joins per target")
     p.add_argument(
         "--formats", action="append", default=None, metavar="FORMATS",
-        help="ingest, hotpath: HLS formats of ours (GATEWAY_HLS_FORMATS), e.g. ts, cmaf or "
+        help="ingest, hotpath, ladder: HLS formats of ours (GATEWAY_HLS_FORMATS), e.g. ts, cmaf or "
         "ts,cmaf; repeat the option for one run per value (default: one run, the environment's "
         "or the gateway's default)",
     )  # fmt: skip

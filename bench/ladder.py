@@ -70,14 +70,20 @@ def every_stream(args: list[str]) -> list[str]:
 
 
 async def run_layout(
-    name: str, files: list[Path], playlists: list[tuple[int, str]], opts: Any, workdir: Path
+    name: str,
+    files: list[Path],
+    playlists: list[tuple[int, str]],
+    opts: Any,
+    workdir: Path,
+    formats: str | None = None,
 ) -> dict[str, Any]:
     """Publish ``files`` (one stream each, keys ``l0``...) and measure the server's CPU once
     every (stream index, playlist) of ``playlists`` lists a segment."""
-    run: dict[str, Any] = {"layout": name, "publishers": len(files)}
+    run: dict[str, Any] = {"layout": name, "publishers": len(files), "formats": formats}
     logdir = workdir / f"{name}-logs"
     async with Procs() as procs, open_target(
-        "ours", procs, workdir / name, target_duration=opts.target_duration, cpus=opts.cpus
+        "ours", procs, workdir / name, target_duration=opts.target_duration, cpus=opts.cpus,
+        formats=formats,
     ) as target:  # fmt: skip
         keys = [f"l{i}" for i in range(len(files))]
         pubs = await publish.start_many(
@@ -136,7 +142,14 @@ async def run(
         ("multitrack", [ladder], [(0, p) for p in LADDER_PLAYLISTS]),
         ("single", singles, [(i, "cmaf.m3u8") for i in range(len(singles))]),
     ]
-    runs = [await run_layout(name, files, lists, opts, workdir) for name, files, lists in layouts]
+    # One pair of runs per --formats value (GATEWAY_HLS_FORMATS; default: the gateway's): the
+    # single-track publishes each write ts.m3u8 too, the multitrack one only for track 0.
+    runs = []
+    for formats in getattr(opts, "formats", None) or [None]:
+        for name, files, lists in layouts:
+            column = f"{name}[{formats}]" if formats else name
+            run = await run_layout(column, files, lists, opts, workdir, formats)
+            runs.append(run)
     table = Table(
         f"ladder: {fixture.name} as 3 renditions, {opts.seconds:g} s window",
         [r["layout"] for r in runs],
