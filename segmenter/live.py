@@ -557,9 +557,11 @@ class LiveStream:
             session = stream._session
             if session is None:
                 continue
-            if session.cutter is not None and session.video is not None:
+            # Track 0 without video (yet) keeps its audio: an audio-only publish's variant.
+            keeps = stream is self and session.video is None
+            if session.cutter is not None and not keeps:
                 stream._restart_tracks(session, now)
-            if stream._ts is None and session.video is not None:
+            if stream._ts is None and not keeps:
                 session.audio = None
 
     def _feed_track(self, session: _Session, tag: FlvTag, now: float) -> None:
