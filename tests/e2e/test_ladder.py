@@ -33,6 +33,7 @@ from segmenter.flv import FlvTag, TagType
 from tests.clients import apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
 from tests.segmenter.media import make_flv, tags
 from tests.segmenter.test_ladder import ladder_args
+from tests.web.browser import sample_playback
 
 pytestmark = pytest.mark.e2e
 
@@ -164,6 +165,8 @@ async def test_multitrack_publish_is_a_ladder_hlsjs_switches_through(gateway: Ga
                 ]
             }
             played = await trio.to_thread.run_sync(play_ladder, base + "index.m3u8")
+            # The gateway's own player page plays the ladder too (hls.js picks the level).
+            (page,) = await sample_playback([base], seconds=6.0, interval=0.5)
             nursery.cancel_scope.cancel()
 
     # index.m3u8: three video variants (track 0 at cmaf.m3u8), two audio renditions.
@@ -222,6 +225,10 @@ async def test_multitrack_publish_is_a_ladder_hlsjs_switches_through(gateway: Ga
     assert [s["audio"] for s in played["switches"][4:]] == [1, 0], played
     assert not [e for e in played["errors"] if e["fatal"] or e["details"] in STALLS], played
     assert played["waiting_after"] == played["waiting_before"], played
+    assert page.started and not page.fatal_errors and not page.page_errors, page.describe()
+    assert page.advanced >= 3.0, page.describe()
+    rendition = page.last_player.get("rendition") or {}
+    assert (rendition.get("width"), rendition.get("height")) in SIZES, page.describe()
 
 
 async def publish_tags(
