@@ -81,6 +81,7 @@ RELOADABLE: frozenset[str] = frozenset(
         "hls_window",
         "hls_end_grace",
         "hls_retention",
+        "hls_max_renditions",
         "hls_viewer_window",
         "hls_write_stall_warn",
         "hls_write_stall_timeout",
