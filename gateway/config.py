@@ -21,6 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# x264's presets, fastest first (x264 --fullhelp).
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
 
 class ConfigError(Exception):
     """A setting is unknown or invalid; the message names the key and where it came from."""
@@ -374,6 +387,38 @@ class Settings:
             "{app} and {key}, e.g. live=rtmp://backup.example/live/{key}."
         ),
     )
+    # --- transcoding ---------------------------------------------------------------------------
+    transcode: str = field(
+        default="",
+        metadata=_doc(
+            "Transcoding ladder for single-track publishers: entries SELECTOR=WxH@BITRATE"
+            "[,WxH@BITRATE...] separated by spaces. SELECTOR is an app or 'app/key' as for push; "
+            "each rung is one more H.264 rendition of the multivariant playlist, scaled to fit "
+            "in WxH (aspect kept), keyframes where the publisher's are, e.g. "
+            "live=1280x720@2500k,640x360@800k. Empty = off."
+        ),
+    )
+    transcode_max_rungs: int = field(
+        default=4,
+        metadata=_doc(
+            "Most transcoded rungs one stream may have (each costs a decoder, a scaler, an "
+            "x264 encoder and a thread).",
+            minimum=1,
+            maximum=8,
+        ),
+    )
+    transcode_queue: int = field(
+        default=90,
+        metadata=_doc(
+            "Video frames queued for one rung's encoder thread; a rung whose queue is full "
+            "cannot keep up and is dropped with a warning (ingest never waits).",
+            minimum=2,
+        ),
+    )
+    transcode_preset: str = field(
+        default="veryfast",
+        metadata=_doc("x264 preset of the transcoded rungs: ultrafast ... veryslow."),
+    )
     # --- HTTP ----------------------------------------------------------------------------------
     cors_origins: str = field(
         default="*", metadata=_doc("Comma-separated origins allowed by CORS; '*' for any.")
@@ -502,6 +547,13 @@ def _check(settings: Settings) -> Settings:
     from gateway.pull import parse_pull
 
     parse_pull(settings.pull)
+    if settings.transcode_preset not in X264_PRESETS:
+        raise ConfigError(
+            f"transcode_preset: one of {', '.join(X264_PRESETS)}, got {settings.transcode_preset!r}"
+        )
+    from gateway.transcode_config import parse_transcode
+
+    parse_transcode(settings.transcode, max_rungs=settings.transcode_max_rungs)
     return settings
 
 
