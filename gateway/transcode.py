@@ -38,6 +38,7 @@ STOP_TIMEOUT = 2.0  # s to join a stream's workers when its segmenter task ends 
 class _Worker:
     """One rung's thread and queue; ``state``: running, dropped, stopped or failed."""
 
+    path: str  # the stream's, for log lines
     label: str
     spec: RungSpec
     queue: queue.Queue[FlvTag | None]
@@ -78,7 +79,7 @@ class _Worker:
             pass  # the gateway is gone; nothing to deliver to
         except Exception:
             self.state = "failed"
-            self.log.exception("transcode rung %s failed", self.label)
+            self.log.exception("%s: transcode rung %s failed", self.path, self.label)
 
 
 class StreamTranscoder:
@@ -123,7 +124,8 @@ class StreamTranscoder:
         for track_id, rung in enumerate(self.rungs, start=1):
             spec = RungSpec(track_id, rung.width, rung.height, rung.bitrate, self._preset)
             worker = _Worker(
-                f"{self.path} {rung.label()} (track {track_id})",
+                self.path,
+                f"{rung.label()} (track {track_id})",
                 spec,
                 queue.Queue(maxsize=self._queue_frames),
                 self._deliver,

@@ -58,7 +58,7 @@ def test_rung_label() -> None:
     ],
 )
 def test_bad_entries_name_the_entry(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="^transcode: entry ") as info:
+    with pytest.raises(ConfigError, match=r"^transcode: entry ") as info:
         parse_transcode(text, max_rungs=2)
     assert message in str(info.value)
 
