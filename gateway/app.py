@@ -29,10 +29,11 @@ from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.metrics import Metrics
 from gateway.pull import PullManager
 from gateway.relay import RelayManager
+from gateway.rtmp import amf0
 from gateway.server import serve_rtmp
 from gateway.transcode import StreamTranscoder
 from gateway.transcode_config import parse_transcode, rule_for
-from segmenter.flv import FlvTag
+from segmenter.flv import FlvTag, TagType
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
 from segmenter.store import (
@@ -139,10 +140,11 @@ class Gateway:
         s = self.hub.get(app, key)
         return None if s is None else self._describe(s)
 
-    def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
-        """LiveSource for the web app: the LL-HLS playlist of a stream segmented here."""
+    def live_playlist(self, app: str, key: str, file: str) -> LivePlaylist | None:
+        """LiveSource for the web app: an LL-HLS playlist of a stream segmented here (the
+        one named ``file``, or the one part ``file`` belongs to)."""
         live = self.lives.get(f"{app}/{key}")
-        return live.lowlatency if live is not None else None
+        return live.live_playlist(file) if live is not None else None
 
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
         """LiveSource: why a file of a stream segmented here is not made (ts.m3u8 of AV1...)."""
@@ -263,6 +265,8 @@ class Gateway:
         now = trio.current_time()
         try:
             if isinstance(item, FlvTag):
+                if item.type is TagType.SCRIPT:
+                    _metadata(live, item)
                 live.feed(item, now)
             elif isinstance(item, SessionStart):
                 pub = stream.publisher
@@ -281,6 +285,17 @@ class Gateway:
         except Exception:
             # Contain a segmenter bug to this stream's tag; ingest and other streams go on.
             log.exception("%s: segmenter failed on %s", live.path, type(item).__name__)
+
+
+def _metadata(live: LiveStream, tag: FlvTag) -> None:
+    """onMetaData's properties to the segmenter (per-track names and languages of a
+    multitrack publish); the segmenter reads no AMF itself."""
+    try:
+        values = amf0.decode_all(tag.body)
+    except Exception:  # a publisher's broken metadata only loses its track names
+        return
+    if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
+        live.metadata(values[1])
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -115,6 +115,17 @@ class Timeline:
         self.late = 0
         self.end = start  # the highest output PTS seen (for the next session's start)
 
+    def anchor(self, timestamp: int) -> None:
+        """Fix the offset at ``timestamp`` unless a sample already did (the renditions of a
+        multitrack publish share it: the same FLV time is the same output time in each)."""
+        if self._offset is None:
+            self._offset = self._start - timestamp
+
+    def follow(self, other: Timeline) -> None:
+        """Map as ``other`` does: its start and offset (a rendition of the same publish)."""
+        self._start, self._offset, self._newest = other._start, other._offset, other._newest
+        self.end = max(self.end, other._start)
+
     def map(self, kind: Kind, timestamp: int, cts: int = 0) -> tuple[int, int] | None:
         """Return (dts, pts) on the output timeline, or None for a late (non-increasing) sample."""
         if self._offset is None:

@@ -20,6 +20,29 @@ TS_PLAYLIST_NAME = "ts.m3u8"
 CMAF_PLAYLIST_NAME = "cmaf.m3u8"
 MULTIVARIANT_NAME = "index.m3u8"
 MEDIA_PLAYLIST_NAMES = (TS_PLAYLIST_NAME, CMAF_PLAYLIST_NAME)
+# A multitrack publish's other renditions: video track N (N > 0) and audio track N, each its own
+# LL-HLS playlist beside cmaf.m3u8 (track 0 video keeps cmaf.m3u8).
+RENDITION_PLAYLIST_PREFIX = "cmaf-"
+MAX_TRACK_ID = 255  # Enhanced RTMP v2 trackId is a u8
+
+
+def rendition_playlist_name(letter: str, track_id: int) -> str:
+    """``cmaf-v<ID>.m3u8`` (video track ID) or ``cmaf-a<ID>.m3u8`` (audio track ID)."""
+    return f"{RENDITION_PLAYLIST_PREFIX}{letter}{track_id}.m3u8"
+
+
+def is_media_playlist(name: str) -> bool:
+    """A media playlist name this segmenter writes (ts.m3u8, cmaf.m3u8, cmaf-v1.m3u8, ...)."""
+    if name in MEDIA_PLAYLIST_NAMES:
+        return True
+    middle = name[len(RENDITION_PLAYLIST_PREFIX) : -len(".m3u8")]
+    return (
+        name.startswith(RENDITION_PLAYLIST_PREFIX)
+        and name.endswith(".m3u8")
+        and middle[:1] in ("v", "a")
+        and middle[1:].isdigit()
+        and int(middle[1:]) <= MAX_TRACK_ID
+    )
 
 
 class PlaylistKeeper:
@@ -88,12 +111,15 @@ class PlaylistKeeper:
         *,
         part_target: float | None = None,
         part_hold_back: float | None = None,
+        floor: int = 0,
     ) -> LivePlaylist:
-        """Start a new playlist (none yet, or the current one ended); numbering continues."""
+        """Start a new playlist (none yet, or the current one ended); numbering continues, from
+        ``floor`` at least (a rendition numbered like the ladder's first, which is ahead)."""
         old = self.playlist
         sequence, discontinuities = self._resume or (0, 0)
+        sequence = max(sequence, floor)
         if old is not None:
-            sequence = old.next_media_sequence
+            sequence = max(old.next_media_sequence, floor)
             listed = old.segments
             discontinuities = old.discontinuity_sequence + sum(s.discontinuity for s in listed)
             deadline = now + 2 * sum((s.duration for s in listed), 0.0)
@@ -179,7 +205,7 @@ def end_stale_playlists(store: Store) -> list[str]:
     continues the numbering (PlaylistKeeper resumes from it)."""
     ended = []
     for name in store.names():
-        if not name.endswith(tuple(f"/{n}" for n in MEDIA_PLAYLIST_NAMES)):
+        if not is_media_playlist(name.rpartition("/")[2]):
             continue
         data = store.get(name)
         previous = read_previous(data.decode("utf-8", "replace")) if data is not None else None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from segmenter.codecs import (
@@ -54,19 +55,31 @@ from segmenter.flv import (
     AudioFrame,
     FlvTag,
     SequenceHeader,
+    TagType,
     Unsupported,
     VideoFrame,
     parse_tag,
+    split_multitrack,
 )
 from segmenter.keeper import (
     CMAF_PLAYLIST_NAME,
     MULTIVARIANT_NAME,
     TS_PLAYLIST_NAME,
     end_stale_playlists,
+    rendition_playlist_name,
 )
 from segmenter.mux import SegmentMuxer
 from segmenter.outputs import CmafOutput, Cut, TsOutput, ts_refusal
-from segmenter.playlist import LivePlaylist, Variant, nearest_int, render_multivariant
+from segmenter.playlist import (
+    AudioRendition,
+    LivePlaylist,
+    RenditionReport,
+    Variant,
+    nearest_int,
+    render_multivariant,
+    rendition_language,
+    rendition_name,
+)
 from segmenter.store import Store
 
 __all__ = [
@@ -92,6 +105,14 @@ _FRAMES = (VideoFrame, AudioFrame)
 # key frame's header), so the init segment has the right one; the oldest go first beyond this.
 MAX_HELD_AUDIO = 256
 SEGMENTED = "H.264 (avc1), HEVC (hvc1), AV1 (av01), VP9 (vp09) video; AAC (mp4a), Opus audio"
+# Multitrack (Enhanced RTMP v2): the EXT-X-MEDIA GROUP-ID of the audio tracks, how many segment
+# starts per rendition are kept to compare keyframe alignment, and the most renditions a
+# publish may open (each costs a segmenter; further tracks are dropped with a warning).
+AUDIO_GROUP = "audio"
+ALIGNMENT_HISTORY = 32
+MAX_RENDITIONS = 8
+# Part names: "<prefix>-<msn>.<part>.m4s" (CmafOutput); the prefix names the rendition.
+_PART_PREFIX_END = "-"
 
 
 # The sequence-header parser of each video FourCC this segmenter carries.
@@ -120,6 +141,16 @@ def _with_size(config: VideoConfig, data: bytes) -> VideoConfig | None:
             config.record, config.profile, config.level, config.tier, config.bit_depth, seq
         )
     return config
+
+
+def _is_audio_header(body: bytes) -> bool:
+    """An audio sequence start: legacy AAC (AACPacketType 0) or ExHeader SequenceStart."""
+    if len(body) < 2:
+        return False
+    sound_format = body[0] >> 4
+    if sound_format == 10:  # legacy AAC, FLV §E.4.2.1
+        return body[1] == 0
+    return sound_format == 9 and body[0] & 0x0F == 0  # Enhanced RTMP v2 ExAudioTagHeader
 
 
 def _is_sync(config: VideoConfig, flv_key: bool, data: bytes) -> bool:
@@ -223,6 +254,7 @@ class _Session:
     last_arrival: float | None = None  # the closed segment's
     segment_dts: int | None = None  # DTS of the open segment's first sample (ms)
     long_gop_warned: bool = False
+    timeline_first: int | None = None  # FLV timestamp of the session's first tag
 
 
 class LiveStream:
@@ -239,7 +271,12 @@ class LiveStream:
         log: logging.Logger | None = None,
         muxer: SegmentMuxer | None = None,
         on_update: Callable[[], None] | None = None,
+        ladder: LiveStream | None = None,
+        track: tuple[Kind, int] = (VIDEO, 0),
     ) -> None:
+        """``ladder``: the stream (track 0 video) whose multitrack publish this one is another
+        track of, ``track`` which: it then writes only its own LL-HLS playlist (cmaf-v1.m3u8,
+        cmaf-a0.m3u8, ...), no index.m3u8 and no MPEG-TS."""
         self.path = path
         self.store = store
         self.config = config
@@ -247,9 +284,15 @@ class LiveStream:
         self._on_segment = on_segment
         self._log = log or logging.getLogger(f"segmenter.{path}")
         self._session: _Session | None = None
+        self._ladder = ladder
+        self.track = track
+        self._on_update = on_update
         window = config.window_segments
-        formats = config.formats
+        formats = config.formats if ladder is None else ("cmaf",)
         self._ts = TsOutput(path, store, window, self._log, muxer) if "ts" in formats else None
+        name = CMAF_PLAYLIST_NAME
+        if ladder is not None:
+            name = rendition_playlist_name("v" if track[0] == VIDEO else "a", track[1])
         self._cmaf = (
             CmafOutput(
                 path,
@@ -258,8 +301,9 @@ class LiveStream:
                 self._log,
                 part_ms=round(config.part_duration * 1000),
                 on_update=on_update,
+                name=name,
             )
-            if "cmaf" in config.formats
+            if "cmaf" in formats
             else None
         )
         self._outputs: list[TsOutput | CmafOutput] = [
@@ -291,6 +335,22 @@ class LiveStream:
         self._publisher = ""  # who publishes, for log lines
         self.ts_refusal: str | None = None  # why there is no ts.m3u8 (the web's 404 says it)
         self.uncarried: list[str] = []  # codecs of this session no output can carry
+        # Multitrack: the other tracks' renditions by (kind, track id), kept across sessions
+        # like this stream's own playlists; the audio track ids of this session; whether the
+        # audio tracks are renditions of their own (more than one: the video goes video-only).
+        self._renditions: dict[tuple[Kind, int], LiveStream] = {}
+        self._audio_ids: set[int] = set()
+        self._audio_headers: dict[int, FlvTag] = {}  # the last audio sequence start per track
+        self.audio_apart = False
+        self._track_info: dict[tuple[Kind, int], dict[str, Any]] = {}
+        self._audio_renditions: list[AudioRendition] = []  # as index.m3u8 has them
+        self._variants: list[Variant] = []  # as index.m3u8 has them
+        # Keyframe alignment: DTS of the first video sample per segment number (last few), the
+        # open segment's, and whether this rendition's cuts line up with track 0's.
+        self._starts: dict[int, int] = {}
+        self._open_video_dts: int | None = None
+        self.aligned: bool | None = None
+        self.in_session = False  # a rendition: its track is part of the ladder's session
 
     # --- publisher lifecycle -------------------------------------------------------------------
 
@@ -313,6 +373,18 @@ class LiveStream:
         self._max_key_gap_ms = 0
         self._discontinuity = self._keeper.playlist is not None
         self._left_at = None
+        self.aligned = None
+        self._open_video_dts = None
+        if self._ladder is None:
+            # Renditions begin when their track shows up in this session; until then (or never)
+            # they are publisher-less and end after end_grace like any stream.
+            for rendition in self._renditions.values():
+                rendition.end_session(now)
+                rendition.in_session = False
+            self._audio_ids = set()
+            self._audio_headers = {}
+            self.audio_apart = False
+            self._track_info = {}
 
     def end_session(self, now: float) -> None:
         """The publisher left: flush the open segment; ENDLIST follows after ``end_grace``."""
@@ -325,6 +397,8 @@ class LiveStream:
         self._count_timeline(session)
         self._session = None
         self._left_at = now
+        for rendition in self._renditions.values():
+            rendition.end_session(now)
 
     def close(self, now: float) -> None:
         """Shutdown: flush, end the playlist (EXT-X-ENDLIST) and delete expired segments."""
@@ -332,6 +406,8 @@ class LiveStream:
         self._end_playlists(now)
         for output in self._outputs:
             output.keeper.delete_expired(now)
+        for rendition in self._renditions.values():
+            rendition.close(now)
 
     def _end_playlists(self, now: float) -> None:
         for output in self._outputs:
@@ -351,16 +427,135 @@ class LiveStream:
             self._left_at = None
         for output in self._outputs:
             output.keeper.delete_expired(now)
+        for rendition in self._renditions.values():
+            rendition.poll(now)
 
     # --- media ---------------------------------------------------------------------------------
 
     def feed(self, tag: FlvTag, now: float) -> None:
-        """One tag of the current session, in arrival order. Bad media is counted, never raised."""
+        """One tag of the current session, in arrival order. Bad media is counted, never raised.
+
+        A Multitrack tag (Enhanced RTMP v2) goes to each of its tracks; a plain one (legacy or
+        ExHeader) is track 0, so OBS's Enhanced Broadcasting mix (track 0 plain, the others
+        Multitrack OneTrack) makes one ladder."""
         self._now = now
         if self._session is None:
             self.begin_session(now)
         session = self._session
         assert session is not None
+        if tag.type is TagType.SCRIPT:
+            return
+        if session.timeline_first is None:
+            session.timeline_first = tag.timestamp
+        try:
+            tracks = split_multitrack(tag.type, tag.body)
+        except MediaError as exc:
+            self.counters["malformed"] += 1
+            self._warn(f"malformed multitrack {tag.type.name.lower()} tag: {exc.reason}")
+            return
+        if tracks is None:
+            self._route(session, tag, 0, now)
+            return
+        for track in tracks:
+            self._route(session, FlvTag(tag.type, tag.timestamp, track.body), track.track_id, now)
+
+    def _route(self, session: _Session, tag: FlvTag, track_id: int, now: float) -> None:
+        """One track's tag to the rendition that makes it (this stream: video track 0)."""
+        if tag.type is TagType.VIDEO:
+            if track_id == 0:
+                self._feed_track(session, tag, now)
+            else:
+                rendition = self._rendition(session, (VIDEO, track_id), now)
+                if rendition is not None and rendition._session is not None:
+                    rendition._feed_track(rendition._session, tag, now)
+            return
+        if _is_audio_header(tag.body):
+            # Kept for a rendition that starts later (a video track showing up after the
+            # audio header, or track 0's audio becoming a rendition of its own).
+            self._audio_headers[track_id] = tag
+        if track_id not in self._audio_ids:
+            self._audio_ids.add(track_id)
+            if len(self._audio_ids) > 1 and not self.audio_apart:
+                self._set_audio_apart(now)
+        if not self.audio_apart:
+            # One audio track: muxed into every video rendition (as a single-track publish).
+            self._feed_track(session, tag, now)
+            for (kind, _), rendition in self._renditions.items():
+                if kind == VIDEO and rendition._session is not None:
+                    rendition._feed_track(rendition._session, tag, now)
+            return
+        rendition = self._rendition(session, (AUDIO, track_id), now)
+        if rendition is not None and rendition._session is not None:
+            rendition._feed_track(rendition._session, tag, now)
+        if track_id == 0 and self._ts is not None:
+            self._feed_track(session, tag, now)  # ts.m3u8 carries track 0 (video and audio)
+
+    def _rendition(
+        self, session: _Session, track: tuple[Kind, int], now: float
+    ) -> LiveStream | None:
+        """The rendition of ``track``, begun in this session (made at its first tag)."""
+        rendition = self._renditions.get(track)
+        if rendition is None:
+            if self._cmaf is None or len(self._renditions) >= MAX_RENDITIONS:
+                self.counters["dropped"] += 1
+                why = "formats has no cmaf" if self._cmaf is None else f"{MAX_RENDITIONS} already"
+                self._warn(f"{track[0]} track {track[1]} dropped: no rendition for it ({why})")
+                return None
+            rendition = LiveStream(
+                self.path,
+                self.store,
+                self.config,
+                wallclock=self._wallclock,
+                log=self._log,
+                on_update=self._on_update,
+                ladder=self,
+                track=track,
+            )
+            self._renditions[track] = rendition
+        if rendition._session is None:
+            rendition.begin_session(now, self._publisher)
+            rendition.in_session = True
+            self._follow(session, rendition)
+        return rendition
+
+    def _follow(self, session: _Session, rendition: LiveStream) -> None:
+        """A rendition's new session maps time as this one does: the same FLV time is the
+        same media time in every rendition, so aligned keyframes cut at the same DTS."""
+        first = session.timeline_first
+        session.timeline.anchor(first if first is not None else 0)
+        own = rendition._session
+        if own is not None:
+            own.timeline.follow(session.timeline)
+        if rendition.track[0] == VIDEO and self.audio_apart:
+            rendition.audio_apart = True
+        kind, track_id = rendition.track
+        header = None
+        if kind == AUDIO:
+            header = self._audio_headers.get(track_id)
+        elif not self.audio_apart and len(self._audio_headers) == 1:
+            header = next(iter(self._audio_headers.values()))
+        if header is not None and own is not None:
+            rendition._feed_track(own, header, self._now)
+
+    def _set_audio_apart(self, now: float) -> None:
+        """A second audio track: every audio track becomes an EXT-X-MEDIA rendition of its own,
+        so the video renditions go video-only (their CMAF; ts.m3u8 keeps track 0's audio)."""
+        self.audio_apart = True
+        self._log.info("%s: %d audio tracks: audio renditions of their own", self.path, 2)
+        for stream in [self, *self._renditions.values()]:
+            if stream.track[0] != VIDEO:
+                continue
+            stream.audio_apart = True
+            session = stream._session
+            if session is None:
+                continue
+            if session.cutter is not None:
+                stream._restart_tracks(session, now)
+            if stream._ts is None:
+                session.audio = None
+
+    def _feed_track(self, session: _Session, tag: FlvTag, now: float) -> None:
+        """One single-track tag of this rendition."""
         try:
             packet = parse_tag(tag)
             if isinstance(packet, _FRAMES):  # first: nearly every tag is one
@@ -503,8 +698,9 @@ class LiveStream:
             self._uncarried(f"{refusal}; no other output (formats: {formats})")
             return
         for output in session.active:
-            output.start(session.prefix, video, audio, self._discontinuity)
-        self._configs = (video, audio)
+            apart = output is self._cmaf and self.audio_apart
+            output.start(session.prefix, video, None if apart else audio, self._discontinuity)
+        self._configs = (video, None if self.audio_apart else audio)
 
     def _uncarried(self, reason: str) -> None:
         """Media no output can carry: an error naming the publisher (once per session), the API
@@ -533,7 +729,9 @@ class LiveStream:
         if session.segment_dts is None:
             session.segment_dts = sample.dts
         self._seg_bytes[sample.kind] += len(sample.data)
-        if self._cmaf is not None:
+        if sample.kind == VIDEO and self._open_video_dts is None:
+            self._open_video_dts = sample.dts
+        if self._cmaf is not None and not (self.audio_apart and sample.kind == AUDIO):
             self._cmaf.write(sample, now)
         if self._ts is not None and session.ts_refusal is None:
             try:
@@ -587,13 +785,21 @@ class LiveStream:
         session.segment_dts = None
         cut = Cut(duration, boundary, discontinuity, pdt)
         sequence = self._keeper.next_sequence
+        video_dts, self._open_video_dts = self._open_video_dts, None
         sizes = [output.close_segment(cut, now) for output in session.active]
         if not any(sizes):
             return
         self.segment_count += 1
         self._published_at = now
         self.bitrate = {k: round(v * 8 / duration) for k, v in seg_bytes.items()}
-        self._write_multivariant(max(sizes) * 8 / duration, duration)
+        if video_dts is not None:
+            self._starts[sequence] = video_dts
+            if len(self._starts) > ALIGNMENT_HISTORY:
+                del self._starts[min(self._starts)]
+            (self._ladder or self)._check_alignment(self, sequence, video_dts)
+        # What a player of index.m3u8 loads: the CMAF playlist's segments when it is there.
+        size = sizes[session.active.index(self._cmaf)] if self._cmaf in session.active else 0
+        self._write_multivariant((size or max(sizes)) * 8 / duration, duration)
         first = session.active[0]
         extension = ".ts" if first is self._ts else ".m4s"
         name = f"{self.path}/{session.prefix}-{sequence}{extension}"
@@ -604,25 +810,109 @@ class LiveStream:
             )
 
     def _write_multivariant(self, bits_per_second: float, duration: float) -> None:
-        """index.m3u8: one variant pointing at the LL-HLS playlist (or the TS one without
-        CMAF), with the measured bitrates and the codecs of the actual sequence headers."""
+        """index.m3u8: a variant per video rendition (track 0 first, pointing at the LL-HLS
+        playlist, or the TS one without CMAF) and an EXT-X-MEDIA per audio rendition when the
+        audio tracks are apart, with bitrates measured from each rendition's own segments and
+        the codecs of the actual sequence headers."""
         bits, seconds = self._bits
         self._bits = bits + bits_per_second * duration, seconds + duration
         self._peak_bitrate = max(self._peak_bitrate, round(bits_per_second))
+        (self._ladder or self)._write_index()
+
+    def _own_variant(self) -> Variant | None:
+        """This rendition's EXT-X-STREAM-INF as measured so far (None before a segment)."""
         video, audio = self._configs
-        variant = Variant(
-            uri=CMAF_PLAYLIST_NAME if self._cmaf is not None else TS_PLAYLIST_NAME,
+        if not self._bits[1]:
+            return None
+        uri = self._keeper.name if self._cmaf is not None else TS_PLAYLIST_NAME
+        return Variant(
+            uri=uri,
             bandwidth=self._peak_bitrate,
             average_bandwidth=round(self._bits[0] / self._bits[1]),
             codecs=tuple(c.codec_string for c in (video, audio) if c is not None),
             resolution=(video.info.width, video.info.height) if video else None,
             frame_rate=video.info.frame_rate if video else None,
         )
-        if not _worth_rewriting(self._variant, variant):
+
+    def _live_renditions(self, kind: Kind) -> list[LiveStream]:
+        """This session's renditions of ``kind`` that have a segment, by track id."""
+        return [
+            r
+            for (k, _), r in sorted(self._renditions.items())
+            if k == kind and r.in_session and r._bits[1]
+        ]
+
+    def _write_index(self) -> None:
+        """index.m3u8 of the ladder (this is track 0's stream), rewritten when it changed."""
+        own = self._own_variant()
+        if own is None:
             return
-        self._variant = variant
-        text = render_multivariant([variant]).encode()
+        video = [own, *(v for r in self._live_renditions(VIDEO) if (v := r._own_variant()))]
+        audio_streams = self._live_renditions(AUDIO) if self.audio_apart else []
+        audio: list[AudioRendition] = []
+        for stream in audio_streams:
+            track_id = stream.track[1]
+            info = self._track_info.get((AUDIO, track_id), {})
+            name = rendition_name(info.get("name")) or f"Track {track_id}"
+            if any(a.name == name for a in audio):  # §4.4.6.1: NAME unique in its group
+                name = f"{name} ({track_id})"
+            language = rendition_language(info.get("language"))
+            default = track_id == min(s.track[1] for s in audio_streams)
+            audio.append(AudioRendition(stream._keeper.name, AUDIO_GROUP, name, language, default))
+        if audio:
+            # A variant's BANDWIDTH covers its largest audio rendition too (§4.4.6.2).
+            peak = max(s._peak_bitrate for s in audio_streams)
+            average = max(round(s._bits[0] / s._bits[1]) for s in audio_streams)
+            codec = next((c.codec_string for s in audio_streams if (c := s._configs[1])), None)
+            video = [
+                Variant(
+                    v.uri,
+                    v.bandwidth + peak,
+                    v.average_bandwidth + average,
+                    (*v.codecs, codec) if codec else v.codecs,
+                    v.resolution,
+                    v.frame_rate,
+                    AUDIO_GROUP,
+                )
+                for v in video
+            ]
+        if (
+            len(video) == len(self._variants)
+            and audio == self._audio_renditions
+            and not any(_worth_rewriting(o, n) for o, n in zip(self._variants, video, strict=True))
+        ):
+            return
+        self._variants, self._audio_renditions = video, audio
+        self._variant = video[0]
+        text = render_multivariant(video, audio).encode()
         self.store.put(f"{self.path}/{MULTIVARIANT_NAME}", text)
+
+    def _check_alignment(self, stream: LiveStream, sequence: int, video_dts: int) -> None:
+        """Renditions whose segment ``sequence`` starts at another DTS than track 0's are cut
+        on their own (their keyframes do not line up): a warning, once per session each."""
+        pairs: list[tuple[LiveStream, int | None, int | None]]
+        if stream is self:
+            pairs = [
+                (r, r._starts.get(sequence), video_dts)
+                for (kind, _), r in self._renditions.items()
+                if kind == VIDEO
+            ]
+        else:
+            pairs = [(stream, video_dts, self._starts.get(sequence))]
+        for rendition, theirs, track0 in pairs:
+            if theirs is None or track0 is None:
+                continue  # not cut yet on one side
+            if theirs == track0:
+                if rendition.aligned is None:
+                    rendition.aligned = True
+                continue
+            rendition.aligned = False
+            self._warn(
+                f"video track {rendition.track[1]} keyframes do not line up with track 0 "
+                f"(segment {sequence} starts {theirs - track0:+d} ms apart): it is cut on its "
+                "own and players may stall switching to it; give every encoder of the ladder "
+                "the same keyframe interval"
+            )
 
     def _target_duration(self, first_segment: float) -> int:
         """EXT-X-TARGETDURATION for a new playlist (cutter.py, rule 1)."""
@@ -646,6 +936,7 @@ class LiveStream:
         target = self._target_duration(first_segment)
         if self._session is not None and self._session.cutter is not None:
             self._session.cutter.set_target_duration(target)
+        floor = self._ladder_sequence()
         for output in outputs:
             keeper = output.keeper
             if keeper.playlist is None or keeper.playlist.ended:
@@ -654,7 +945,70 @@ class LiveStream:
                     part_target = min(output.part_target_ms / 1000, target)
                     # Players stay three nominal parts behind (PART-TARGET is only a bound).
                     hold_back = 3 * output.part_ms / 1000
-                keeper.open(target, self._now, part_target=part_target, part_hold_back=hold_back)
+                playlist = keeper.open(
+                    target,
+                    self._now,
+                    part_target=part_target,
+                    part_hold_back=hold_back,
+                    floor=floor,
+                )
+                if output is self._cmaf:
+                    root = self._ladder or self
+                    playlist.rendition_reports = partial(root._reports, keeper.name)
+
+    def _ladder_sequence(self) -> int:
+        """Where a video rendition's new playlist starts numbering: track 0's number of the
+        segment starting at the same keyframe (or track 0's next), so that aligned renditions
+        number alike; 0 (no floor) for track 0 and the audio renditions."""
+        ladder = self._ladder
+        if ladder is None or self.track[0] != VIDEO:
+            return 0
+        start = self._open_video_dts
+        for sequence, dts in ladder._starts.items():
+            if dts == start:
+                return sequence
+        return ladder._keeper.next_sequence
+
+    def _reports(self, exclude: str) -> list[RenditionReport]:
+        """EXT-X-RENDITION-REPORT of every other live LL-HLS playlist of the ladder
+        (rfc8216bis §4.4.5.4), for the playlist ``exclude``."""
+        reports = []
+        for stream in self._ladder_order():
+            cmaf = stream._cmaf
+            if cmaf is None or cmaf.keeper.name == exclude:
+                continue
+            if stream is not self and not stream.in_session:
+                continue
+            playlist = cmaf.keeper.playlist
+            last = playlist.last_part() if playlist is not None and not playlist.ended else None
+            if last is not None:
+                reports.append(RenditionReport(cmaf.keeper.name, last[0], last[1]))
+        return reports
+
+    def metadata(self, values: dict[str, Any]) -> None:
+        """The publisher's onMetaData: Enhanced RTMP v2 ``audioTrackIdInfoMap`` /
+        ``videoTrackIdInfoMap`` give per-track properties (a name and language for the audio
+        renditions); more than one audio track there sets the audio apart before any frame."""
+        maps: tuple[tuple[Kind, str], ...] = (
+            (AUDIO, "audioTrackIdInfoMap"),
+            (VIDEO, "videoTrackIdInfoMap"),
+        )
+        for kind, key in maps:
+            tracks = values.get(key)
+            if not isinstance(tracks, dict):
+                continue
+            for raw_id, info in list(tracks.items())[: MAX_RENDITIONS * 2]:
+                if not isinstance(info, dict) or not str(raw_id).isdigit():
+                    continue
+                track_id = int(str(raw_id))
+                self._track_info[kind, track_id] = {
+                    "name": info.get("name", info.get("title")),
+                    "language": info.get("language", info.get("lang")),
+                }
+                if kind == AUDIO and track_id not in self._audio_ids:
+                    self._audio_ids.add(track_id)
+        if len(self._audio_ids) > 1 and not self.audio_apart:
+            self._set_audio_apart(self._now)
 
     def missing_reason(self, file: str) -> str | None:
         """Why ``file`` is not made for this stream: ts.m3u8 of a session TS cannot carry."""
@@ -664,7 +1018,32 @@ class LiveStream:
 
     def part(self, uri: str) -> bytes | None:
         """An LL-HLS part of this stream (they are kept in memory, not in the store)."""
-        return self._cmaf.part(uri) if self._cmaf is not None else None
+        for stream in [self, *self._renditions.values()]:
+            data = stream._cmaf.part(uri) if stream._cmaf is not None else None
+            if data is not None:
+                return data
+        return None
+
+    def live_playlist(self, file: str) -> LivePlaylist | None:
+        """The LL-HLS playlist named ``file`` (cmaf.m3u8, cmaf-v1.m3u8, ...), or the one a
+        part ``file`` belongs to (by its name prefix), while this process makes it."""
+        part = file.endswith(".m4s")
+        prefix = file.rsplit(_PART_PREFIX_END, 1)[0] if part else ""
+        for stream in [self, *self._renditions.values()]:
+            cmaf = stream._cmaf
+            if cmaf is None:
+                continue
+            playlist = cmaf.keeper.playlist
+            if not part:
+                if cmaf.keeper.name == file:
+                    return playlist
+                continue
+            hint = playlist.preload_hint if playlist is not None else None
+            if cmaf.part(file) is not None or (
+                hint is not None and hint.rsplit(_PART_PREFIX_END, 1)[0] == prefix
+            ):
+                return playlist
+        return None
 
     @property
     def lowlatency(self) -> LivePlaylist | None:
@@ -672,8 +1051,16 @@ class LiveStream:
         return self._cmaf.keeper.playlist if self._cmaf is not None else None
 
     def retirable(self, now: float, retention: float) -> bool:
-        """No publisher, and the playlist ended (EXT-X-ENDLIST) ``retention`` seconds ago."""
-        return self._session is None and self._keeper.retirable(now, retention)
+        """No publisher, and the playlist ended (EXT-X-ENDLIST) ``retention`` seconds ago (so
+        did every rendition's that has one)."""
+        return (
+            self._session is None
+            and self._keeper.retirable(now, retention)
+            and all(
+                r._keeper.playlist is None or r.retirable(now, retention)
+                for r in self._renditions.values()
+            )
+        )
 
     def retire(self, now: float) -> None:
         """Free the segments; only the numbering stays in the store (PlaylistKeeper.retire)."""
@@ -681,6 +1068,8 @@ class LiveStream:
             output.keeper.retire()
         if self._cmaf is not None:
             self._cmaf.retired()
+        for rendition in self._renditions.values():
+            rendition.retire(now)
 
     # --- observability -------------------------------------------------------------------------
 
@@ -785,4 +1174,31 @@ class LiveStream:
             "ts": self.ts_refusal,  # why there is no ts.m3u8 (None: TS is written when enabled)
             "uncarried": list(self.uncarried),  # media of this session no output carries
             "warnings": list(self.warnings),
+            # Multitrack: one entry per rendition of index.m3u8 (a single-track publish: one).
+            "renditions": [r._describe_rendition() for r in self._ladder_order()],
+        }
+
+    def _ladder_order(self) -> list[LiveStream]:
+        """This stream (video track 0), the other video tracks, then the audio tracks, by id."""
+        others = sorted(self._renditions.items(), key=lambda item: (item[0][0] != VIDEO, item[0]))
+        return [self, *(r for _, r in others)]
+
+    def _describe_rendition(self) -> dict[str, Any]:
+        video, audio = self._configs
+        config = video if self.track[0] == VIDEO else audio
+        return {
+            "kind": self.track[0],
+            "track": self.track[1],
+            "playlist": self._keeper.name,
+            "live": self._session is not None,
+            "codecs": [c.codec_string for c in (video, audio) if c is not None],
+            "width": video.info.width if video else None,
+            "height": video.info.height if video else None,
+            "bandwidth": self._peak_bitrate,  # measured from its own segments, bits/s
+            "average_bandwidth": round(self._bits[0] / self._bits[1]) if self._bits[1] else 0,
+            "codec": config.codec_string if config is not None else None,
+            # Video renditions: whether its segments start at track 0's keyframes (None: not
+            # compared yet; track 0 itself: True).
+            "aligned": True if self._ladder is None else self.aligned,
+            "audio_apart": self.audio_apart,
         }

@@ -131,12 +131,13 @@ class CmafOutput:
         *,
         part_ms: int,
         on_update: Callable[[], None] | None = None,
+        name: str = CMAF_PLAYLIST_NAME,
     ) -> None:
         self.path = path
         self.store = store
         self.part_ms = part_ms
         self.keeper = PlaylistKeeper(
-            path, store, window_segments, log, name=CMAF_PLAYLIST_NAME, part_target=part_ms / 1000
+            path, store, window_segments, log, name=name, part_target=part_ms / 1000
         )
         self._on_update = on_update
         self._prefix = ""

@@ -14,6 +14,8 @@ it takes to cover 3 x target duration), capped by ``MAX_WINDOW_SEGMENTS`` for me
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -110,6 +112,15 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class RenditionReport:
+    """EXT-X-RENDITION-REPORT of another rendition of the ladder (rfc8216bis §4.4.5.4)."""
+
+    uri: str
+    last_msn: int
+    last_part: int | None  # None: that rendition lists no parts (LAST-PART left out)
+
+
+@dataclass(frozen=True, slots=True)
 class _Pending:
     uri: str
     deadline: float
@@ -176,6 +187,8 @@ class LivePlaylist:
         # The part before the open segment's parts, by skip: it changes once per segment, the
         # open parts and the hint once per part (m3u8's dumps costs ~0.3 ms for a playlist).
         self._heads: dict[tuple[bool, bool], str] = {}
+        # The other renditions of a ladder, asked at each render (they move on their own).
+        self.rendition_reports: Callable[[], list[RenditionReport]] | None = None
 
     # -- read-only state ------------------------------------------------------------------------
 
@@ -217,6 +230,16 @@ class LivePlaylist:
     @property
     def position(self) -> Position:
         return Position(self.next_media_sequence, len(self._open_parts), self._ended)
+
+    def last_part(self) -> tuple[int, int | None] | None:
+        """(LAST-MSN, LAST-PART) of this playlist as a rendition report gives them (§4.4.5.4):
+        the last part when there are parts, else the last segment; None when empty."""
+        if self._open_parts:
+            return self.next_media_sequence, len(self._open_parts) - 1
+        if not self._listed:
+            return None
+        parts = self._listed[-1].entry.parts
+        return self.next_media_sequence - 1, (len(parts) - 1 if parts else None)
 
     @property
     def preload_hint(self) -> str | None:
@@ -378,6 +401,11 @@ class LivePlaylist:
         text = self._rendered.get(key)
         if text is None:
             text = self._rendered[key] = self._render(*key)
+        if low_latency and self.rendition_reports is not None and not self._ended:
+            # Last, after the hint: the others' positions change without this playlist changing.
+            lines = [_report_line(r) for r in self.rendition_reports()]
+            if lines:
+                text = text + "\n".join(lines) + "\n"
         return text
 
     def _render(self, skip: bool, low_latency: bool) -> str:
@@ -478,6 +506,11 @@ def _part_dict(part: PartEntry) -> dict[str, object]:
     return attributes
 
 
+def _report_line(report: RenditionReport) -> str:
+    line = f'#EXT-X-RENDITION-REPORT:URI="{report.uri}",LAST-MSN={report.last_msn}'
+    return line if report.last_part is None else f"{line},LAST-PART={report.last_part}"
+
+
 def _part_line(part: PartEntry) -> str:
     duration = f"{part.duration:.{PART_DECIMALS}f}".rstrip("0").rstrip(".")  # as m3u8 prints it
     line = f'#EXT-X-PART:DURATION={duration},URI="{part.uri}"'
@@ -494,13 +527,61 @@ class Variant:
     codecs: tuple[str, ...]  # RFC 6381, from the sequence headers
     resolution: tuple[int, int] | None
     frame_rate: float | None
+    audio: str | None = None  # GROUP-ID of its EXT-X-MEDIA audio renditions
 
 
-def render_multivariant(variants: list[Variant]) -> str:
-    """A multivariant playlist listing ``variants`` (rfc8216bis §4.4.6)."""
+# rfc8216bis §4.4.6.1: LANGUAGE is an RFC 5646 tag; NAME a quoted-string (no '"', CR or LF).
+_LANGUAGE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
+MAX_RENDITION_NAME = 64
+
+
+def rendition_name(value: object) -> str | None:
+    """A NAME from a publisher's metadata: printable, without quotes, bounded; None if empty."""
+    if not isinstance(value, str):
+        return None
+    name = "".join(c for c in value if c.isprintable() and c != '"')[:MAX_RENDITION_NAME].strip()
+    return name or None
+
+
+def rendition_language(value: object) -> str | None:
+    """A LANGUAGE from a publisher's metadata when it is an RFC 5646 tag, else None."""
+    if isinstance(value, str) and len(value) <= 35 and _LANGUAGE.fullmatch(value):
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioRendition:
+    """One EXT-X-MEDIA TYPE=AUDIO of a multivariant playlist (rfc8216bis §4.4.6.1)."""
+
+    uri: str
+    group: str
+    name: str  # unique within the group
+    language: str | None
+    default: bool
+
+
+def render_multivariant(variants: list[Variant], audio: list[AudioRendition] | None = None) -> str:
+    """A multivariant playlist listing ``variants`` and the ``audio`` renditions of their
+    groups (rfc8216bis §4.4.6)."""
     playlist = m3u8.M3U8()
     playlist.version = PLAYLIST_VERSION
     playlist.is_independent_segments = True
+    media = [
+        m3u8.Media(
+            uri=a.uri,
+            type="AUDIO",
+            group_id=a.group,
+            language=a.language,
+            name=a.name,
+            default="YES" if a.default else "NO",
+            # §4.4.6.1: DEFAULT=YES needs AUTOSELECT=YES; every track may be picked by language.
+            autoselect="YES",
+        )
+        for a in audio or []
+    ]
+    for item in media:
+        playlist.add_media(item)
     for variant in variants:
         info: dict[str, object] = {
             "bandwidth": max(1, variant.bandwidth),
@@ -512,7 +593,10 @@ def render_multivariant(variants: list[Variant]) -> str:
             info["resolution"] = "{}x{}".format(*variant.resolution)
         if variant.frame_rate:
             info["frame_rate"] = round(variant.frame_rate, 3)
-        playlist.add_playlist(m3u8.Playlist(variant.uri, info, media=[], base_uri=None))
+        group = [m for m in media if variant.audio is not None and m.group_id == variant.audio]
+        if group:
+            info["audio"] = variant.audio
+        playlist.add_playlist(m3u8.Playlist(variant.uri, info, media=group, base_uri=None))
     text: str = playlist.dumps()
     return text
 

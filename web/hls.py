@@ -28,7 +28,6 @@ from quart import Response, abort, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
-from segmenter.keeper import CMAF_PLAYLIST_NAME
 from segmenter.store import Store
 from web.access import (
     AccessGate,
@@ -213,17 +212,17 @@ async def low_latency_reply(
     None when the store's answer applies (another file, no live LL-HLS playlist here).
     ``token``: the viewer's playback token under read_auth (see playlist_reply)."""
     path = f"{app}/{key}"
-    playlist = ll.source.live_playlist(app, key)
+    playlist = ll.source.live_playlist(app, key, file)
     if playlist is None or playlist.part_target is None:
         return None
     deadline = trio.current_time() + deadline_seconds(playlist)
-    if file == CMAF_PLAYLIST_NAME:
+    if file.endswith(".m3u8"):
         try:
             reload = parse_reload(query)
             with trio.move_on_at(deadline):
                 while not reload_ready(reload, playlist.position, playlist.part_target):
                     await ll.waiters.wait(path)
-                    fresh = ll.source.live_playlist(app, key)
+                    fresh = ll.source.live_playlist(app, key, file)
                     if fresh is None or fresh.part_target is None:
                         return None  # the stream was retired meanwhile: what the store has
                     playlist = fresh
@@ -252,7 +251,7 @@ async def low_latency_reply(
         with trio.move_on_at(deadline):
             while (data := ll.source.live_part(app, key, file)) is None:
                 await ll.waiters.wait(path)
-                fresh = ll.source.live_playlist(app, key)
+                fresh = ll.source.live_playlist(app, key, file)
                 if fresh is None or part_wanted(file, fresh) is not True:
                     data = ll.source.live_part(app, key, file)
                     break  # made meanwhile, or never: the segment ended before this part
@@ -433,7 +432,7 @@ def fast_path(
             except Exception:
                 return False  # Quart reads again, logs the error and sends its 500 page
             reply = None
-            if ll is not None and (file == CMAF_PLAYLIST_NAME or data is None):
+            if ll is not None and (file.endswith(".m3u8") or data is None):
                 query = scope["query_string"].decode("latin-1")
                 reply = await low_latency_reply(
                     ll, app, key, file, query, accept_encoding, config, compress,

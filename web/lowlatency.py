@@ -3,7 +3,8 @@
 
 The segmenter keeps each live stream's LL-HLS playlist (``segmenter.playlist.LivePlaylist`` with
 a part target) and its parts in memory and calls ``Waiters.notify(path)`` after every part,
-segment and EXT-X-ENDLIST; ``cmaf.m3u8`` is answered from there while the stream is made here
+segment and EXT-X-ENDLIST; ``cmaf.m3u8`` (and each multitrack rendition's ``cmaf-v<ID>.m3u8`` /
+``cmaf-a<ID>.m3u8``) is answered from there while the stream is made here
 (the store's copy lists whole segments only). A request that asks for what does not exist yet
 parks on the stream's ``trio.lowlevel.ParkingLot``: each waiting viewer is woken once per part
 and answered as soon as what it asked for exists, without polling. Nothing here writes; the
@@ -36,8 +37,9 @@ class LiveSource(Protocol):
     """Where the web side finds a stream's LL-HLS playlist and parts while this process makes
     them (they are kept in memory; the store has the whole segments)."""
 
-    def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
-        """The stream's low-latency playlist, or None when it is not being made here."""
+    def live_playlist(self, app: str, key: str, file: str) -> LivePlaylist | None:
+        """The stream's low-latency playlist ``file`` (cmaf.m3u8, or a multitrack rendition's
+        cmaf-v1.m3u8...), or the one part ``file`` belongs to; None when not made here."""
         ...
 
     def live_part(self, app: str, key: str, file: str) -> bytes | None:

@@ -42,8 +42,9 @@ class Stream:
         self.part_bytes: dict[str, bytes] = {}  # parts live in memory, as the segmenter's do
         self.store.put(f"{PATH}/init.mp4", b"init")
 
-    def live_playlist(self, app: str, key: str) -> LivePlaylist | None:
-        return self.playlist if f"{app}/{key}" == PATH else None
+    def live_playlist(self, app: str, key: str, file: str) -> LivePlaylist | None:
+        ours = file == "cmaf.m3u8" or file.endswith(".m4s")
+        return self.playlist if f"{app}/{key}" == PATH and ours else None
 
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
         return None
