@@ -392,7 +392,8 @@ class Settings:
         default="",
         metadata=_doc(
             "Transcoding ladder for single-track publishers: entries SELECTOR=WxH@BITRATE"
-            "[,WxH@BITRATE...] separated by spaces. SELECTOR is an app or 'app/key' as for push; "
+            "[,WxH@BITRATE...] separated by spaces or commas. SELECTOR is an app ('app/*' says "
+            "the same) or 'app/key' as for push, 'app/key' winning over its app; "
             "each rung is one more H.264 rendition of the multivariant playlist, scaled to fit "
             "in WxH (aspect kept), keyframes where the publisher's are, e.g. "
             "live=1280x720@2500k,640x360@800k. Empty = off."
