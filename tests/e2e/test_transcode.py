@@ -81,3 +81,29 @@ async def test_a_rung_is_a_rendition_of_the_multivariant_playlist(nursery: trio.
     assert (video["codec_name"], video["width"], video["height"]) == ("h264", 160, 120)
     assert int(video["nb_read_frames"]) == state["tags"] - 1  # all but the sequence header
     assert any(s["codec_type"] == "audio" for s in streams)  # the publisher's audio, muxed in
+
+
+async def test_shutdown_while_live_joins_the_rung_threads(nursery: trio.Nursery) -> None:
+    settings = test_settings(transcode="live/*=160x120@200k", transcode_preset="ultrafast")
+    publisher_done = trio.Event()
+    async with trio.open_nursery() as gateway_nursery:
+        gw, stop = await start_gateway(gateway_nursery, settings)
+        assert gw.bound is not None
+        url = f"rtmp://127.0.0.1:{gw.bound.rtmp_port}/live/down"
+
+        async def publish() -> None:
+            # Ends with an error when the gateway goes away: only the shutdown is tested here.
+            await run_client(publish_args(imageio_ffmpeg_exe(), url, seconds=30), timeout=60)
+            publisher_done.set()
+
+        nursery.start_soon(publish)
+        with trio.fail_after(20):
+            while not ((t := gw.transcoders.get("live/down")) and t.describe()[0]["tags"] > 10):
+                await trio.sleep(0.05)
+        threads = [w.thread for w in gw.transcoders["live/down"]._running]
+        assert threads and all(t is not None and t.is_alive() for t in threads)
+        stop.set()  # the gateway returns once the segmenters (and their rungs) are closed
+    assert all(t is not None and not t.is_alive() for t in threads)
+    assert gw.transcoders == {}
+    with trio.fail_after(30):
+        await publisher_done.wait()
