@@ -409,10 +409,12 @@ class Settings:
         ),
     )
     transcode_queue: int = field(
-        default=90,
+        default=30,
         metadata=_doc(
-            "Video frames queued for one rung's encoder thread; a rung whose queue is full "
-            "cannot keep up and is dropped with a warning (ingest never waits).",
+            "Video frames queued for one rung's encoder thread (30: 1 s at 30 fps); a rung whose "
+            "queue is full cannot keep up and is dropped with a warning (ingest never waits). "
+            "A rung much later than the publisher's audio (over 0.5 s, the segmenter's "
+            "interleaving window) would be muxed out of step with it.",
             minimum=2,
         ),
     )

@@ -26,6 +26,7 @@ import trio
 
 from gateway.hub import HubItem, SessionEnd, SessionStart
 from gateway.transcode_config import Rung
+from segmenter.codecs import MediaError
 from segmenter.flv import FlvTag, TagType, split_multitrack
 from segmenter.transcode import RungSpec, RungTranscoder
 
@@ -77,6 +78,9 @@ class _Worker:
                     trio.from_thread.run_sync(self.deliver, self, out, trio_token=self.token)
         except trio.RunFinishedError:
             pass  # the gateway is gone; nothing to deliver to
+        except MediaError as exc:  # a codec we do not decode (AV1, VP9): said, not a bug
+            self.state = "failed"
+            self.log.warning("%s: transcode rung %s stopped: %s", self.path, self.label, exc)
         except Exception:
             self.state = "failed"
             self.log.exception("%s: transcode rung %s failed", self.path, self.label)

@@ -146,10 +146,16 @@ class RungTranscoder:
 
     # --- input ---------------------------------------------------------------------------------
     def feed(self, tag: FlvTag) -> list[FlvTag]:
-        """One video tag of the publisher's track 0; other tags are ignored."""
-        if tag.type is not TagType.VIDEO or split_multitrack(tag.type, tag.body) is not None:
+        """One video tag of the publisher's track 0; other tags are ignored. Raises MediaError
+        for a sequence header of a codec this rung cannot decode (AV1, VP9)."""
+        if tag.type is not TagType.VIDEO:
             return []
-        packet = parse_video(tag.body)
+        try:
+            if split_multitrack(tag.type, tag.body) is not None:
+                return []
+            packet = parse_video(tag.body)
+        except MediaError:
+            return []  # a malformed tag: the segmenter counts it, the rung skips it
         if isinstance(packet, SequenceHeader):
             if packet.codec not in _DECODERS:
                 raise MediaError(f"cannot transcode {packet.codec} video")

@@ -144,3 +144,15 @@ async def test_a_multitrack_publisher_is_not_transcoded(
     assert "the publisher sends multitrack video; transcoding stopped" in caplog.text
     await transcoder.aclose()
     assert segmenter.track(1) == [own]
+
+
+async def test_a_codec_the_rungs_cannot_decode_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    hub, _segmenter, transcoder, _ = setup(30, (Rung(160, 120, 200_000),))
+    stream = hub.start_publish("live", "tc", peer="test", connection_id=1, query={})
+    stream.publish(FlvTag(TagType.VIDEO, 0, b"\x90av01\x81\x00\x0c\x00"))
+    await wait_for(lambda: transcoder.describe()[0]["state"] == "failed")
+    assert "live/tc: transcode rung 160x120@200k (track 1) stopped: cannot transcode av01" in (
+        caplog.text
+    )
+    assert "Traceback" not in caplog.text
+    await transcoder.aclose()

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from segmenter.codecs import parse_avcc
+from segmenter.codecs import MediaError, parse_avcc
 from segmenter.flv import (
     AVC,
     HEVC,
@@ -203,3 +203,15 @@ def test_annexb_to_avcc_record_and_lengths() -> None:
     au = b"\x00\x00\x00\x01\x09\xf0\x00\x00\x00\x01\x65\x88\x84"
     assert annexb_to_lengths(au) == b"\x00\x00\x00\x02\x09\xf0\x00\x00\x00\x03\x65\x88\x84"
     assert annexb_to_lengths(b"\x00\x00\x00\x02\x09\xf0") == b"\x00\x00\x00\x02\x09\xf0"
+
+
+def test_malformed_tags_are_skipped_and_other_codecs_refused(tmp_path: Path) -> None:
+    source = video(make_flv(tmp_path / "src.flv", *av_args(1, 15)))
+    broken = FlvTag(TagType.VIDEO, 40, b"\x27\x01")  # AVC frame cut before its composition time
+    spec = RungSpec(1, 160, 120, 200_000, "ultrafast")
+    _, out = run(spec, [*source[:5], broken, *source[5:]])
+    pictures, _ = decode_rung(out, 1)
+    assert len(pictures) == 30
+    av1 = FlvTag(TagType.VIDEO, 0, b"\x90av01\x81\x00\x0c\x00")  # ExHeader av01 SequenceStart
+    with pytest.raises(MediaError, match="cannot transcode av01 video"):
+        RungTranscoder(spec).feed(av1)
