@@ -28,7 +28,7 @@ from gateway.hub import HubItem, SessionEnd, SessionStart
 from gateway.transcode_config import Rung
 from segmenter.codecs import MediaError
 from segmenter.flv import FlvTag, TagType, split_multitrack
-from segmenter.transcode import RungSpec, RungTranscoder
+from segmenter.transcode import RungSpec, RungTranscoder, sequence_end_tag
 
 __all__ = ["StreamTranscoder"]
 
@@ -48,6 +48,7 @@ class _Worker:
     log: logging.Logger
     state: str = "running"
     delivered: int = 0  # tags handed to the segmenter (trio thread only)
+    last_timestamp: int | None = None  # of the last of them
     output_size: tuple[int, int] | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -152,7 +153,7 @@ class StreamTranscoder:
             return
         for worker in list(self._running):
             if worker.state != "running":
-                self._retire(worker)  # failed on its own
+                self._retire(worker, end_track=True)  # failed on its own
                 continue
             try:
                 worker.queue.put_nowait(tag)
@@ -165,12 +166,15 @@ class StreamTranscoder:
                     self._queue_frames,
                 )
                 worker.stop("dropped")
-                self._retire(worker)
+                self._retire(worker, end_track=True)
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: _Worker, *, end_track: bool = False) -> None:
         if worker in self._running:
             self._running.remove(worker)
             self._ending.append(worker)
+            if end_track and worker.last_timestamp is not None:
+                # Mid-session, the rung's track ends as a publisher ends one: SequenceEnd.
+                self._feed(sequence_end_tag(worker.spec.track_id, worker.last_timestamp))
 
     def _stop_all(self, state: str) -> None:
         for worker in list(self._running):
@@ -184,6 +188,7 @@ class StreamTranscoder:
         for tag in tags:
             self._feed(tag)
         worker.delivered += len(tags)
+        worker.last_timestamp = tags[-1].timestamp
 
     # --- the owning task ---------------------------------------------------------------------
     def reap(self) -> None:

@@ -40,7 +40,14 @@ from segmenter.flv import (
     split_multitrack,
 )
 
-__all__ = ["RungSpec", "RungTranscoder", "annexb_to_avcc_record", "annexb_to_lengths", "fit"]
+__all__ = [
+    "RungSpec",
+    "RungTranscoder",
+    "annexb_to_avcc_record",
+    "annexb_to_lengths",
+    "fit",
+    "sequence_end_tag",
+]
 
 _DECODERS = {AVC: "h264", HEVC: "hevc"}  # source FourCC -> FFmpeg decoder
 _MS = Fraction(1, 1000)  # FLV timestamps are milliseconds
@@ -48,7 +55,7 @@ DEFAULT_FPS = 30  # x264's rate control needs a frame rate; used when the SPS ha
 # Enhanced RTMP ExVideoTagHeader: IsExHeader bit, FrameType (1 key, 2 inter), PacketType.
 _EX_HEADER = 0x80
 _KEY, _INTER = 1, 2
-_SEQUENCE_START, _CODED_FRAMES = 0, 1
+_SEQUENCE_START, _CODED_FRAMES, _SEQUENCE_END = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,11 @@ def _track_tag(
     return FlvTag(
         TagType.VIDEO, timestamp, join_tracks(TagType.VIDEO, [Track(track_id, AVC, body)])
     )
+
+
+def sequence_end_tag(track_id: int, timestamp: int) -> FlvTag:
+    """The Multitrack OneTrack avc1 SequenceEnd that says track ``track_id`` ends."""
+    return _track_tag(track_id, timestamp, _KEY, _SEQUENCE_END, b"")
 
 
 class RungTranscoder:

@@ -13,7 +13,7 @@ import trio
 from gateway.hub import Hub, HubItem
 from gateway.transcode import StreamTranscoder
 from gateway.transcode_config import Rung
-from segmenter.flv import FlvTag, TagType, split_multitrack
+from segmenter.flv import FlvTag, SequenceEnd, TagType, parse_video, split_multitrack
 from segmenter.transcode import RungSpec, RungTranscoder
 from tests.segmenter.media import av_args, make_flv, tags
 
@@ -125,6 +125,16 @@ async def test_a_rung_that_cannot_keep_up_is_dropped_and_the_source_goes_on(
         await wait_for(lambda: all(w.queue.empty() for w in transcoder._running))
     await wait_for(lambda: len(segmenter.track(1)) > 0)
     assert [r["state"] for r in transcoder.describe()] == ["running"]
+    # Dropped mid-session, after it made tags: its track ends with a SequenceEnd, as a
+    # multitrack publisher ends a track.
+    for tag in source[20:]:
+        stream.publish(tag)
+    assert [r["state"] for r in transcoder.describe()] == ["dropped"]
+    made = segmenter.track(1)
+    tracks = split_multitrack(TagType.VIDEO, made[-1].body)
+    assert tracks is not None and tracks[0].track_id == 1
+    assert isinstance(parse_video(tracks[0].body), SequenceEnd)
+    assert made[-1].timestamp == made[-2].timestamp
     await transcoder.aclose()
     assert transcoder._ending == []
 
