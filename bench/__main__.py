@@ -18,7 +18,7 @@ from bench import cpus, fixtures, report
 
 SCENARIOS = (
     "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
-    "auth",
+    "auth", "ladder",
 )  # fmt: skip
 
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=12, help="firstframe: joins per target")
     p.add_argument(
         "--formats", action="append", default=None, metavar="FORMATS",
-        help="ingest, hotpath: HLS formats of ours (GATEWAY_HLS_FORMATS), e.g. ts, cmaf or "
+        help="ingest, hotpath, ladder: HLS formats of ours (GATEWAY_HLS_FORMATS), e.g. ts, cmaf or "
         "ts,cmaf; repeat the option for one run per value (default: one run, the environment's "
         "or the gateway's default)",
     )  # fmt: skip
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _main(opts: Any) -> None:
     if opts.viewers is None:
         opts.viewers = 1000 if opts.scenario == "auth" else 200
-    if opts.scenario in ("hotpath", "llviewers"):
+    if opts.scenario in ("hotpath", "llviewers", "ladder"):
         targets = ["ours"]  # nginx-rtmp has no LL-HLS
     else:
         targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]

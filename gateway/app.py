@@ -83,6 +83,7 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
         end_grace=settings.hls_end_grace,
         formats=hls_formats(settings),
         part_duration=settings.hls_part_duration,
+        max_renditions=settings.hls_max_renditions,
     )
 
 

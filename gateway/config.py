@@ -328,6 +328,15 @@ class Settings:
             maximum=1.0,
         ),
     )
+    hls_max_renditions: int = field(
+        default=8,
+        metadata=_doc(
+            "Renditions one multitrack publish may open (video and audio tracks together; each "
+            "is segmented on its own); further tracks are dropped with a warning.",
+            minimum=1,
+            maximum=64,
+        ),
+    )
     hls_window: int = field(
         default=6,
         metadata=_doc("Segments listed in the live playlist (at least 3 x target).", minimum=3),

@@ -105,12 +105,10 @@ _FRAMES = (VideoFrame, AudioFrame)
 # key frame's header), so the init segment has the right one; the oldest go first beyond this.
 MAX_HELD_AUDIO = 256
 SEGMENTED = "H.264 (avc1), HEVC (hvc1), AV1 (av01), VP9 (vp09) video; AAC (mp4a), Opus audio"
-# Multitrack (Enhanced RTMP v2): the EXT-X-MEDIA GROUP-ID of the audio tracks, how many segment
-# starts per rendition are kept to compare keyframe alignment, and the most renditions a
-# publish may open (each costs a segmenter; further tracks are dropped with a warning).
+# Multitrack (Enhanced RTMP v2): the EXT-X-MEDIA GROUP-ID of the audio tracks, and how many
+# segment starts per rendition are kept to compare keyframe alignment.
 AUDIO_GROUP = "audio"
 ALIGNMENT_HISTORY = 32
-MAX_RENDITIONS = 8
 # Part names: "<prefix>-<msn>.<part>.m4s" (CmafOutput); the prefix names the rendition.
 _PART_PREFIX_END = "-"
 
@@ -183,6 +181,8 @@ class SegmenterConfig:
     formats: tuple[str, ...] = ("ts", "cmaf")
     # LL-HLS part target (EXT-X-PART-INF PART-TARGET), seconds.
     part_duration: float = 0.2
+    # Renditions one multitrack publish may open besides video track 0 (each a segmenter).
+    max_renditions: int = 8
 
     def __post_init__(self) -> None:
         if not 0 < self.target_duration <= self.max_segment_duration:
@@ -191,6 +191,8 @@ class SegmenterConfig:
             raise ValueError("formats: one or both of 'ts' and 'cmaf'")
         if not 0.05 <= self.part_duration <= self.target_duration:
             raise ValueError("need 0.05 <= part_duration <= target_duration")
+        if self.max_renditions < 1:
+            raise ValueError("max_renditions >= 1")
         if self.window_segments < 1 or self.end_grace < 0 or self.interleave_delay < 0:
             raise ValueError("window_segments >= 1, end_grace >= 0, interleave_delay >= 0")
 
@@ -365,9 +367,11 @@ class LiveStream:
         if self._session is not None:
             self.end_session(now)
         start = self._timeline_end + SESSION_GAP_MS
+        # A rendition's names say which track it is ("<random>-v1-<msn>.m4s").
+        suffix = f"-{self._keeper.name[len('cmaf-') : -len('.m3u8')]}" if self._ladder else ""
         self._session = _Session(
             Timeline(start, on_jump=self._warn_jump),
-            secrets.token_hex(4),
+            secrets.token_hex(4) + suffix,
             wall_offset=self._wallclock() - now,
         )
         self._max_key_gap_ms = 0
@@ -496,9 +500,10 @@ class LiveStream:
         """The rendition of ``track``, begun in this session (made at its first tag)."""
         rendition = self._renditions.get(track)
         if rendition is None:
-            if self._cmaf is None or len(self._renditions) >= MAX_RENDITIONS:
+            limit = self.config.max_renditions
+            if self._cmaf is None or len(self._renditions) >= limit:
                 self.counters["dropped"] += 1
-                why = "formats has no cmaf" if self._cmaf is None else f"{MAX_RENDITIONS} already"
+                why = "formats has no cmaf" if self._cmaf is None else f"max_renditions {limit}"
                 self._warn(f"{track[0]} track {track[1]} dropped: no rendition for it ({why})")
                 return None
             rendition = LiveStream(
@@ -997,7 +1002,7 @@ class LiveStream:
             tracks = values.get(key)
             if not isinstance(tracks, dict):
                 continue
-            for raw_id, info in list(tracks.items())[: MAX_RENDITIONS * 2]:
+            for raw_id, info in list(tracks.items())[: self.config.max_renditions + 1]:
                 if not isinstance(info, dict) or not str(raw_id).isdigit():
                     continue
                 track_id = int(str(raw_id))

@@ -17,7 +17,7 @@ import m3u8
 import pytest
 
 from segmenter.flv import TagType, Track, join_tracks, split_multitrack
-from segmenter.live import LiveStream, SegmenterConfig
+from segmenter.live import LiveStream, SegmenterConfig, end_stale_playlists
 from segmenter.playlist import (
     AudioRendition,
     LivePlaylist,
@@ -28,7 +28,7 @@ from segmenter.playlist import (
     render_multivariant,
 )
 from segmenter.store import MemoryStore
-from tests.segmenter.media import make_flv, tags
+from tests.segmenter.media import make_flv, shifted, tags
 
 PATH = "live/ladder"
 SIZES = ((320, 240), (160, 120), (240, 180))
@@ -325,3 +325,41 @@ def test_multivariant_with_audio_renditions() -> None:
     assert lines[5].endswith('CODECS="avc1.64000d,mp4a.40.2",AUDIO="audio"')
     assert lines[6] == "cmaf.m3u8"
     assert lines[7].startswith("#EXT-X-STREAM-INF:BANDWIDTH=300,AVERAGE-BANDWIDTH=250,")
+
+
+def test_republish_continues_every_rendition(ladder_flv: bytes) -> None:
+    """A publisher that reconnects: every rendition goes on with a discontinuity, numbered like
+    track 0; the stale playlists of a dead process are ended, renditions' too."""
+    store = MemoryStore()
+    live = run(ladder_flv, store, end=True)
+    live.begin_session(10.0)
+    for tag in shifted(tags(ladder_flv), 50_000):
+        live.feed(tag, 10.0 + tag.timestamp / 1000 - 50)
+    live.end_session(20.0)
+    listings = []
+    for name in ("cmaf.m3u8", "cmaf-v1.m3u8", "cmaf-v2.m3u8"):
+        playlist = m3u8.loads(text(store, name))
+        assert [s.discontinuity for s in playlist.segments].count(True) == 1, name
+        listings.append([(s.uri.rsplit("-", 1)[1], s.duration) for s in playlist.segments])
+    assert listings[1] == listings[0] and listings[2] == listings[0]
+    assert all(r["aligned"] for r in live.stats()["renditions"] if r["kind"] == "video")
+    ended = end_stale_playlists(store)
+    assert {n.rpartition("/")[2] for n in ended} == {
+        "ts.m3u8",
+        "cmaf.m3u8",
+        "cmaf-v1.m3u8",
+        "cmaf-v2.m3u8",
+        "cmaf-a0.m3u8",
+        "cmaf-a1.m3u8",
+    }
+
+
+def test_max_renditions_bounds_the_tracks(ladder_flv: bytes) -> None:
+    store = MemoryStore()
+    live = LiveStream(PATH, store, SegmenterConfig(max_renditions=2), wallclock=lambda: 1.7e9)
+    for tag in tags(ladder_flv):
+        live.feed(tag, tag.timestamp / 1000)
+    stats = live.stats()
+    assert len(stats["renditions"]) == 3  # video track 0 and two more
+    assert stats["dropped"] > 0
+    assert any("no rendition for it (max_renditions 2)" in w for w in stats["warnings"])
