@@ -565,7 +565,13 @@ def _check(settings: Settings) -> Settings:
         )
     from gateway.transcode_config import parse_transcode
 
-    parse_transcode(settings.transcode, max_rungs=settings.transcode_max_rungs)
+    for rule in parse_transcode(settings.transcode, max_rungs=settings.transcode_max_rungs):
+        if len(rule.rungs) > settings.hls_max_renditions:  # each rung is a ladder rendition
+            where = rule.app + (f"/{rule.key}" if rule.key else "")
+            raise ConfigError(
+                f"transcode: {where} has {len(rule.rungs)} rungs, hls_max_renditions allows "
+                f"{settings.hls_max_renditions}"
+            )
     return settings
 
 

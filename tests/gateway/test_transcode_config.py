@@ -77,5 +77,12 @@ def test_settings_refuse_a_bad_ladder_at_start() -> None:
         load_settings(env={"GATEWAY_TRANSCODE_PRESET": "fastest"})
     with pytest.raises(ConfigError, match="transcode_queue"):
         load_settings(env={"GATEWAY_TRANSCODE_QUEUE": "1"})
+    with pytest.raises(ConfigError, match="transcode: live/cam has 2 rungs, hls_max_renditions"):
+        load_settings(
+            env={
+                "GATEWAY_TRANSCODE": "live/cam=640x360@800k,320x180@300k",
+                "GATEWAY_HLS_MAX_RENDITIONS": "1",
+            }
+        )
     ok = load_settings(env={"GATEWAY_TRANSCODE": "live=640x360@800k"})
     assert ok.transcode == "live=640x360@800k"
