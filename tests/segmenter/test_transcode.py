@@ -215,3 +215,25 @@ def test_malformed_tags_are_skipped_and_other_codecs_refused(tmp_path: Path) -> 
     av1 = FlvTag(TagType.VIDEO, 0, b"\x90av01\x81\x00\x0c\x00")  # ExHeader av01 SequenceStart
     with pytest.raises(MediaError, match="cannot transcode av01 video"):
         RungTranscoder(spec).feed(av1)
+
+
+def enhanced(tag: FlvTag) -> FlvTag:
+    """A legacy AVC tag as Enhanced RTMP sends it: ExHeader avc1 SequenceStart / CodedFrames."""
+    body = tag.body
+    frame_type, packet_type = body[0] >> 4, body[1]
+    if packet_type == 0:
+        out = bytes((0x80 | frame_type << 4 | 0,)) + b"avc1" + body[5:]
+    elif packet_type == 1:
+        out = bytes((0x80 | frame_type << 4 | 1,)) + b"avc1" + body[2:]
+    else:
+        out = bytes((0x80 | frame_type << 4 | 2,)) + b"avc1"
+    return FlvTag(tag.type, tag.timestamp, out)
+
+
+def test_enhanced_rtmp_avc1_source(tmp_path: Path) -> None:
+    source = [enhanced(t) for t in video(make_flv(tmp_path / "src.flv", *av_args(1, 15)))]
+    assert isinstance(parse_video(source[0].body), SequenceHeader)
+    _, out = run(RungSpec(1, 160, 120, 200_000, "ultrafast"), source)
+    pictures, sizes = decode_rung(out, 1)
+    assert sizes == [(160, 120)] * 30
+    check_aligned(source_pictures(source), pictures)
