@@ -1,19 +1,24 @@
 """Issue 15 item 5 end-to-end: FFmpeg 9 publishes H.264 + AAC to a gateway with ``transcode`` set;
-the rung is one more rendition of index.m3u8, cut at the same keyframes as the publisher's, and
-Debian's ffprobe reads it at the rung's size."""
+the rung is one more rendition of index.m3u8, cut at the same keyframes as the publisher's,
+Debian's ffprobe reads it at the rung's size, and hls.js in headless Chromium switches through
+the publisher's rendition and two rungs without a stall; a shutdown joins the rung threads."""
 
 from __future__ import annotations
 
 import json
 import re
+from functools import partial
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from bench.browser import HLS_JS, HLS_JS_PATH, LAUNCH_TIMEOUT_MS, PAGE_PATH, chromium, page_html
 from tests.clients import apt_ffprobe_exe, imageio_ffmpeg_exe, publish_args, run_client
 from tests.conftest import start_gateway, test_settings
 from tests.e2e.test_ingest import wait_for_publisher_gone
+from tests.e2e.test_ladder import STALLS, SWITCH_JS
 
 pytestmark = pytest.mark.e2e
 
@@ -107,3 +112,69 @@ async def test_shutdown_while_live_joins_the_rung_threads(nursery: trio.Nursery)
     assert gw.transcoders == {}
     with trio.fail_after(30):
         await publisher_done.wait()
+
+
+def play_levels(url: str) -> dict[str, Any]:
+    """hls.js (lowLatencyMode) in headless Chromium on ``url``: its levels, then a switch to each
+    level, largest first, and back. Blocking: run it in a worker thread."""
+    from playwright.sync_api import Route
+
+    base = "/".join(url.split("/", 3)[:3])
+    html = page_html(url, {"lowLatencyMode": True}, blocks=1, strip=8)
+    script = HLS_JS.read_bytes()
+
+    def serve(route: Route) -> None:
+        if route.request.url.endswith(HLS_JS_PATH):
+            route.fulfill(status=200, body=script, content_type="application/javascript")
+        else:
+            route.fulfill(status=200, body=html, content_type="text/html; charset=utf-8")
+
+    out: dict[str, Any] = {"switches": []}
+    with chromium("transcode-chromium-") as context:
+        context.route(f"{base}/__bench__/**", serve)
+        page = context.new_page()
+        page.set_default_timeout(LAUNCH_TIMEOUT_MS)
+        page.goto(base + PAGE_PATH)
+        page.wait_for_function("document.getElementById('v').currentTime > 1", timeout=30_000)
+        out["levels"] = page.evaluate("hls.levels.map((l) => [l.width, l.height])")
+        out["waiting_before"] = page.evaluate("bench.waiting")
+        order = sorted(range(len(out["levels"])), key=lambda i: -out["levels"][i][0])
+        for i in [*order, order[0]]:
+            step = ["level", i, out["levels"][i][0]]
+            out["switches"].append(page.evaluate(SWITCH_JS, step))
+        out["waiting_after"] = page.evaluate("bench.waiting")
+        out["errors"] = page.evaluate("bench.errors")
+    return out
+
+
+async def test_hlsjs_switches_through_the_transcoded_rungs(nursery: trio.Nursery) -> None:
+    settings = test_settings(
+        transcode="live/ladder=240x180@300k,160x120@200k", transcode_preset="ultrafast"
+    )
+    gw, _ = await start_gateway(nursery, settings)
+    assert gw.bound is not None
+    rtmp = f"rtmp://127.0.0.1:{gw.bound.rtmp_port}/live/ladder"
+    base = f"{gw.bound.http_url}/live/ladder/"
+    with trio.fail_after(150):
+        async with trio.open_nursery() as publisher:
+            args = publish_args(imageio_ffmpeg_exe(), rtmp, seconds=60, gop=30)
+            publisher.start_soon(partial(run_client, args, timeout=90))
+            async with httpx.AsyncClient() as client:
+                while True:  # until the smallest rung has a few segments listed
+                    await trio.sleep(0.5)
+                    v2 = await client.get(base + "cmaf-v2.m3u8")
+                    if v2.status_code == 200 and len(_extinf(v2.text)) >= 3:
+                        break
+                api = (await client.get(f"{gw.bound.http_url}/api/streams/live/ladder")).json()
+            played = await trio.to_thread.run_sync(play_levels, base + "index.m3u8")
+            publisher.cancel_scope.cancel()
+
+    assert [(r["width"], r["height"], r["aligned"]) for r in api["renditions"]] == [
+        (320, 240, True), (240, 180, True), (160, 120, True)
+    ]  # fmt: skip
+    assert [r["state"] for r in api["transcode"]] == ["running", "running"]
+    assert sorted(played["levels"]) == [[160, 120], [240, 180], [320, 240]], played
+    assert [s["width"] for s in played["switches"]] == [320, 240, 160, 320], played
+    assert all(s["advanced"] > 2 for s in played["switches"]), played
+    assert not [e for e in played["errors"] if e["fatal"] or e["details"] in STALLS], played
+    assert played["waiting_after"] == played["waiting_before"], played
