@@ -56,6 +56,7 @@ DEFAULT_FPS = 30  # x264's rate control needs a frame rate; used when the SPS ha
 _EX_HEADER = 0x80
 _KEY, _INTER = 1, 2
 _SEQUENCE_START, _CODED_FRAMES, _SEQUENCE_END = 0, 1, 2
+_HIGH_PROFILES = frozenset({100, 110, 122, 144})  # profile_idc whose avcC has the extension
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ def annexb_to_avcc_record(extradata: bytes) -> bytes:
     out.append(len(pps))
     for nal in pps:
         out += len(nal).to_bytes(2, "big") + nal
+    if sps[0][1] in _HIGH_PROFILES:
+        # §5.3.3.1.2: High profiles add chroma_format and bit depths; the rungs are always
+        # encoded as 8-bit 4:2:0 (chroma_format_idc 1), no SPS extensions.
+        out += bytes((0xFC | 1, 0xF8 | 0, 0xF8 | 0, 0))
     return bytes(out)
 
 

@@ -150,9 +150,8 @@ def play_levels(url: str) -> dict[str, Any]:
 
 
 async def test_hlsjs_switches_through_the_transcoded_rungs(nursery: trio.Nursery) -> None:
-    settings = test_settings(
-        transcode="live/ladder=240x180@300k,160x120@200k", transcode_preset="ultrafast"
-    )
+    # The default preset (veryfast: High profile, the avcC with its High extension).
+    settings = test_settings(transcode="live/ladder=240x180@300k,160x120@200k")
     gw, _ = await start_gateway(nursery, settings)
     assert gw.bound is not None
     rtmp = f"rtmp://127.0.0.1:{gw.bound.rtmp_port}/live/ladder"
@@ -175,6 +174,7 @@ async def test_hlsjs_switches_through_the_transcoded_rungs(nursery: trio.Nursery
         (320, 240, True), (240, 180, True), (160, 120, True)
     ]  # fmt: skip
     assert [r["state"] for r in api["transcode"]] == ["running", "running"]
+    assert [r["codec"][:7] for r in api["renditions"][1:]] == ["avc1.64"] * 2  # High
     assert sorted(played["levels"]) == [[160, 120], [240, 180], [320, 240]], played
     assert [s["width"] for s in played["switches"]] == [320, 240, 160, 320], played
     assert all(s["advanced"] > 2 for s in played["switches"]), played

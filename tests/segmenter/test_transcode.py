@@ -115,6 +115,7 @@ def test_h264_rung_decodes_at_its_size_with_the_source_keyframes(tmp_path: Path)
     assert isinstance(first, SequenceHeader) and out[0].timestamp == 0
     pictures, sizes = decode_rung(out, 1)
     assert sizes == [(160, 120)] * 60
+    assert isinstance(first, SequenceHeader) and first.config[1] == 66  # ultrafast: Baseline
     src = source_pictures(source)
     assert any(p.pts != p.dts for p in src) and sum(p.key for p in src) == 4
     check_aligned(src, pictures)
@@ -199,6 +200,11 @@ def test_annexb_to_avcc_record_and_lengths() -> None:
     assert annexb_to_avcc_record(record) == record
     config = parse_avcc(record)
     assert (config.sps, config.pps) == ((SPS,), (PPS,))
+    # A High profile SPS (profile_idc 100): the record ends with chroma_format 1 (4:2:0), 8-bit
+    # luma and chroma, no SPS extensions (ISO/IEC 14496-15 §5.3.3.1.2).
+    high = b"\x67\x64\x00\x1e" + SPS[4:]
+    record = annexb_to_avcc_record(b"\x00\x00\x00\x01" + high + b"\x00\x00\x00\x01" + PPS)
+    assert record[1:4] == b"\x64\x00\x1e" and record.endswith(PPS + b"\xfd\xf8\xf8\x00")
     # Trailing zero bytes before a 4-byte start code belong to the start code.
     au = b"\x00\x00\x00\x01\x09\xf0\x00\x00\x00\x01\x65\x88\x84"
     assert annexb_to_lengths(au) == b"\x00\x00\x00\x02\x09\xf0\x00\x00\x00\x03\x65\x88\x84"
@@ -234,6 +240,18 @@ def test_enhanced_rtmp_avc1_source(tmp_path: Path) -> None:
     source = [enhanced(t) for t in video(make_flv(tmp_path / "src.flv", *av_args(1, 15)))]
     assert isinstance(parse_video(source[0].body), SequenceHeader)
     _, out = run(RungSpec(1, 160, 120, 200_000, "ultrafast"), source)
+    pictures, sizes = decode_rung(out, 1)
+    assert sizes == [(160, 120)] * 30
+    check_aligned(source_pictures(source), pictures)
+
+
+def test_veryfast_rung_is_high_profile_with_a_full_avcc(tmp_path: Path) -> None:
+    source = video(make_flv(tmp_path / "src.flv", *av_args(1, 15)))
+    _, out = run(RungSpec(1, 160, 120, 200_000, "veryfast"), source)
+    header = parse_video(split_multitrack(TagType.VIDEO, out[0].body)[0].body)  # type: ignore[index]
+    assert isinstance(header, SequenceHeader) and header.config[1] == 100  # High
+    config = parse_avcc(header.config)
+    assert header.config.endswith(config.pps[-1] + b"\xfd\xf8\xf8\x00")
     pictures, sizes = decode_rung(out, 1)
     assert sizes == [(160, 120)] * 30
     check_aligned(source_pictures(source), pictures)
