@@ -491,8 +491,10 @@ class LiveStream:
         rendition = self._rendition(session, (AUDIO, track_id), now)
         if rendition is not None and rendition._session is not None:
             rendition._feed_track(rendition._session, tag, now)
-        if track_id == 0 and self._ts is not None:
-            self._feed_track(session, tag, now)  # ts.m3u8 carries track 0 (video and audio)
+        if track_id == 0 and (self._ts is not None or session.video is None):
+            # ts.m3u8 carries track 0 (video and audio); without video (yet) track 0's CMAF
+            # carries audio track 0 too, so an audio-only publish still has a variant.
+            self._feed_track(session, tag, now)
 
     def _rendition(
         self, session: _Session, track: tuple[Kind, int], now: float
@@ -546,7 +548,8 @@ class LiveStream:
         """A second audio track: every audio track becomes an EXT-X-MEDIA rendition of its own,
         so the video renditions go video-only (their CMAF; ts.m3u8 keeps track 0's audio)."""
         self.audio_apart = True
-        self._log.info("%s: %d audio tracks: audio renditions of their own", self.path, 2)
+        count = len(self._audio_ids)
+        self._log.info("%s: %d audio tracks: audio renditions of their own", self.path, count)
         for stream in [self, *self._renditions.values()]:
             if stream.track[0] != VIDEO:
                 continue
@@ -554,9 +557,9 @@ class LiveStream:
             session = stream._session
             if session is None:
                 continue
-            if session.cutter is not None:
+            if session.cutter is not None and session.video is not None:
                 stream._restart_tracks(session, now)
-            if stream._ts is None:
+            if stream._ts is None and session.video is not None:
                 session.audio = None
 
     def _feed_track(self, session: _Session, tag: FlvTag, now: float) -> None:
@@ -702,10 +705,12 @@ class LiveStream:
             formats = ", ".join(self.config.formats)
             self._uncarried(f"{refusal}; no other output (formats: {formats})")
             return
+        # The video renditions' CMAF goes video-only while the audio tracks are apart.
+        apart = self.audio_apart and video is not None
         for output in session.active:
-            apart = output is self._cmaf and self.audio_apart
-            output.start(session.prefix, video, None if apart else audio, self._discontinuity)
-        self._configs = (video, None if self.audio_apart else audio)
+            alone = apart and output is self._cmaf
+            output.start(session.prefix, video, None if alone else audio, self._discontinuity)
+        self._configs = (video, None if apart else audio)
 
     def _uncarried(self, reason: str) -> None:
         """Media no output can carry: an error naming the publisher (once per session), the API
@@ -736,7 +741,9 @@ class LiveStream:
         self._seg_bytes[sample.kind] += len(sample.data)
         if sample.kind == VIDEO and self._open_video_dts is None:
             self._open_video_dts = sample.dts
-        if self._cmaf is not None and not (self.audio_apart and sample.kind == AUDIO):
+        if self._cmaf is not None and not (
+            sample.kind == AUDIO and self.audio_apart and session.video is not None
+        ):
             self._cmaf.write(sample, now)
         if self._ts is not None and session.ts_refusal is None:
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +24,15 @@ import trio
 
 from bench.browser import HLS_JS, HLS_JS_PATH, LAUNCH_TIMEOUT_MS, PAGE_PATH, chromium, page_html
 from gateway.app import Gateway
+from gateway.rtmp import amf0
+from gateway.rtmp import events as ev
+from gateway.rtmp.client import set_data_frame
+from gateway.rtmp.connection import NEED_DATA, Connection, Role
+from gateway.rtmp.limits import Limits
+from segmenter.flv import FlvTag, TagType
 from tests.clients import apt_ffprobe_exe, imageio_ffmpeg_exe, run_client
+from tests.segmenter.media import make_flv, tags
+from tests.segmenter.test_ladder import ladder_args
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +211,60 @@ async def test_multitrack_publish_is_a_ladder_hlsjs_switches_through(gateway: Ga
     assert [s["audio"] for s in played["switches"][4:]] == [1, 0], played
     assert not [e for e in played["errors"] if e["fatal"] or e["details"] in STALLS], played
     assert played["waiting_after"] == played["waiting_before"], played
+
+
+async def publish_tags(
+    gw: Gateway, key: str, metadata: dict[str, Any], items: list[FlvTag]
+) -> None:
+    """The project's own RTMP client role as a publisher: onMetaData (as @setDataFrame), then
+    ``items`` as fast as the socket takes them, then close."""
+    assert gw.bound is not None
+    sock = await trio.open_tcp_stream("127.0.0.1", gw.bound.rtmp_port)
+    async with sock:
+        conn = Connection(Role.CLIENT, Limits())
+        conn.connect("live", f"rtmp://127.0.0.1:{gw.bound.rtmp_port}/live")
+        conn.publish(key)
+        stream_id = None
+        while stream_id is None:
+            await sock.send_all(conn.data_to_send())
+            conn.receive_data(await sock.receive_some(16384))
+            while (event := conn.next_event()) is not NEED_DATA:
+                assert not isinstance(event, ev.ConnectionClosed), event
+                if isinstance(event, ev.Status) and event.code == "NetStream.Publish.Start":
+                    stream_id = event.stream_id
+        body = set_data_frame(amf0.encode("onMetaData", metadata))
+        conn.send_media(stream_id, int(TagType.SCRIPT), 0, body)
+        for tag in items:
+            conn.send_media(stream_id, int(tag.type), tag.timestamp, tag.body)
+            if len(pending := conn.data_to_send()) > 0:
+                await sock.send_all(pending)
+
+
+async def test_own_client_publishes_audio_track_names_and_languages(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Enhanced RTMP v2 onMetaData audioTrackIdInfoMap gives each audio rendition its NAME and
+    LANGUAGE (FFmpeg sends none: the project's RTMP client publishes FFmpeg's multitrack FLV)."""
+    assert gateway.bound is not None
+    data = make_flv(tmp_path / "ladder.flv", *ladder_args(5))
+    metadata = {
+        "audioTrackIdInfoMap": {
+            "0": {"name": "English", "language": "en"},
+            "1": {"name": "Français", "language": "fr"},
+        }
+    }
+    items = tags(data, drop=[TagType.SCRIPT])
+    with trio.fail_after(60):
+        await publish_tags(gateway, "langs", metadata, items)
+        async with httpx.AsyncClient() as client:
+            while True:
+                index = await client.get(f"{gateway.bound.http_url}/live/langs/index.m3u8")
+                if index.status_code == 200 and index.text.count("#EXT-X-MEDIA:") == 2:
+                    break
+                await trio.sleep(0.1)
+    media = [(m.uri, m.language, m.name, m.default) for m in m3u8.loads(index.text).media]
+    assert media == [
+        ("cmaf-a0.m3u8", "en", "English", "YES"),
+        ("cmaf-a1.m3u8", "fr", "Français", "NO"),
+    ]
+    assert index.text.count("#EXT-X-STREAM-INF") == 3

@@ -363,3 +363,22 @@ def test_max_renditions_bounds_the_tracks(ladder_flv: bytes) -> None:
     assert len(stats["renditions"]) == 3  # video track 0 and two more
     assert stats["dropped"] > 0
     assert any("no rendition for it (max_renditions 2)" in w for w in stats["warnings"])
+
+
+def test_audio_only_multitrack(tmp_path: Path) -> None:
+    """Two audio tracks and no video: track 0's stream carries audio track 0 (a variant to
+    play), each track is an audio rendition too; nothing fails for want of a picture."""
+    args = [
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"),
+        *("-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100"),
+        *("-map", "0:a", "-map", "1:a", "-c:a", "aac", "-t", "5"),
+    ]
+    data = make_flv(tmp_path / "audio.flv", *args)
+    store = MemoryStore()
+    live = run(data, store, end=True)
+    index = m3u8.loads(text(store, "index.m3u8"))
+    assert [p.uri for p in index.playlists] == ["cmaf.m3u8"]
+    assert [m.uri for m in index.media] == ["cmaf-a0.m3u8", "cmaf-a1.m3u8"]
+    for name in ("cmaf.m3u8", "cmaf-a0.m3u8", "cmaf-a1.m3u8", "ts.m3u8"):
+        assert len(m3u8.loads(text(store, name)).segments) >= 2, name
+    assert live.stats()["malformed"] == 0
