@@ -36,6 +36,8 @@ from gateway.relay import RelayManager
 from gateway.reload import ReloadPlan, plan_reload
 from gateway.rtmp import amf0
 from gateway.server import Sessions, serve_rtmp
+from gateway.transcode import StreamTranscoder
+from gateway.transcode_config import parse_transcode, rule_for
 from segmenter.flv import FlvTag, TagType
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
@@ -116,6 +118,7 @@ class Gateway:
     relays: RelayManager = field(init=False)
     pulls: PullManager = field(init=False)
     lives: dict[str, LiveStream] = field(default_factory=dict)
+    transcoders: dict[str, StreamTranscoder] = field(default_factory=dict)  # by stream path
     waiters: Waiters = field(default_factory=Waiters)  # LL-HLS requests waiting for a part
     bound: Bound | None = None
     access: AccessControl | None = None
@@ -215,6 +218,8 @@ class Gateway:
             relays=self.relays.relays_for(s.path),
             pulls=self.pulls.pulls_for(s.path),
         )
+        if s.path in self.transcoders:
+            info["transcode"] = self.transcoders[s.path].describe()
         if pub is None and info.get("state", "live") == "live":
             info["state"] = "waiting"  # publisher gone (grace running), or players waiting
         return info
@@ -266,20 +271,45 @@ class Gateway:
         # tags are not missed; its task only does housekeeping and the final ENDLIST.
         sink = partial(self._feed, stream, live)
         self.hub.add_sink(stream, sink)
-        self._segmenters.start_soon(self._run_segmenter, stream, sink, live)
+        transcoder = self._transcoder(stream, live)
+        self._segmenters.start_soon(self._run_segmenter, stream, sink, live, transcoder)
         self.relays.start(stream, self._segmenters)  # push relays share the segmenters' nursery
+
+    def _transcoder(self, stream: Stream, live: LiveStream) -> StreamTranscoder | None:
+        """The stream's transcoding ladder, if a ``transcode`` rule names it: a second sink,
+        after the segmenter's, whose rungs come back to the segmenter as more video tracks."""
+        rules = parse_transcode(
+            self.settings.transcode, max_rungs=self.settings.transcode_max_rungs
+        )
+        rule = rule_for(rules, stream.app, stream.key)
+        if rule is None:
+            return None
+        transcoder = StreamTranscoder(
+            stream.path,
+            rule.rungs,
+            queue_frames=self.settings.transcode_queue,
+            preset=self.settings.transcode_preset,
+            feed=partial(self._feed, stream, live),
+        )
+        self.transcoders[stream.path] = transcoder
+        self.hub.add_sink(stream, transcoder.sink)
+        return transcoder
 
     def _on_segment(self, info: SegmentInfo) -> None:
         self.metrics.segments.inc()
         self.metrics.segment_duration.observe(info.duration)
 
-    async def _run_segmenter(self, stream: Stream, sink: Sink, live: LiveStream) -> None:
+    async def _run_segmenter(
+        self, stream: Stream, sink: Sink, live: LiveStream, transcoder: StreamTranscoder | None
+    ) -> None:
         retention = self.settings.hls_retention  # the stream's own, as its segmenter config
         try:
             while True:
                 await trio.sleep(POLL_INTERVAL)
                 now = trio.current_time()
                 live.poll(now)
+                if transcoder is not None:
+                    transcoder.reap()  # join the rung threads of an ended session
                 if stream.publisher is None and live.retirable(now, retention):
                     # Ended long enough ago: free the segments and this task; the numbering
                     # stays in the store for the next publisher (LiveStream resumes from it).
@@ -289,6 +319,11 @@ class Gateway:
         finally:
             # Shutdown (ingest is already stopped) or retirement: end the playlist (ENDLIST).
             self.hub.remove_sink(stream, sink)
+            if transcoder is not None:
+                self.hub.remove_sink(stream, transcoder.sink)
+                await transcoder.aclose()  # shielded, with a deadline
+                if self.transcoders.get(live.path) is transcoder:
+                    del self.transcoders[live.path]
             live.close(trio.current_time())
             if self.lives.get(live.path) is live:
                 del self.lives[live.path]

@@ -23,6 +23,20 @@ from typing import Any
 
 from gateway.errors import ConfigError as ConfigError  # re-exported: raised for every setting
 from gateway.relay_config import parse_pull, parse_push
+from gateway.transcode_config import parse_transcode
+
+# x264's presets, fastest first (x264 --fullhelp).
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 
 
 def _doc(text: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
@@ -419,6 +433,41 @@ class Settings:
             "{app} and {key}, e.g. live=rtmp://backup.example/live/{key}."
         ),
     )
+    # --- transcoding ---------------------------------------------------------------------------
+    transcode: str = field(
+        default="",
+        metadata=_doc(
+            "Transcoding ladder for single-track publishers: entries SELECTOR=WxH@BITRATE"
+            "[,WxH@BITRATE...] separated by spaces or commas. SELECTOR is an app ('app/*' says "
+            "the same) or 'app/key' as for push, 'app/key' winning over its app; "
+            "each rung is one more H.264 rendition of the multivariant playlist, scaled to fit "
+            "in WxH (aspect kept), keyframes where the publisher's are, e.g. "
+            "live=1280x720@2500k,640x360@800k. Empty = off."
+        ),
+    )
+    transcode_max_rungs: int = field(
+        default=4,
+        metadata=_doc(
+            "Most transcoded rungs one stream may have (each costs a decoder, a scaler, an "
+            "x264 encoder and a thread).",
+            minimum=1,
+            maximum=8,
+        ),
+    )
+    transcode_queue: int = field(
+        default=30,
+        metadata=_doc(
+            "Video frames queued for one rung's encoder thread (30: 1 s at 30 fps); a rung whose "
+            "queue is full cannot keep up and is dropped with a warning (ingest never waits). "
+            "A rung much later than the publisher's audio (over 0.5 s, the segmenter's "
+            "interleaving window) would be muxed out of step with it.",
+            minimum=2,
+        ),
+    )
+    transcode_preset: str = field(
+        default="veryfast",
+        metadata=_doc("x264 preset of the transcoded rungs: ultrafast ... veryslow."),
+    )
     # --- HTTP ----------------------------------------------------------------------------------
     cors_origins: str = field(
         default="*", metadata=_doc("Comma-separated origins allowed by CORS; '*' for any.")
@@ -560,6 +609,17 @@ def _check(settings: Settings) -> Settings:
         )
     parse_push(settings.push)  # the relay grammars live with the relays' configuration
     parse_pull(settings.pull)
+    if settings.transcode_preset not in X264_PRESETS:
+        raise ConfigError(
+            f"transcode_preset: one of {', '.join(X264_PRESETS)}, got {settings.transcode_preset!r}"
+        )
+    for rule in parse_transcode(settings.transcode, max_rungs=settings.transcode_max_rungs):
+        if len(rule.rungs) > settings.hls_max_renditions:  # each rung is a ladder rendition
+            where = rule.app + (f"/{rule.key}" if rule.key else "")
+            raise ConfigError(
+                f"transcode: {where} has {len(rule.rungs)} rungs, hls_max_renditions allows "
+                f"{settings.hls_max_renditions}"
+            )
     return settings
 
 
