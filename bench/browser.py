@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext
+    from playwright.sync_api import BrowserContext, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -154,6 +154,41 @@ def page_html(src: str, config: dict[str, Any], blocks: int, strip: int) -> str:
     )
 
 
+def open_player(
+    context: BrowserContext,
+    url: str,
+    config: dict[str, Any],
+    *,
+    blocks: int = 1,
+    strip: int = 8,
+    hls_js: Path = HLS_JS,
+    before_load: Callable[[Page], object] | None = None,
+) -> Page:
+    """A page of ``context`` playing ``url`` with hls.js and ``config``: the bench page and
+    hls.js are served by Playwright under the stream's own origin (no CORS), then opened.
+    ``before_load`` sees the page first (to listen to its console from the start)."""
+    from playwright.sync_api import Route
+
+    origin = url.split("/", 3)
+    base = f"{origin[0]}//{origin[2]}"
+    html = page_html(url, config, blocks, strip)
+    script = hls_js.read_bytes()
+
+    def serve(route: Route) -> None:
+        if route.request.url.endswith(HLS_JS_PATH):
+            route.fulfill(status=200, body=script, content_type="application/javascript")
+        else:
+            route.fulfill(status=200, body=html, content_type="text/html; charset=utf-8")
+
+    context.route(f"{base}/__bench__/**", serve)
+    page = context.new_page()
+    page.set_default_timeout(LAUNCH_TIMEOUT_MS)
+    if before_load is not None:
+        before_load(page)
+    page.goto(base + PAGE_PATH)
+    return page
+
+
 def play_and_sample(
     url: str,
     config: dict[str, Any],
@@ -168,31 +203,20 @@ def play_and_sample(
     """Play ``url`` in a fresh headless Chromium; once the video shows frames (at most
     ``start_timeout`` s), sample every ``interval`` s for ``seconds`` s. Blocking: run it in a
     worker thread from trio code."""
-    from playwright.sync_api import Route
-
     session = Session(url, config)
-    origin = url.split("/", 3)
-    base = f"{origin[0]}//{origin[2]}"
-    html = page_html(url, config, blocks, strip)
-    script = hls_js.read_bytes()
-
-    def serve(route: Route) -> None:
-        if route.request.url.endswith(HLS_JS_PATH):
-            route.fulfill(status=200, body=script, content_type="application/javascript")
-        else:
-            route.fulfill(status=200, body=html, content_type="text/html; charset=utf-8")
-
     with chromium("bench-chromium-") as context:
-        context.route(f"{base}/__bench__/**", serve)
-        page = context.new_page()
-        page.set_default_timeout(LAUNCH_TIMEOUT_MS)
-        page.on(
-            "console",
-            lambda m: session.console_errors.append(m.text) if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: session.page_errors.append(str(e)))
+
+        def listen(page: Page) -> None:
+            page.on(
+                "console",
+                lambda m: session.console_errors.append(m.text) if m.type == "error" else None,
+            )
+            page.on("pageerror", lambda e: session.page_errors.append(str(e)))
+
         loaded = time.monotonic()
-        page.goto(base + PAGE_PATH)
+        page = open_player(
+            context, url, config, blocks=blocks, strip=strip, hls_js=hls_js, before_load=listen
+        )
         while time.monotonic() - loaded < start_timeout:
             s = page.evaluate("window.benchSample()")
             if s["currentTime"] > 0 and s["code"] is not None:

@@ -106,6 +106,8 @@ _EX_VIDEO_MULTITRACK = 6
 _EX_AUDIO_MULTICHANNEL = 4
 _EX_AUDIO_MULTITRACK = 5
 _EX_MOD_EX = 7
+_MOD_EX_TIMESTAMP_OFFSET_NANO = 0  # ModExType 0: UI24 nanoseconds past the tag's millisecond
+_MAX_OFFSET_NANO = 999_999
 
 
 @record
@@ -197,7 +199,15 @@ def _fourcc(body: bytes, pos: int, media: str) -> str:
 
 def _skip_mod_ex(body: bytes, pos: int, media: str) -> tuple[int, int]:
     """Skip ModEx blocks (Enhanced RTMP v2); returns (next packet type, position)."""
+    packet_type, pos, _ = _mod_ex(body, pos, media)
+    return packet_type, pos
+
+
+def _mod_ex(body: bytes, pos: int, media: str) -> tuple[int, int, int]:
+    """Read ModEx blocks (Enhanced RTMP v2): (next packet type, position, TimestampOffsetNano
+    in ns, 0 without one)."""
     packet_type = _EX_MOD_EX
+    offset_ns = 0
     while packet_type == _EX_MOD_EX:
         if pos >= len(body):
             raise MediaError(f"{media} ModEx truncated")
@@ -208,12 +218,31 @@ def _skip_mod_ex(body: bytes, pos: int, media: str) -> tuple[int, int]:
                 raise MediaError(f"{media} ModEx truncated")
             size = int.from_bytes(body[pos : pos + 2], "big") + 1
             pos += 2
+        data = pos
         pos += size
         if pos >= len(body):
             raise MediaError(f"{media} ModEx overruns the tag")
+        if body[pos] >> 4 == _MOD_EX_TIMESTAMP_OFFSET_NANO and size == 3:
+            # UI24 nanoseconds to add to the tag's millisecond timestamp (0..999999).
+            offset_ns = min(int.from_bytes(body[data:pos], "big"), _MAX_OFFSET_NANO)
         packet_type = body[pos] & 0x0F
         pos += 1
-    return packet_type, pos
+    return packet_type, pos, offset_ns
+
+
+def timestamp_offset_ms(tag: FlvTag) -> int:
+    """An Enhanced RTMP v2 tag's ModEx TimestampOffsetNano, rounded to the millisecond clock
+    the segmenter keeps (0 or 1; 0 for every tag without one)."""
+    body = tag.body
+    if not body or body[0] & 0x0F != _EX_MOD_EX:
+        return 0
+    if tag.type == TagType.VIDEO and body[0] & 0x80:
+        media = "video"
+    elif tag.type == TagType.AUDIO and body[0] >> 4 == _AUDIO_EX_HEADER:
+        media = "audio"
+    else:
+        return 0
+    return (_mod_ex(body, 1, media)[2] + 500_000) // 1_000_000
 
 
 # Enhanced RTMP v2 Multitrack: AvMultitrackType, the high nibble of the byte after the packet type.

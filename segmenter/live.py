@@ -65,6 +65,7 @@ from segmenter.flv import (
     VideoFrame,
     parse_tag,
     split_multitrack,
+    timestamp_offset_ms,
 )
 from segmenter.keeper import (
     CMAF_PLAYLIST_NAME,
@@ -589,7 +590,7 @@ class LiveStream:
         try:
             packet = parse_tag(tag)
             if isinstance(packet, _FRAMES):  # first: nearly every tag is one
-                self._media(session, tag.timestamp, packet, now)
+                self._media(session, tag.timestamp + timestamp_offset_ms(tag), packet, now)
             elif isinstance(packet, SequenceHeader):
                 self._configure(session, packet, now)
             elif isinstance(packet, ChannelLayout):

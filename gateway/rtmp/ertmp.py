@@ -46,8 +46,9 @@ _CAPS_BITS: Final = 0x0F
 WILDCARD: Final = "*"
 RECONNECT_REQUEST: Final = "NetConnection.Connect.ReconnectRequest"
 
-# What this gateway does with them: it reads ModEx (and skips the nano offset, which it does not
-# apply), carries and serves Multitrack, and asks capable publishers to reconnect on shutdown.
+# What this gateway does with them: it reads ModEx, carries and serves Multitrack, and asks
+# capable publishers to reconnect on shutdown. A TimestampOffsetNano is applied rounded to the
+# millisecond clock the segmenter keeps, so sub-millisecond timing is not promised (no bit 8).
 SERVER_CAPS_EX: Final = CAPS_RECONNECT | CAPS_MULTITRACK | CAPS_MODEX
 # Every FourCC E-RTMP v2 defines: a relay forwards them all, as it forwards legacy codecs.
 FORWARDED_VIDEO: Final = ("avc1", "hvc1", "av01", "vp09", "vp08")

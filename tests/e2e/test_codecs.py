@@ -391,6 +391,41 @@ async def test_player_page_plays_flac_mp3_and_says_what_no_output_carries(gatewa
     assert "no output carries it" in message
 
 
+async def test_player_page_plays_av1_and_opus_with_hlsjs(gateway: Gateway) -> None:
+    """Headless Chromium on the player page (hls.js, CMAF): FFmpeg 9 publishes AV1 (SVT-AV1) and
+    Opus over Enhanced RTMP; the picture advances, the Opus sound decodes, and hls.js was given
+    the av01/Opus CODECS of the sequence headers."""
+    assert gateway.bound is not None
+    case = CASES["av1-opus"]
+    args = [
+        imageio_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        *case.video_args, "-pix_fmt", "yuv420p", *case.audio_args, "-t", "25",
+        "-f", "flv", f"rtmp://127.0.0.1:{gateway.bound.rtmp_port}/live/av1web",
+    ]  # fmt: skip
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(run_client, args, timeout=60))
+            async with httpx.AsyncClient() as client:
+                with trio.fail_after(20):
+                    while True:
+                        info = await client.get(_url(gateway, "/api/streams/live/av1web"))
+                        if info.status_code == 200 and info.json().get("segment_count"):
+                            break
+                        await trio.sleep(0.2)
+            (report,) = await sample_playback(
+                [_url(gateway, "/live/av1web/")], seconds=6.0, interval=0.5, start_timeout=25.0
+            )
+            nursery.cancel_scope.cancel()
+    assert report.started and report.advanced >= 3.0, report.describe()
+    assert not report.fatal_errors and not report.page_errors, report.describe()
+    codecs = (report.last_player.get("rendition") or {}).get("codecs", "")
+    # hls.js may hand MSE the lower-case name ("opus"), as it does for fLaC.
+    assert re.fullmatch(case.codecs.pattern, codecs, re.IGNORECASE), report.describe()
+    assert (report.samples[-1].audio_decoded or 0) > 0, report.describe()  # Opus decodes
+
+
 async def test_rtmp_players_get_each_audio_codec_as_sent(gateway: Gateway, tmp_path: Path) -> None:
     """RTMP play passes FLAC, AC-3, E-AC-3 and MP3 through as the publisher sent them: FFmpeg 9
     joining 2 s into each publish records H.264 + the codec, and all of it decodes (PyAV)."""

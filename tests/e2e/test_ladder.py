@@ -22,7 +22,7 @@ import m3u8
 import pytest
 import trio
 
-from bench.browser import HLS_JS, HLS_JS_PATH, LAUNCH_TIMEOUT_MS, PAGE_PATH, chromium, page_html
+from bench.browser import chromium, open_player
 from gateway.app import Gateway
 from gateway.rtmp import amf0
 from gateway.rtmp import events as ev
@@ -95,24 +95,9 @@ SWITCH_JS = """async ([what, index, width]) => {
 def play_ladder(url: str) -> dict[str, Any]:
     """hls.js (lowLatencyMode) on ``url`` in headless Chromium: the levels and audio tracks it
     found, then every switch. Blocking: run it in a worker thread."""
-    from playwright.sync_api import Route
-
-    base = "/".join(url.split("/", 3)[:3])
-    html = page_html(url, HLS_CONFIG, blocks=1, strip=8)
-    script = HLS_JS.read_bytes()
-
-    def serve(route: Route) -> None:
-        if route.request.url.endswith(HLS_JS_PATH):
-            route.fulfill(status=200, body=script, content_type="application/javascript")
-        else:
-            route.fulfill(status=200, body=html, content_type="text/html; charset=utf-8")
-
     out: dict[str, Any] = {"switches": []}
     with chromium("ladder-chromium-") as context:
-        context.route(f"{base}/__bench__/**", serve)
-        page = context.new_page()
-        page.set_default_timeout(LAUNCH_TIMEOUT_MS)
-        page.goto(base + PAGE_PATH)
+        page = open_player(context, url, HLS_CONFIG)
         page.wait_for_function(
             "document.getElementById('v').currentTime > 1 && hls.audioTracks.length > 0",
             timeout=30_000,

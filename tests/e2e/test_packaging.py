@@ -99,7 +99,10 @@ def test_clean_venv_runs_the_entry_point_and_the_compiled_modules(installed: Pat
         capture_output=True, text=True, timeout=60, cwd=installed, env=CLEAN_ENV,
     )  # fmt: skip
     assert out.returncode == 0 and "health" in out.stdout, out.stderr
-    probe = "from segmenter import native, cli; print(native.interpreted(), cli.__file__)"
+    probe = (
+        "from segmenter import native; from gateway import cli; "
+        "print(native.interpreted(), cli.__file__)"
+    )
     out = subprocess.run(
         [str(installed / "bin/python"), "-c", probe],
         capture_output=True, text=True, timeout=60, cwd=installed, env=CLEAN_ENV, check=True,

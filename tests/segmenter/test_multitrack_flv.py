@@ -151,3 +151,19 @@ def test_arbitrary_bytes_split_or_raise(kind: TagType, tail: bytes) -> None:
     head = b"\x96" if kind == V else b"\x95"
     with contextlib.suppress(MediaError):
         split_multitrack(kind, head + tail)
+
+
+def test_mod_ex_timestamp_offset_nano_rounds_to_the_millisecond_clock() -> None:
+    from segmenter.flv import FlvTag, timestamp_offset_ms
+
+    # ModEx (7): 3 bytes of data = 600000 ns, ModExType 0 (TimestampOffsetNano) | CodedFramesX.
+    late = bytes.fromhex("97 02 0927c0 03") + b"avc1\x00\x00\x00\x01\x65"
+    early = bytes.fromhex("97 02 061a80 03") + b"avc1\x00\x00\x00\x01\x65"  # 400000 ns
+    assert timestamp_offset_ms(FlvTag(V, 1000, late)) == 1
+    assert timestamp_offset_ms(FlvTag(V, 1000, early)) == 0
+    assert parse_video(late) == parse_video(b"\x93avc1\x00\x00\x00\x01\x65")
+    # Audio, and a ModEx of another type (1) which carries no offset.
+    assert timestamp_offset_ms(FlvTag(A, 0, bytes.fromhex("97 02 0f423f 01") + b"Opus\xf8")) == 1
+    assert timestamp_offset_ms(FlvTag(A, 0, bytes.fromhex("97 02 0f423f 11") + b"Opus\xf8")) == 0
+    assert timestamp_offset_ms(FlvTag(V, 0, b"\x91avc1\x00\x00\x00")) == 0  # no ModEx
+    assert timestamp_offset_ms(FlvTag(A, 0, b"\xaf\x01\x21")) == 0  # legacy AAC
