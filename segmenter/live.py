@@ -117,6 +117,8 @@ SEGMENTED = (
 # Multitrack (Enhanced RTMP v2): the EXT-X-MEDIA GROUP-ID of the audio tracks, and how many
 # segment starts per rendition are kept to compare keyframe alignment.
 AUDIO_GROUP = "audio"
+# Video tag byte 0 of an Enhanced RTMP SequenceEnd (IsExHeader | PacketType 2), FrameType masked.
+_EX_SEQUENCE_END_BYTE = 0x82
 ALIGNMENT_HISTORY = 32
 # Part names: "<prefix>-<msn>.<part>.m4s" (CmafOutput); the prefix names the rendition.
 _PART_PREFIX_END = "-"
@@ -489,6 +491,10 @@ class LiveStream:
         if tag.type is TagType.VIDEO:
             if track_id == 0:
                 self._feed_track(session, tag, now)
+            elif tag.body and tag.body[0] & 0x8F == _EX_SEQUENCE_END_BYTE:
+                # The track ended (a multitrack publisher's, or a transcoding rung dropped):
+                # its rendition leaves index.m3u8 until the track comes back.
+                self._end_rendition((VIDEO, track_id), now)
             else:
                 rendition = self._rendition(session, (VIDEO, track_id), now)
                 if rendition is not None and rendition._session is not None:
@@ -516,6 +522,14 @@ class LiveStream:
             # ts.m3u8 carries track 0 (video and audio); without video (yet) track 0's CMAF
             # carries audio track 0 too, so an audio-only publish still has a variant.
             self._feed_track(session, tag, now)
+
+    def _end_rendition(self, track: tuple[Kind, int], now: float) -> None:
+        rendition = self._renditions.get(track)
+        if rendition is None or not rendition.in_session:
+            return
+        rendition.end_session(now)
+        rendition.in_session = False
+        self._write_index()
 
     def _rendition(
         self, session: _Session, track: tuple[Kind, int], now: float

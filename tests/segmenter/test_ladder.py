@@ -16,7 +16,7 @@ import av
 import m3u8
 import pytest
 
-from segmenter.flv import TagType, Track, join_tracks, split_multitrack
+from segmenter.flv import FlvTag, TagType, Track, join_tracks, split_multitrack
 from segmenter.live import LiveStream, SegmenterConfig, end_stale_playlists
 from segmenter.playlist import (
     AudioRendition,
@@ -390,3 +390,22 @@ def test_audio_only_multitrack(tmp_path: Path) -> None:
     for name in ("cmaf.m3u8", "cmaf-a0.m3u8", "cmaf-a1.m3u8", "ts.m3u8"):
         assert len(m3u8.loads(text(store, name)).segments) >= 2, name
     assert live.stats()["malformed"] == 0
+
+
+def test_a_track_that_ends_leaves_the_ladder_until_it_returns(ladder_flv: bytes) -> None:
+    # A transcoding rung dropped mid-session, or a multitrack encoder stopping one rendition,
+    # ends its track with a SequenceEnd: players must not be offered a rendition that stalls.
+    store = MemoryStore()
+    live = run(ladder_flv, store)
+    assert text(store, "index.m3u8").count("#EXT-X-STREAM-INF") == 3
+    end = join_tracks(TagType.VIDEO, [Track(1, "avc1", b"\x82avc1")])
+    live.feed(FlvTag(TagType.VIDEO, 6000, end), 6.0)
+    index = text(store, "index.m3u8")
+    assert index.count("#EXT-X-STREAM-INF") == 2 and "cmaf-v1.m3u8" not in index
+    assert "cmaf-v1.m3u8" not in text(store, "cmaf.m3u8")  # no rendition report for it
+    # The track comes back (the publisher's next session sends it again): so does its rendition.
+    live.end_session(6.0)
+    live.begin_session(7.0)
+    for tag in tags(ladder_flv):
+        live.feed(tag, 7 + tag.timestamp / 1000)
+    assert text(store, "index.m3u8").count("#EXT-X-STREAM-INF") == 3
