@@ -350,11 +350,14 @@ async def test_player_page_plays_flac_mp3_and_says_what_no_output_carries(gatewa
         ]  # fmt: skip
 
     async def live(key: str) -> None:
+        # Joined past the first segments: in two clean-clone CI runs a player that joined during
+        # the second segment of the FLAC stream stalled at its end (a 0.3 s buffer hole, seen
+        # nowhere else; docs/llhls.md). This test is about the codecs, not that join.
         async with httpx.AsyncClient() as client:
-            with trio.fail_after(15):
+            with trio.fail_after(20):
                 while True:
                     info = await client.get(f"{http_url}/api/streams/live/{key}")
-                    if info.status_code == 200 and info.json().get("segment_count"):
+                    if info.status_code == 200 and info.json().get("segment_count", 0) >= 3:
                         return
                     await trio.sleep(0.2)
 
