@@ -13,7 +13,7 @@ from typing import Final
 
 from gateway.rtmp.errors import RemoteProtocolError
 from gateway.rtmp.limits import Limits
-from segmenter.records import record
+from gateway.rtmp.records import record
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

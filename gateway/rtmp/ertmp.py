@@ -13,8 +13,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from segmenter.flv import AUDIO_FOURCCS, VIDEO_FOURCCS
-
 __all__ = [
     "CAN_DECODE",
     "CAN_ENCODE",
@@ -144,12 +142,13 @@ def parse_capabilities(obj: dict[str, Any]) -> tuple[Capabilities, list[str]]:
 
 
 def server_properties() -> dict[str, Any]:
-    """What the server adds to the connect ``_result`` properties for an E-RTMP client: the
-    FourCCs it segments into HLS and forwards to players and relays, and the capsEx bits it
-    honours (E-RTMP v2: "the server SHOULD state its support via videoFourCcInfoMap, capsEx")."""
+    """What the server adds to the connect ``_result`` properties for an E-RTMP client: every
+    FourCC it forwards to players and relays (CanForward: tags pass unchanged, whatever the HLS
+    side makes of them), and the capsEx bits it honours (E-RTMP v2: "the server SHOULD state its
+    support via videoFourCcInfoMap, capsEx")."""
     return {
-        "videoFourCcInfoMap": {c: float(CAN_FORWARD) for c in sorted(VIDEO_FOURCCS)},
-        "audioFourCcInfoMap": {c: float(CAN_FORWARD) for c in sorted(AUDIO_FOURCCS)},
+        "videoFourCcInfoMap": {c: float(CAN_FORWARD) for c in sorted(FORWARDED_VIDEO)},
+        "audioFourCcInfoMap": {c: float(CAN_FORWARD) for c in sorted(FORWARDED_AUDIO)},
         "capsEx": float(SERVER_CAPS_EX),
     }
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.rtmp.ertmp import Capabilities
-from segmenter.records import record
+from gateway.rtmp.records import record
 
 __all__ = [
     "NEED_DATA",
