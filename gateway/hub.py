@@ -110,6 +110,7 @@ class PublisherInfo:
     # The connection holding the name, which a new publisher may replace once it has gone
     # silent (Hub.start_publish); None: the holder cannot be replaced (pull relays).
     owner: PublisherOwner | None = field(default=None, compare=False)
+    relayed: bool = False  # another worker's publisher, relayed here for players
 
 
 class PublisherOwner(Protocol):
@@ -346,7 +347,7 @@ class Hub:
             self.end_publish(stream, holder.connection_id)
             old.evict(f"replaced by a new publisher from {peer} after {silent:.1f} s silent")
         stream.publisher = PublisherInfo(
-            peer, self._wallclock(), trio.current_time(), query, connection_id, owner
+            peer, self._wallclock(), trio.current_time(), query, connection_id, owner, relayed
         )
         stream.sessions += 1
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.
@@ -425,4 +426,4 @@ class Hub:
             receive.close()
 
     def publishers(self) -> int:
-        return sum(1 for s in self.streams.values() if s.publisher is not None)
+        return sum(1 for s in self.streams.values() if s.publisher and not s.publisher.relayed)

@@ -391,23 +391,23 @@ async def run_supervisor(
                     settings.hls_retention,
                     lambda path: path in supervisor.owners,
                 )
-            for protocol, lst in rtmp:
-                nursery.start_soon(supervisor.hand_over, protocol, lst)
             addresses = ", ".join(
                 f"{p} {settings.host}:{lst.socket.getsockname()[1]}" for p, lst in rtmp
             )
-            log.info(
-                "gateway listening: %s, http http://%s:%d, store %s, %d workers",
-                addresses,
-                settings.host,
-                settings.http_port,
-                settings.hls_dir or "memory",
-                count,
-            )
-            task_status.started(supervisor)
-            await stop.wait()
-            for _, lst in rtmp:
-                await trio.aclose_forcefully(lst)
+            async with trio.open_nursery() as acceptors:  # stopped first: no new connections
+                for protocol, lst in rtmp:
+                    acceptors.start_soon(supervisor.hand_over, protocol, lst)
+                log.info(
+                    "gateway listening: %s, http http://%s:%d, store %s, %d workers",
+                    addresses,
+                    settings.host,
+                    settings.http_port,
+                    settings.hls_dir or "memory",
+                    count,
+                )
+                task_status.started(supervisor)
+                await stop.wait()
+                acceptors.cancel_scope.cancel()
             await supervisor.stop_workers()
             nursery.cancel_scope.cancel()
     finally:

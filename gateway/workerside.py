@@ -382,11 +382,12 @@ def merge_metrics(texts: list[bytes]) -> bytes:
     values: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
     for text in texts:
         for family in text_string_to_metric_families(text.decode("utf-8")):
+            samples = list(family.samples)
             known = families.get(family.name)
             if known is None:
                 known = families[family.name] = family
                 known.samples = []
-            for sample in family.samples:
+            for sample in samples:
                 labels = tuple(sorted(sample.labels.items()))
                 key = (family.name, sample.name, labels)
                 if key not in values:
