@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import m3u8
@@ -277,3 +278,45 @@ async def test_two_workers_share_a_disk_directory(tmp_path: Path) -> None:
         assert info["worker"] in (0, 1)
         assert (hls / "live" / "disk" / "index.m3u8").exists()
         assert gw.text().count("removed") == 0  # nothing to sweep in a new directory
+
+
+def watch_across_workers(url: str, seconds: float) -> dict[str, object]:
+    """hls.js (lowLatencyMode) in headless Chromium plays ``url`` for ``seconds``; which workers
+    answered, the media requests that failed, and how far playback got. Blocking: run it in a
+    thread."""
+    from bench.browser import chromium, open_player
+
+    workers: set[str] = set()
+    failed: list[str] = []
+
+    def listen(page: Any) -> None:
+        def seen(response: Any) -> None:
+            if "/live/" not in response.url:
+                return
+            workers.add(response.headers.get("gateway-worker", "?"))
+            if response.status >= 400:
+                failed.append(f"{response.status} {response.url}")
+
+        page.on("response", seen)
+
+    with chromium("workers-chromium-") as context:
+        page = open_player(context, url, {"lowLatencyMode": True}, before_load=listen)
+        page.wait_for_function("document.getElementById('v').currentTime > 1", timeout=30_000)
+        start = page.evaluate("document.getElementById('v').currentTime")
+        page.wait_for_timeout(seconds * 1000)
+        played = page.evaluate("document.getElementById('v').currentTime") - start
+        errors = page.evaluate("bench.errors")
+    return {"workers": workers, "failed": failed, "played": played, "errors": errors}
+
+
+async def test_hlsjs_plays_low_latency_from_both_workers(tmp_path: Path) -> None:
+    async with running(tmp_path) as gw:
+        await gw.publish("browser")
+        await wait_owners(gw, ["browser"])
+        url = f"{gw.base}/live/browser/index.m3u8"
+        seen = await trio.to_thread.run_sync(watch_across_workers, url, 10.0)
+    assert seen["workers"] == {"0", "1"}, seen
+    assert seen["failed"] == [], seen
+    assert float(str(seen["played"])) > 8.0, seen
+    errors = seen["errors"]
+    assert isinstance(errors, list) and not [e for e in errors if e.get("fatal")], seen
