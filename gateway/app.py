@@ -207,6 +207,13 @@ class Gateway:
             return live.part(file)
         return self.side.mirror.part(f"{app}/{key}", file) if self.side else None
 
+    def made_elsewhere(self, app: str, key: str) -> bool:
+        """LiveSource: another worker makes the stream (its files reach this one as copies)."""
+        if self.side is None or f"{app}/{key}" in self.lives:
+            return False
+        owner = self.side.cluster.owner_of(f"{app}/{key}")
+        return owner is not None and owner != self.side.cluster.index
+
     def abandon(self, path: str) -> None:
         """Another worker's publisher took ``path`` over: stop segmenting it here without
         writing (its segmenter resumes from the store)."""

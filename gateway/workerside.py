@@ -93,6 +93,7 @@ class WorkerSide:
         self.cluster = cluster
         self.gw = gateway
         self.mirror = Mirror(waiters_notify)
+        self._notify = waiters_notify
         self.replicating = isinstance(gateway.store, ReplicatingStore)
         self.senders: dict[str, LiveSender] = {}
         self.relays: dict[str, _Relay] = {}  # streams relayed here (path -> relay)
@@ -234,6 +235,9 @@ class WorkerSide:
         store = self.gw.store
         assert isinstance(store, ReplicatingStore)
         apply_copy(store.inner, message)
+        if isinstance(message, bus.Put):
+            # A request for this file may be waiting for it (web.lowlatency.await_copy).
+            self._notify("/".join(message.name.split("/", 2)[:2]))
 
     # --- RTMP relays between workers -------------------------------------------------------
     def want(self, stream: Stream) -> None:
