@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ import httpx
 import m3u8
 import pytest
 import trio
+import trustme
 
 from tests.clients import imageio_ffmpeg_exe, play_args, publish_args
 from tests.e2e.test_cli import GATEWAY, free_port
@@ -33,14 +35,15 @@ class Gateway:
 
     def __init__(self, log: Path, *extra: str) -> None:
         self.log = log
-        self.rtmp, self.http = free_port(), free_port()
+        self.rtmp, self.http, self.rtmps = free_port(), free_port(), free_port()
+        self.scheme = "https" if "--tls-cert" in extra else "http"
         self.extra = extra
         self.proc: trio.Process | None = None
         self.publishers: dict[str, trio.Process] = {}
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
+        return f"{self.scheme}://127.0.0.1:{self.http}"
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -50,6 +53,7 @@ class Gateway:
             self.proc = await trio.lowlevel.open_process(
                 [*GATEWAY, "run", "--workers", "2", "--host", "127.0.0.1",
                  "--rtmp-port", str(self.rtmp), "--http-port", str(self.http),
+                 "--rtmps-port", str(self.rtmps),
                  "--hls-target-duration", "1", "--hls-part-duration", "0.25",
                  "--hls-window", "6", "--hls-end-grace", "1", "--worker-restart-delay", "0.2",
                  *self.extra],
@@ -278,6 +282,16 @@ async def test_two_workers_share_a_disk_directory(tmp_path: Path) -> None:
         assert info["worker"] in (0, 1)
         assert (hls / "live" / "disk" / "index.m3u8").exists()
         assert gw.text().count("removed") == 0  # nothing to sweep in a new directory
+        # A supervisor killed outright: its workers see the link close and stop by themselves
+        # (gracefully: the playlist on disk gets its EXT-X-ENDLIST).
+        pids = [gw.worker_pid(0), gw.worker_pid(1)]
+        assert gw.proc is not None
+        gw.proc.kill()
+        with trio.fail_after(30):
+            while not all(_gone(pid) for pid in pids):
+                await trio.sleep(0.1)
+        for name in ("ts.m3u8", "cmaf.m3u8"):
+            assert "#EXT-X-ENDLIST" in (hls / "live" / "disk" / name).read_text(), name
 
 
 def watch_across_workers(url: str, seconds: float, want: str) -> dict[str, object]:
@@ -333,3 +347,44 @@ async def test_hlsjs_plays_low_latency_from_both_workers(tmp_path: Path) -> None
     assert float(str(seen["played"])) > 8.0, seen
     errors = seen["errors"]
     assert isinstance(errors, list) and not [e for e in errors if e.get("fatal")], seen
+
+
+async def test_rtmps_https_and_reload_through_the_supervisor(tmp_path: Path) -> None:
+    """RTMPS connections handed to the workers are TLS-wrapped there; HTTPS on both workers; a
+    SIGHUP to the supervisor reloads every worker."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    config = tmp_path / "gateway.toml"
+    config.write_text('log_level = "info"\n')
+    tls = ("--tls-cert", str(cert_file), "--tls-key", str(key_file), "--config", str(config))
+    async with running(tmp_path, *tls) as gw:
+        url = f"rtmps://127.0.0.1:{gw.rtmps}/live/secure"
+        gw.publishers["secure"] = await trio.lowlevel.open_process(
+            publish_args(imageio_ffmpeg_exe(), url, seconds=60, gop=15, ca_file=str(ca_file)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        context = ssl.create_default_context(cafile=str(ca_file))
+        async with httpx.AsyncClient(timeout=10, verify=context) as client:
+            with trio.fail_after(40):
+                while "live/secure" not in await streams(client, gw):
+                    await trio.sleep(0.3)
+        for n in range(2):  # one player per worker (connections go in turn)
+            out = tmp_path / f"secure-{n}.flv"
+            args = play_args("ffmpeg-9", url, str(out), seconds=3, ca_file=str(ca_file))
+            with trio.fail_after(30):
+                played = await trio.run_process(args, capture_stderr=True, check=False)
+            assert played.returncode == 0, played.stderr.decode(errors="replace")
+            assert frames(out) > 30
+        assert set(re.findall(r"\[worker (\d)\] [\w.]+: play start live/secure ", gw.text())) == {
+            "0",
+            "1",
+        }
+        config.write_text('log_level = "debug"\n')
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGHUP)
+        await gw.wait_log(r"\[worker \d\] gateway: configuration reloaded: log_level", count=2)
