@@ -23,8 +23,9 @@ import itertools
 import logging
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -47,6 +48,55 @@ _CONN_NAME_MAX = 16
 Handler = Callable[[int, Any], None]
 
 
+class Outbox:
+    """Frames waiting for a link, bounded in bytes (a frame may be a whole segment)."""
+
+    def __init__(self, limit: int) -> None:
+        self._send, self._recv = trio.open_memory_channel[bytes](math.inf)
+        self.limit = limit
+        self.queued = 0  # bytes
+        self._room = trio.Event()
+
+    def put(self, data: bytes) -> bool:
+        """Queue ``data`` unless that passes the limit (one frame always fits an empty box)."""
+        if self.queued and self.queued + len(data) > self.limit:
+            return False
+        self.queued += len(data)
+        self._send.send_nowait(data)
+        return True
+
+    async def put_waiting(self, data: bytes) -> None:
+        """Queue ``data`` once there is room (for bulk copies, which must not be dropped)."""
+        while not self.put(data):
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+
+    async def drain(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        """Write every frame queued, in order, until cancelled or ``write`` fails."""
+        async for data in self._recv:
+            await write(data)
+            self.queued -= len(data)
+            if self.queued <= self.limit // 2:
+                self._room.set()
+
+    def clear(self) -> None:
+        """Forget what is queued (it was for a process that died)."""
+        while True:
+            try:
+                self._recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+        self.queued = 0
+        self._room.set()
+
+
+async def send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[await sock.send(view) :]
+
+
 @dataclass
 class _Ask:
     expected: int
@@ -62,7 +112,7 @@ class Cluster:
         bus_sock: socket.socket,
         conn_sock: socket.socket,
         *,
-        queue: int = 4096,
+        link_bytes: int = 64 << 20,
         request_timeout: float = 2.0,
     ) -> None:
         bus_sock.setblocking(False)
@@ -70,7 +120,7 @@ class Cluster:
         self._bus = trio.socket.from_stdlib_socket(bus_sock)
         self._conns = trio.socket.from_stdlib_socket(conn_sock)
         self._deframer = bus.Deframer()
-        self.configure(queue=queue, request_timeout=request_timeout)
+        self.configure(link_bytes=link_bytes, request_timeout=request_timeout)
         self._in_send, self.incoming = trio.open_memory_channel[tuple[str, trio.SocketStream]](
             INCOMING_QUEUE
         )
@@ -85,9 +135,9 @@ class Cluster:
         self.closed = trio.Event()  # the supervisor went away
         self._pending: list[bus.Frame] = []
 
-    def configure(self, *, queue: int, request_timeout: float) -> None:
+    def configure(self, *, link_bytes: int, request_timeout: float) -> None:
         """The limits from the settings (which arrive in Start); before :meth:`run`."""
-        self._out_send, self._out_recv = trio.open_memory_channel[bytes](queue)
+        self._outbox = Outbox(link_bytes)
         self.request_timeout = request_timeout
 
     # --- start -----------------------------------------------------------------------------
@@ -117,9 +167,7 @@ class Cluster:
         False when the link's queue is full (counted and logged once a second)."""
         if self.count <= 1 and to == bus.OTHERS:
             return True
-        try:
-            self._out_send.send_nowait(bus.encode(to, self.index, message))
-        except trio.WouldBlock:
+        if not self._outbox.put(bus.encode(to, self.index, message)):
             self.dropped += 1
             if self.dropped == 1 or math.log2(self.dropped).is_integer():
                 log.error(
@@ -129,15 +177,12 @@ class Cluster:
                     self.dropped,
                 )
             return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
         return True
 
     async def send_waiting(self, to: int, message: object) -> None:
         """:meth:`send` for bulk copies: waits for room instead of dropping."""
         with trio.move_on_after(self.request_timeout * 10):
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                await self._out_send.send(bus.encode(to, self.index, message))
+            await self._outbox.put_waiting(bus.encode(to, self.index, message))
 
     def on(self, kind: type, handler: Handler) -> None:
         """Call ``handler(sender, message)`` for every message of type ``kind``."""
@@ -262,14 +307,8 @@ class Cluster:
             self.owners[owner.path] = owner
 
     async def _write(self) -> None:
-        async for data in self._out_recv:
-            try:
-                view = memoryview(data)
-                while view:
-                    sent = await self._bus.send(view)
-                    view = view[sent:]
-            except OSError:
-                return
+        with contextlib.suppress(OSError):
+            await self._outbox.drain(partial(send_all, self._bus))
 
     async def _take_connections(self) -> None:
         """RTMP connections the supervisor accepted, one per datagram with its descriptor."""

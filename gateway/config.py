@@ -553,14 +553,14 @@ class Settings:
             maximum=30.0,
         ),
     )
-    worker_bus_queue: int = field(
-        default=4096,
+    worker_link_bytes: int = field(
+        default=64 << 20,
         metadata=_doc(
-            "Messages (copies of segments, parts and playlists, relayed tags) a worker may "
-            "have waiting for its link to the supervisor, and the supervisor for each worker; "
-            "past it messages are dropped with an error log line (the other workers' copies "
-            "miss those updates; the next LL-HLS update carries the playlists whole again).",
-            minimum=64,
+            "Bytes (copies of segments, parts and playlists, relayed tags) that may wait for a "
+            "worker's link to the supervisor, on each side; past it messages are dropped with "
+            "an error log line (the other workers' copies miss those updates; the next LL-HLS "
+            "update carries the playlists whole again).",
+            minimum=1 << 20,
         ),
     )
     worker_request_timeout: float = field(

@@ -45,7 +45,7 @@ RESTART_ONLY: frozenset[str] = frozenset(
         # Worker processes are laid out at start (gateway.supervisor).
         "workers",
         "worker_restart_delay",
-        "worker_bus_queue",
+        "worker_link_bytes",
         "worker_request_timeout",
     }
 )

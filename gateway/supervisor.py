@@ -20,6 +20,7 @@ retirement task (workers do not sweep a directory they share).
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
 import signal
 import socket
@@ -27,11 +28,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from gateway import bus
+from gateway.cluster import Outbox, send_all
 from gateway.config import ConfigError, Settings
 from gateway.janitor import retire_ended, sweep_store
 from gateway.tls import server_context
@@ -51,8 +54,7 @@ START_TIMEOUT = 60.0
 @dataclass(eq=False)
 class Slot:
     index: int
-    out_send: trio.MemorySendChannel[bytes]
-    out_recv: trio.MemoryReceiveChannel[bytes]
+    outbox: Outbox
     process: trio.Process | None = None
     conns: trio.socket.SocketType | None = None
     ready: bool = False
@@ -66,10 +68,7 @@ class Supervisor:
         self.settings = settings
         self.count = count
         self.reloader = reloader
-        self.slots = [
-            Slot(i, *trio.open_memory_channel[bytes](settings.worker_bus_queue))
-            for i in range(count)
-        ]
+        self.slots = [Slot(i, Outbox(settings.worker_link_bytes)) for i in range(count)]
         self.owners: dict[str, bus.Owner] = {}
         self.stopping = False
         self._turn = 0
@@ -80,9 +79,7 @@ class Supervisor:
     def _put(self, slot: Slot, data: bytes) -> None:
         if slot.process is None:
             return
-        try:
-            slot.out_send.send_nowait(data)
-        except trio.WouldBlock:
+        if not slot.outbox.put(data):
             slot.dropped += 1
             if slot.dropped == 1 or (slot.dropped & (slot.dropped - 1)) == 0:
                 log.error(
@@ -118,6 +115,9 @@ class Supervisor:
             self._claim(sender.index, message)
         elif message == "ready":
             sender.ready = True
+            # Owners that changed while it started (messages to a starting worker are dropped).
+            for owner in self.owners.values():
+                self.tell(sender.index, owner)
             if all(s.ready for s in self.slots):
                 self.all_ready.set()
             log.info(
@@ -181,12 +181,7 @@ class Supervisor:
     async def _run_once(self, slot: Slot) -> int | None:
         parent_bus, child_bus = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_conns, child_conns = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # Drain what an earlier life of this slot left queued: it was for a dead process.
-        while True:
-            try:
-                slot.out_recv.receive_nowait()
-            except trio.WouldBlock:
-                break
+        slot.outbox.clear()  # what an earlier life of this slot left queued was for a dead one
         try:
             process = await trio.lowlevel.open_process(
                 [
@@ -238,13 +233,8 @@ class Supervisor:
             slot.process.kill()
 
     async def _write(self, slot: Slot, link: trio.socket.SocketType) -> None:
-        async for data in slot.out_recv:
-            view = memoryview(data)
-            try:
-                while view:
-                    view = view[await link.send(view) :]
-            except OSError:
-                return
+        with contextlib.suppress(OSError):
+            await slot.outbox.drain(partial(send_all, link))
 
     async def _read(self, slot: Slot, link: trio.socket.SocketType) -> None:
         deframer = bus.Deframer()

@@ -27,7 +27,7 @@ async def _main(bus_fd: int, conn_fd: int) -> None:
     start = await cluster.read_start()
     settings = start.settings
     cluster.configure(
-        queue=settings.worker_bus_queue, request_timeout=settings.worker_request_timeout
+        link_bytes=settings.worker_link_bytes, request_timeout=settings.worker_request_timeout
     )
     setup_logging(settings.log_format, settings.log_level, worker=start.index)
     await run_gateway(settings, cluster=cluster)

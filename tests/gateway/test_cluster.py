@@ -9,11 +9,12 @@ import pickle
 import prometheus_client
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import bus
-from gateway.cluster import Mirror
+from gateway.cluster import Mirror, Outbox
 from gateway.config import Settings
 from gateway.supervisor import Supervisor
 from gateway.workerside import encode_item, merge_metrics, merge_streams
@@ -172,8 +173,39 @@ async def test_supervisor_routes_without_reading() -> None:
     supervisor.route(supervisor.slots[1], frame)
     got = {}
     for slot in supervisor.slots:
-        with contextlib.suppress(trio.WouldBlock):
-            got[slot.index] = slot.out_recv.receive_nowait()
+        if slot.outbox.queued:
+            got[slot.index] = await _first(slot.outbox)
     assert sorted(got) == [0, 2]  # every worker but the sender
     (forwarded,) = bus.Deframer().feed(got[0])
     assert forwarded.sender == 1  # rewritten: a worker cannot speak for another
+
+
+async def _first(outbox: Outbox) -> bytes:
+    written: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        written.append(data)
+        raise OSError  # stop after the first frame
+
+    with contextlib.suppress(OSError):
+        await outbox.drain(write)
+    return written[0]
+
+
+async def test_outbox_bounds_bytes_and_waits_for_room() -> None:
+    box = Outbox(100)
+    assert box.put(b"x" * 150)  # an empty box takes one frame of any size
+    assert not box.put(b"y")  # dropped: over the limit
+    written: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        written.append(data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(box.drain, write)
+        await box.put_waiting(b"z" * 60)  # waits until the first frame is written
+        await box.put_waiting(b"w" * 60)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert written == [b"x" * 150, b"z" * 60, b"w" * 60]
+    assert box.queued == 0
