@@ -14,7 +14,6 @@ Task tree (every task has an owner):
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from gateway.relay import RelayManager
 from gateway.reload import ReloadPlan, plan_reload
 from gateway.rtmp import amf0
 from gateway.server import Sessions, serve_rtmp
+from gateway.signals import watch_signals
 from gateway.transcode import StreamTranscoder
 from gateway.transcode_config import parse_transcode, rule_for
 from gateway.workerside import ClusterStatus, WorkerSide
@@ -483,19 +483,6 @@ def _metadata(live: LiveStream, tag: FlvTag) -> None:
         live.metadata(values[1])
 
 
-async def _watch_signals(stop: trio.Event, reload: Callable[[], object]) -> None:
-    # SIGHUP reloads the configuration (as nginx and SRS do); SIGINT and SIGTERM stop.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("received SIGHUP: reloading the configuration")
-                reload()
-                continue
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            stop.set()
-            return
-
-
 async def run_gateway(
     settings: Settings,
     *,
@@ -567,7 +554,7 @@ async def run_gateway(
     try:
         async with trio.open_nursery() as root:
             if handle_signals:
-                root.start_soon(_watch_signals, stop, partial(reload_settings, gw, reloader))
+                root.start_soon(watch_signals, stop, partial(reload_settings, gw, reloader), log)
             if cluster is not None:
                 await root.start(cluster.run)
                 root.start_soon(_stop_when_closed, cluster, stop)

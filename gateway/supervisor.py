@@ -37,6 +37,7 @@ from gateway import bus
 from gateway.cluster import Outbox, send_all
 from gateway.config import ConfigError, Settings
 from gateway.janitor import retire_ended, sweep_store
+from gateway.signals import watch_signals
 from gateway.tls import server_context
 from segmenter.keeper import end_stale_playlists
 from segmenter.store import DiskStore
@@ -368,7 +369,9 @@ async def run_supervisor(
             for name in end_stale_playlists(store):
                 log.info("%s: ended a live playlist left by a previous run", name)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, stop, supervisor.reload)
+            nursery.start_soon(
+                partial(watch_signals, whom=" of every worker"), stop, supervisor.reload, log
+            )
             for slot in supervisor.slots:
                 nursery.start_soon(supervisor.keep, slot, settings)
             with trio.fail_after(START_TIMEOUT):
@@ -403,15 +406,3 @@ async def run_supervisor(
     finally:
         http.close()
     log.info("gateway stopped")
-
-
-async def _watch_signals(stop: trio.Event, reload: Callable[[], None]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("received SIGHUP: reloading the configuration for every worker")
-                reload()
-                continue
-            log.info("received %s: stopping the workers", signal.Signals(signum).name)
-            stop.set()
-            return
