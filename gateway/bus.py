@@ -30,6 +30,12 @@ OTHERS = -2  # every worker but the sender
 MAX_FRAME = 256 << 20
 
 
+# The supervisor's heartbeat and a worker's answer (sent by the worker's event loop: a loop
+# that is stuck does not answer).
+PING = "ping"
+PONG = "pong"
+
+
 class BusError(Exception):
     """The peer sent something that is not a frame of this protocol."""
 

@@ -281,6 +281,9 @@ class Cluster:
 
     def _dispatch(self, frame: bus.Frame) -> None:
         message = bus.decode(frame.body)
+        if message == bus.PING:
+            self.send(bus.SUPERVISOR, bus.PONG)
+            return
         if isinstance(message, bus.Owner):
             self._on_owner(message)
         elif isinstance(message, bus.Joined):

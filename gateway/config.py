@@ -563,6 +563,14 @@ class Settings:
             minimum=1 << 20,
         ),
     )
+    worker_heartbeat_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds a worker may go without answering the supervisor's heartbeat (its event "
+            "loop stuck) before it is killed and started again (0 = never).",
+            minimum=0.0,
+        ),
+    )
     worker_request_timeout: float = field(
         default=2.0,
         metadata=_doc(

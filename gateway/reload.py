@@ -46,6 +46,7 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "workers",
         "worker_restart_delay",
         "worker_link_bytes",
+        "worker_heartbeat_timeout",
         "worker_request_timeout",
     }
 )

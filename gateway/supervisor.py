@@ -62,6 +62,8 @@ class Slot:
     deaths: list[float] = field(default_factory=list)
     dropped: int = 0
     exited: trio.Event = field(default_factory=trio.Event)  # this life's process ended
+    answered: float = 0.0  # trio clock of the last heartbeat answer
+    started: trio.Event = field(default_factory=trio.Event)  # this life sent its "ready"
 
 
 class Supervisor:
@@ -112,10 +114,13 @@ class Supervisor:
             self._put(self.slots[frame.to], data)
 
     def _handle(self, sender: Slot, message: object) -> None:
-        if isinstance(message, bus.Owner):
+        if message == bus.PONG:
+            sender.answered = trio.current_time()
+        elif isinstance(message, bus.Owner):
             self._claim(sender.index, message)
         elif message == "ready":
             sender.ready = True
+            sender.started.set()
             # Owners that changed while it started (messages to a starting worker are dropped).
             for owner in self.owners.values():
                 self.tell(sender.index, owner)
@@ -204,6 +209,7 @@ class Supervisor:
         link = trio.socket.from_stdlib_socket(parent_bus)
         slot.process = process
         slot.exited = trio.Event()
+        slot.started = trio.Event()
         slot.conns = trio.socket.from_stdlib_socket(parent_conns)
         owners = {p: o.worker for p, o in self.owners.items() if o.live}
         self.tell(slot.index, bus.Start(slot.index, self.count, self.settings, owners))
@@ -211,7 +217,7 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, slot, link)
                 nursery.start_soon(self._read, slot, link)
-                nursery.start_soon(self._start_deadline, slot)
+                nursery.start_soon(self._watch, slot)
                 code = await process.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -227,11 +233,31 @@ class Supervisor:
                     await process.wait()
         return code
 
-    async def _start_deadline(self, slot: Slot) -> None:
-        await trio.sleep(START_TIMEOUT)
+    async def _watch(self, slot: Slot) -> None:
+        """Kill a worker that does not start, or later stops answering."""
+        with trio.move_on_after(START_TIMEOUT):
+            await slot.started.wait()
         if not slot.ready and slot.process is not None:
             log.error("worker %d did not start within %g s: killed", slot.index, START_TIMEOUT)
             slot.process.kill()
+            return
+        timeout = self.settings.worker_heartbeat_timeout
+        if timeout <= 0:
+            return
+        # Heartbeat: a worker whose event loop is stuck serves no one; start it again.
+        slot.answered = trio.current_time()
+        while slot.process is not None:
+            await trio.sleep(timeout / 4)
+            if trio.current_time() - slot.answered > timeout:
+                log.error(
+                    "worker %d did not answer for %g s: killed",
+                    slot.index,
+                    timeout,
+                    extra={"event": "worker_stuck", "worker": slot.index},
+                )
+                slot.process.kill()
+                return
+            self.tell(slot.index, bus.PING)
 
     async def _write(self, slot: Slot, link: trio.socket.SocketType) -> None:
         with contextlib.suppress(OSError):

@@ -388,3 +388,14 @@ async def test_rtmps_https_and_reload_through_the_supervisor(tmp_path: Path) -> 
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGHUP)
         await gw.wait_log(r"\[worker \d\] gateway: configuration reloaded: log_level", count=2)
+
+
+async def test_a_stuck_worker_is_restarted(tmp_path: Path) -> None:
+    """A worker whose event loop stops (SIGSTOP here; an endless loop alike) misses the
+    supervisor's heartbeat and is killed and started again."""
+    async with running(tmp_path, "--worker-heartbeat-timeout", "2") as gw:
+        os.kill(gw.worker_pid(1), signal.SIGSTOP)
+        await gw.wait_log(r"worker 1 did not answer for 2 s: killed")
+        await gw.wait_log(r"worker 1 ready \(pid", count=2)
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(f"{gw.base}/healthz")).status_code == 200
