@@ -177,6 +177,9 @@ class Gateway:
     def viewer_counts(self) -> dict[str, int]:
         return self.viewers.counts()
 
+    def viewer_count(self, path: str) -> int:
+        return self.viewers.count(path)
+
     @property
     def registry(self) -> CollectorRegistry:
         return self.metrics.registry

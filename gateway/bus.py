@@ -200,7 +200,8 @@ class Relayed:
 @dataclass(frozen=True)
 class Ask:
     request: int
-    what: str  # "streams" | "metrics"
+    what: str  # "streams" | "metrics" | "stream" (the one ``path``)
+    path: str = ""
 
 
 @dataclass(frozen=True)

@@ -211,16 +211,17 @@ class Cluster:
             self.send(bus.SUPERVISOR, bus.Owner(path, -1))
 
     # --- whole-gateway questions -----------------------------------------------------------
-    async def ask_others(self, what: str) -> list[Any]:
-        """Ask every other live worker (``what``: "streams" or "metrics"); the answers that
-        arrive within ``request_timeout`` (a worker that does not answer is logged)."""
+    async def ask_others(self, what: str, path: str = "") -> list[Any]:
+        """Ask every other live worker (``what``: "streams", "metrics", or "stream" with its
+        ``path``); the answers that arrive within ``request_timeout`` (a worker that does not
+        answer is logged)."""
         others = len(self.alive - {self.index})
         if others == 0:
             return []
         request = next(self._ask_ids)
         pending = self._asks[request] = _Ask(others)
         try:
-            if not self.send(bus.OTHERS, bus.Ask(request, what)):
+            if not self.send(bus.OTHERS, bus.Ask(request, what, path)):
                 return []
             with trio.move_on_after(self.request_timeout):
                 await pending.done.wait()

@@ -39,8 +39,11 @@ class Parts(Protocol):
 
     def local_streams(self) -> list[dict[str, Any]]: ...
 
+    def stream(self, app: str, key: str) -> dict[str, Any] | None: ...
+
     def viewer_counts(self) -> dict[str, int]: ...
 
+    def viewer_count(self, path: str) -> int: ...
     def abandon(self, path: str) -> None: ...
 
     @property
@@ -340,6 +343,14 @@ class WorkerSide:
     def _asked(self, sender: int, ask: bus.Ask) -> None:
         if ask.what == "metrics":
             value: Any = prometheus_client.generate_latest(self.gw.registry)
+        elif ask.what == "stream":  # the player page's poll: one stream, not all of them
+            app, _, key = ask.path.partition("/")
+            info = self.gw.stream(app, key)
+            value = {
+                "worker": self.cluster.index,
+                "streams": [info] if info is not None else [],
+                "viewers": {ask.path: self.gw.viewer_count(ask.path)},
+            }
         else:
             value = {
                 "worker": self.cluster.index,
@@ -442,8 +453,14 @@ class ClusterStatus:
         self, app: str, key: str, local: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         # Asked of every worker: the owner describes it, the others add players and viewers.
-        own = self._own([local] if local is not None else [])
-        merged = merge_streams([own, *await self._cluster.ask_others("streams")])
+        path = f"{app}/{key}"
+        own = {
+            "worker": self._cluster.index,
+            "streams": [local] if local is not None else [],
+            "viewers": {path: self._gw.viewer_count(path)},
+        }
+        others = await self._cluster.ask_others("stream", path)
+        merged = merge_streams([own, *others])
         return next((s for s in merged if s["app"] == app and s["key"] == key), None)
 
     async def metrics(self, local: bytes) -> bytes:

@@ -205,6 +205,11 @@ async def test_two_workers_serve_every_stream_and_survive_a_worker(tmp_path: Pat
             await check_hls_everywhere(gw, key)
             other = 1 - owners[key]
             await blocking_reload_on(gw, key, other)
+            # Each worker describes the stream as its owner does (the player page's poll).
+            for answer in (await answered_by_both(gw, f"/api/streams/live/{key}")).values():
+                info = answer.json()
+                assert info["worker"] == owners[key] and info["publisher"], info
+                assert info["viewers"] >= 1, info  # this test's own requests, on both workers
 
         # RTMP players: four connections in turn, so each stream is played on each worker.
         recorded = {}
