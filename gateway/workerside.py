@@ -177,6 +177,9 @@ class WorkerSide:
         log.info("copied %d stored files to worker %d", len(names), index)
 
     def _evict(self, message: bus.Evict) -> None:
+        """Our publisher lost a race with another worker's (both claimed at once)."""
+        self.cluster.owners[message.path] = bus.Owner(message.path, message.holder, True)
+        self.gw.abandon(message.path)  # its segmenter stops without writing
         app, _, key = message.path.partition("/")
         stream = self.gw.hub.get(app, key)
         holder = stream.publisher if stream is not None else None
