@@ -34,6 +34,17 @@ def block(text: str, opening: str) -> str:
     raise AssertionError(f"{opening}: unclosed block")
 
 
+def top_level(text: str) -> str:
+    """``text`` without its nested blocks (a server's own directives, not its locations')."""
+    out, depth = [], 0
+    for char in text:
+        depth += char == "{"
+        if depth == 0:
+            out.append(char)
+        depth -= char == "}"
+    return "".join(out)
+
+
 def seconds(value: str) -> int:
     number, unit = re.fullmatch(r"(\d+)([smhd]?)", value).groups()  # type: ignore[union-attr]
     return int(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
@@ -46,8 +57,16 @@ def value(text: str, name: str) -> str:
 
 CONF = directives(TEXT)
 SERVER = block(CONF, "server {")
+SERVER_OWN = top_level(SERVER)
+PARTS = block(SERVER, 'location ~ "^/[^/]+/[^/]+/[^/]+-\\d+\\.\\d+\\.m4s$"')
 MEDIA = block(SERVER, 'location ~ "^/[^/]+/[^/]+/[^/]+\\.(m4s|ts|mp4)$"')
 PLAYLISTS = block(SERVER, 'location ~ "^/[^/]+/[^/]+/[^/]+\\.m3u8$"')
+BLOCKING = block(SERVER, "location ^~ /.blocking/")
+
+
+def location_regex(opening: str) -> re.Pattern[str]:
+    (pattern,) = re.findall(r'location ~ "([^"]+)"', opening)
+    return re.compile(pattern)
 
 
 def test_nginx_accepts_the_rendered_file(tmp_path: Path) -> None:
@@ -69,48 +88,81 @@ def test_the_rewritten_addresses_are_there_once() -> None:
 
 
 def test_media_is_cached_long_and_collapsed() -> None:
-    assert value(MEDIA, "proxy_cache") == "gateway_media"
-    assert value(MEDIA, "proxy_cache_lock") == "on"
-    status, valid = value(MEDIA, "proxy_cache_valid").split()
-    assert status == "200" and seconds(valid) >= 3600  # errors are never listed
-    # The part names the gateway makes are what the location matches.
-    pattern = re.compile(r"^/[^/]+/[^/]+/[^/]+\.(m4s|ts|mp4)$")
-    for path in ("/live/cam/ab12-7.m4s", "/live/cam/ab12-7.3.m4s", "/live/cam/init-a1.mp4",
-                 "/live/cam/ab12-7.ts"):  # fmt: skip
-        assert pattern.match(path), path
-    assert not pattern.match("/live/cam/cmaf.m3u8") and not pattern.match("/api/streams")
+    for body in (PARTS, MEDIA):
+        assert value(body, "proxy_cache") == "gateway_media"
+        assert value(body, "proxy_cache_lock") == "on"
+        status, valid = value(body, "proxy_cache_valid").split()
+        assert status == "200" and seconds(valid) >= 3600  # errors are never listed
+    # Parts may block in the gateway: their waiters keep the server's long lock timeout;
+    # whole segments are complete, so a waiter gives up on the lock quickly.
+    assert "proxy_cache_lock_timeout" not in PARTS
+    assert value(MEDIA, "proxy_cache_lock_timeout") == "100ms"
 
 
-def test_playlists_are_keyed_by_query_and_by_tenth_of_a_second() -> None:
-    assert value(PLAYLISTS, "proxy_cache") == "gateway_playlists"
-    assert value(PLAYLISTS, "proxy_cache_lock") == "on"
-    key = value(PLAYLISTS, "proxy_cache_key")
-    # The query (blocking reloads), the origin (CORS answers) and the time slot of the others.
-    assert "$is_args$args" in key and "$http_origin" in key and "$gateway_playlist_slot" in key
-    slot = block(CONF, "map $arg__HLS_msn $gateway_playlist_slot")
-    assert re.search(r'""\s+\$gateway_tenth;', slot) and re.search(r'default\s+"";', slot)
+def test_locations_match_the_names_the_gateway_makes() -> None:
+    openings = re.findall(r'location ~ "[^"]+"', SERVER)
+    parts, media, playlists = (location_regex(o) for o in openings)
+
+    def first(path: str) -> str | None:  # nginx tries regex locations in order
+        for name, pattern in (("parts", parts), ("media", media), ("playlists", playlists)):
+            if pattern.match(path):
+                return name
+        return None
+
+    assert first("/live/cam/ab12cd34-7.3.m4s") == "parts"
+    assert first("/live/cam/ab12cd34-v1-7.12.m4s") == "parts"
+    assert first("/live/cam/ab12cd34-7.m4s") == "media"
+    assert first("/live/cam/init-a1b2.mp4") == "media"
+    assert first("/live/cam/ab12cd34-7.ts") == "media"
+    assert first("/live/cam/cmaf.m3u8") == "playlists"
+    assert first("/live/cam/cmaf-a2.m3u8") == "playlists"
+    assert first("/api/streams") is None and first("/live/cam/") is None
+    assert first("/.blocking/live/cam/cmaf.m3u8") is None
+
+
+def test_playlists_are_keyed_by_tenth_of_a_second_blocking_ones_by_query() -> None:
+    for body in (PLAYLISTS, BLOCKING):
+        assert value(body, "proxy_cache") == "gateway_playlists"
+        assert value(body, "proxy_cache_lock") == "on"
+        key = value(body, "proxy_cache_key")
+        # The query and the origin (whose CORS answer it is).
+        assert "$is_args$args" in key and "$http_origin" in key
+        status, valid = value(body, "proxy_cache_valid").split()
+        assert status == "200" and seconds(valid) <= 1
+    assert "$gateway_tenth" in value(PLAYLISTS, "proxy_cache_key")
+    assert "$gateway_tenth" not in value(BLOCKING, "proxy_cache_key")
+    # Plain requests are complete at once: a waiter gives up on the lock within a tenth.
+    assert value(PLAYLISTS, "proxy_cache_lock_timeout") == "50ms"
+    assert "proxy_cache_lock_timeout" not in BLOCKING
+    # An _HLS_msn sends the request to the blocking location, internal only, which gives the
+    # gateway back the original path.
+    assert re.search(
+        r'if \(\$arg__HLS_msn != ""\)\s*{\s*rewrite \^ /\.blocking\$uri last;', PLAYLISTS
+    )
+    assert re.search(r"^\s*internal;", BLOCKING, re.M)
+    assert value(BLOCKING, "proxy_pass") == "http://gateway_http/"
     tenth = block(CONF, "map $msec $gateway_tenth")
     (regex,) = re.findall(r'"~(\^[^"]+)"', tenth)
     match = re.match(regex.replace("?<tenth>", "?P<tenth>"), "1733390000.123")
     assert match is not None and match["tenth"] == "1733390000.1"
-    # The slot is shorter than the default part, so a plain playlist is never older than a part.
+    # A tenth of a second is under the default part: a plain playlist is never a part old.
     assert Settings().hls_part_duration > 0.1
-    status, valid = value(PLAYLISTS, "proxy_cache_valid").split()
-    assert status == "200" and seconds(valid) <= 1
 
 
 def test_timeouts_outlast_the_gateways_blocking_deadline() -> None:
     deadline = BLOCK_TARGET_DURATIONS * Settings().hls_max_segment_duration
-    assert seconds(value(SERVER, "proxy_read_timeout")) > deadline
-    assert seconds(value(SERVER, "proxy_cache_lock_timeout")) > deadline
-    assert seconds(value(SERVER, "proxy_cache_lock_age")) > deadline
+    assert seconds(value(SERVER_OWN, "proxy_read_timeout")) > deadline
+    assert seconds(value(SERVER_OWN, "proxy_cache_lock_timeout")) > deadline
+    assert seconds(value(SERVER_OWN, "proxy_cache_lock_age")) > deadline
 
 
 def test_headers_pass_through_and_the_cache_status_is_shown() -> None:
-    assert value(SERVER, "proxy_set_header Accept-Encoding") == "gzip"
-    assert value(SERVER, "gunzip") == "on"
-    assert value(SERVER, "proxy_ignore_headers") == "Vary"
-    assert value(SERVER, "add_header X-Cache-Status") == "$upstream_cache_status always"
+    assert value(SERVER_OWN, "proxy_set_header Accept-Encoding") == "gzip"
+    assert value(SERVER_OWN, "gunzip") == "on"
+    assert value(SERVER_OWN, "proxy_ignore_headers") == "Vary"
+    assert value(SERVER_OWN, "add_header X-Cache-Status") == "$upstream_cache_status always"
+    # Locations that set headers of their own would drop the server's add_header.
+    assert SERVER.count("add_header") == SERVER_OWN.count("add_header") == 1
     # No header of the gateway is hidden or replaced.
     assert "proxy_hide_header" not in CONF and "more_set_headers" not in CONF
     # Everything else goes through uncached.

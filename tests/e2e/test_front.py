@@ -276,6 +276,10 @@ async def test_what_the_cache_keeps_and_what_it_passes_through(front: Front) -> 
             assert hint is not None, answer.text
             msn, part = int(hint[2]), int(hint[3])
 
+        # The blocking reloads' own location is internal: clients cannot reach it directly.
+        hidden = await client.get(f"{front.url}/.blocking/live/cache/cmaf.m3u8?_HLS_msn={msn}")
+        assert hidden.status_code == 404
+
         # CONCURRENT identical blocking reloads for a part three ahead of the hint: one
         # request reaches the gateway, every client gets an answer holding that part.
         part += 3
