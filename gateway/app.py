@@ -24,9 +24,12 @@ from typing import Any
 
 import trio
 from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client import CollectorRegistry
 
 from gateway.access import AccessControl
 from gateway.backpressure import WriteGate, watch_write_queue
+from gateway.bus import SUPERVISOR, Reload
+from gateway.cluster import Cluster, ReplicatingStore
 from gateway.config import ConfigError, Settings, hls_formats
 from gateway.hub import Hub, HubItem, SessionEnd, SessionStart, Sink, Stream
 from gateway.janitor import retire_ended, sweep_store
@@ -39,6 +42,7 @@ from gateway.s3store import S3Config, S3Store
 from gateway.server import Sessions, serve_rtmp
 from gateway.transcode import StreamTranscoder
 from gateway.transcode_config import parse_transcode, rule_for
+from gateway.workerside import ClusterStatus, WorkerSide
 from segmenter.flv import FlvTag, TagType
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
@@ -51,12 +55,13 @@ from segmenter.store import (
     StoreHealth,
     WriteBehindStore,
 )
+from segmenter.sweep import EndedPlaylist
 from web.app import create_app
 from web.config import WebConfig
 from web.hls import playlist_cache_control, segment_cache_control
 from web.lowlatency import Waiters
 from web.names import PLAYLIST_MIME, segment_mime
-from web.tcp import HttpServerConfig
+from web.tcp import HttpServerConfig, reuseport_socket
 from web.viewers import Viewers
 
 log = logging.getLogger("gateway")
@@ -164,7 +169,11 @@ class Gateway:
         default_factory=lambda: StoreHealth(logging.getLogger("gateway.store"))
     )
     viewers: Viewers = field(init=False)
+    # With worker processes: this worker's side of the link (gateway.workerside).
+    side: WorkerSide | None = None
     _segmenters: trio.Nursery | None = None
+    _segmenter_scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
+    _abandoned: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.viewers = Viewers(self.settings.hls_viewer_window)
@@ -208,21 +217,57 @@ class Gateway:
         s = self.hub.get(app, key)
         return None if s is None else self._describe(s)
 
+    def local_streams(self) -> list[dict[str, Any]]:
+        """Streams this worker holds (a stream relayed here for players is marked)."""
+        return self.streams()
+
+    def viewer_counts(self) -> dict[str, int]:
+        return self.viewers.counts()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    @property
+    def retention(self) -> float:
+        return self.settings.hls_retention
+
     def live_playlist(self, app: str, key: str, file: str) -> LivePlaylist | None:
         """LiveSource for the web app: an LL-HLS playlist of a stream segmented here (the
-        one named ``file``, or the one part ``file`` belongs to)."""
+        one named ``file``, or the one part ``file`` belongs to), or by another worker."""
         live = self.lives.get(f"{app}/{key}")
-        return live.live_playlist(file) if live is not None else None
+        if live is not None:
+            return live.live_playlist(file)
+        return self.side.mirror.live_playlist(f"{app}/{key}", file) if self.side else None
 
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
         """LiveSource: why a file of a stream segmented here is not made (ts.m3u8 of AV1...)."""
         live = self.lives.get(f"{app}/{key}")
-        return live.missing_reason(file) if live is not None else None
+        if live is not None:
+            return live.missing_reason(file)
+        return self.side.mirror.missing_reason(f"{app}/{key}", file) if self.side else None
 
     def live_part(self, app: str, key: str, file: str) -> bytes | None:
         """LiveSource: an LL-HLS part of a stream segmented here (parts live in memory)."""
         live = self.lives.get(f"{app}/{key}")
-        return live.part(file) if live is not None else None
+        if live is not None:
+            return live.part(file)
+        return self.side.mirror.part(f"{app}/{key}", file) if self.side else None
+
+    def made_elsewhere(self, app: str, key: str) -> bool:
+        """LiveSource: another worker makes the stream (its files reach this one as copies)."""
+        if self.side is None or f"{app}/{key}" in self.lives:
+            return False
+        owner = self.side.cluster.owner_of(f"{app}/{key}")
+        return owner is not None and owner != self.side.cluster.index
+
+    def abandon(self, path: str) -> None:
+        """Another worker's publisher took ``path`` over: stop segmenting it here without
+        writing (its segmenter resumes from the store)."""
+        scope = self._segmenter_scopes.get(path)
+        if scope is not None:
+            self._abandoned.add(path)
+            scope.cancel()
 
     def _figures(self) -> list[StreamFigures]:
         return [
@@ -267,6 +312,8 @@ class Gateway:
         )
         if s.path in self.transcoders:
             info["transcode"] = self.transcoders[s.path].describe()
+        if self.side is not None and self.side.relayed_here(s.path):
+            info["relayed_from"] = self.side.relayed_from(s.path)  # for players here
         if pub is None and info.get("state", "live") == "live":
             info["state"] = "waiting"  # publisher gone (grace running), or players waiting
         return info
@@ -302,6 +349,10 @@ class Gateway:
     def _start_segmenter(self, stream: Stream) -> None:
         """Called at every publish start: starts the stream's segmenter unless it runs."""
         assert self._segmenters is not None, "segmenter nursery not running"
+        if self.side is not None:
+            if self.side.relayed_here(stream.path):
+                return  # another worker's stream, relayed for players: segmented there
+            self.side.claimed(stream.path, live=True)
         if stream.path in self.lives:
             return
         live = LiveStream(
@@ -310,7 +361,7 @@ class Gateway:
             segmenter_config(self.settings),
             on_segment=self._on_segment,
             log=logging.getLogger(f"segmenter.{stream.path}"),
-            on_update=partial(self.waiters.notify, stream.path),
+            on_update=partial(self._updated, stream.path),
         )
         self.lives[stream.path] = live
         # The segmenter is a sink: it runs in the publisher's task, tag by tag (no queue to
@@ -342,6 +393,11 @@ class Gateway:
         self.hub.add_sink(stream, transcoder.sink)
         return transcoder
 
+    def _updated(self, path: str) -> None:
+        self.waiters.notify(path)
+        if self.side is not None:
+            self.side.updated(path)
+
     def _on_segment(self, info: SegmentInfo) -> None:
         self.metrics.segments.inc()
         self.metrics.segment_duration.observe(info.duration)
@@ -350,20 +406,28 @@ class Gateway:
         self, stream: Stream, sink: Sink, live: LiveStream, transcoder: StreamTranscoder | None
     ) -> None:
         retention = self.settings.hls_retention  # the stream's own, as its segmenter config
+        abandoned = False
+        scope = trio.CancelScope()
         try:
-            while True:
-                await trio.sleep(POLL_INTERVAL)
-                now = trio.current_time()
-                live.poll(now)
-                if transcoder is not None:
-                    transcoder.reap()  # join the rung threads of an ended session
-                if stream.publisher is None and live.retirable(now, retention):
-                    # Ended long enough ago: free the segments and this task; the numbering
-                    # stays in the store for the next publisher (LiveStream resumes from it).
-                    live.retire(now)
-                    log.info("%s: retired after %g s ended", live.path, retention)
-                    return
+            with scope:
+                self._segmenter_scopes[live.path] = scope
+                while True:
+                    await trio.sleep(POLL_INTERVAL)
+                    now = trio.current_time()
+                    live.poll(now)
+                    if transcoder is not None:
+                        transcoder.reap()  # join the rung threads of an ended session
+                    if stream.publisher is None and live.retirable(now, retention):
+                        # Ended long enough ago: free the segments and this task; the numbering
+                        # stays in the store for the next publisher (LiveStream resumes from it).
+                        live.retire(now)
+                        log.info("%s: retired after %g s ended", live.path, retention)
+                        return
         finally:
+            if self._segmenter_scopes.get(live.path) is scope:
+                del self._segmenter_scopes[live.path]
+            abandoned = live.path in self._abandoned
+            self._abandoned.discard(live.path)
             # Shutdown (ingest is already stopped) or retirement: end the playlist (ENDLIST).
             self.hub.remove_sink(stream, sink)
             if transcoder is not None:
@@ -371,9 +435,12 @@ class Gateway:
                 await transcoder.aclose()  # shielded, with a deadline
                 if self.transcoders.get(live.path) is transcoder:
                     del self.transcoders[live.path]
-            live.close(trio.current_time())
+            if not abandoned:
+                live.close(trio.current_time())
             if self.lives.get(live.path) is live:
                 del self.lives[live.path]
+            if self.side is not None and not abandoned:
+                self.side.released(live.path)
             self.hub.discard_if_idle(stream)
 
     def _feed(self, stream: Stream, live: LiveStream, item: HubItem) -> None:
@@ -388,6 +455,8 @@ class Gateway:
                 live.begin_session(now, pub.peer if pub is not None else "")
             elif isinstance(item, SessionEnd):
                 live.end_session(now)
+                if self.side is not None:
+                    self.side.claimed(stream.path, live=False)
         except OSError as exc:
             if isinstance(exc, StoreFull):
                 # Memory cap reached: this segment is lost, the stream and the others go on
@@ -481,19 +550,31 @@ async def run_gateway(
     handle_signals: bool = True,
     reloader: Reloader | None = None,
     store_factory: Callable[[Settings, StoreHealth], Store] = make_store,
+    cluster: Cluster | None = None,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully. SIGHUP
     applies the settings ``reloader`` loads (see :meth:`Gateway.reconfigure`).
-    ``store_factory``: how the store is made (tests wrap a slow one)."""
+    ``store_factory``: how the store is made (tests wrap a slow one). ``cluster``: this is
+    one worker process of several (gateway.supervisor listens, sweeps and restarts)."""
     stop = stop if stop is not None else trio.Event()
     health = StoreHealth(logging.getLogger("gateway.store"))
-    gw = Gateway(settings, store_factory(settings, health), health=health)
+    store = store_factory(settings, health)
+    if cluster is not None and not settings.hls_dir:
+        store = ReplicatingStore(store, cluster)  # every worker holds every stream's HLS
+    gw = Gateway(settings, store, health=health)
     access = AccessControl(settings, gw.metrics.registry)
     gw.access = access
-    ended = await sweep_store(gw.store)  # before anything is written: see segmenter.sweep
-    for name in end_stale_playlists(gw.store):
-        log.info("%s: ended a live playlist left by a previous run", name)
+    ended: list[EndedPlaylist] = []
+    if cluster is None:  # the supervisor sweeps a directory its workers share
+        ended = await sweep_store(gw.store)  # before anything is written: see segmenter.sweep
+        for name in end_stale_playlists(gw.store):
+            log.info("%s: ended a live playlist left by a previous run", name)
+    else:
+        gw.side = WorkerSide(cluster, gw, gw.waiters.notify)
+        gw.hub.elsewhere = cluster.owner_elsewhere
+        gw.hub.on_lookup = gw.side.want
+        cluster.on(Reload, lambda _s, m: _reload_from(gw, m))
     web_app = create_app(
         gw.store,
         gw,
@@ -509,6 +590,7 @@ async def run_gateway(
         gate=access,
         health=gw.health,
         viewers=gw.viewers,
+        whole=ClusterStatus(cluster, gw) if cluster is not None else None,
     )
     hconfig = HttpServerConfig()
     hconfig.send_timeout = settings.http_send_timeout
@@ -517,6 +599,11 @@ async def run_gateway(
     hconfig.read_timeout = settings.http_read_timeout
     hconfig.keep_alive_timeout = settings.http_keep_alive_timeout
     hconfig.backlog = settings.http_backlog
+    if cluster is not None:
+        # The workers bind the port side by side (the supervisor holds it) and the kernel
+        # spreads connections over them; hypercorn takes the socket's descriptor over.
+        shared = reuseport_socket(settings.host, settings.http_port)
+        hconfig.bind = [f"fd://{shared.detach()}"]
     if settings.tls_cert:
         # hypercorn then offers h2 and http/1.1 by ALPN on the same port.
         hconfig.certfile, hconfig.keyfile = settings.tls_cert, settings.tls_key
@@ -528,6 +615,9 @@ async def run_gateway(
         async with trio.open_nursery() as root:
             if handle_signals:
                 root.start_soon(_watch_signals, stop, partial(reload_settings, gw, reloader))
+            if cluster is not None:
+                await root.start(cluster.run)
+                root.start_soon(_stop_when_closed, cluster, stop)
             await root.start(access.run)  # loads a JWKS before anyone is asked
             s3 = gw.store if isinstance(gw.store, S3Store) else None
             if s3 is not None:
@@ -551,11 +641,17 @@ async def run_gateway(
                     segmenters.start_soon(
                         retire_ended, gw.store, ended, settings.hls_retention, gw.lives.__contains__
                     )
-                    gw.pulls.start(segmenters)  # pulled streams publish into the hub like any other
+                    if gw.side is not None:
+                        segmenters.start_soon(gw.side.run, segmenters)
+                    if cluster is None or cluster.index == 0:  # one worker pulls, for everyone
+                        gw.pulls.start(segmenters)  # pulled streams publish into the hub
                     async with trio.open_nursery() as ingest:
                         listening = await ingest.start(
                             partial(
-                                serve_rtmp, sessions=gw.rtmp_sessions, current=lambda: gw.settings
+                                serve_rtmp,
+                                sessions=gw.rtmp_sessions,
+                                current=lambda: gw.settings,
+                                incoming=cluster.incoming if cluster is not None else None,
                             ),
                             settings,
                             gw.hub,
@@ -567,13 +663,20 @@ async def run_gateway(
                             http_bound,
                             [(a.host, a.port) for a in listening if a.protocol == "rtmps"],
                         )
-                        log.info(
-                            "gateway listening: %s, http %s, store %s",
-                            _addresses(gw.bound),
-                            ", ".join(http_bound),
-                            settings.hls_s3_url or settings.hls_dir or "memory",
-                        )
+                        if cluster is not None:
+                            log.info(
+                                "worker %d ready: http %s", cluster.index, ", ".join(http_bound)
+                            )
+                        else:
+                            log.info(
+                                "gateway listening: %s, http %s, store %s",
+                                _addresses(gw.bound),
+                                ", ".join(http_bound),
+                                settings.hls_s3_url or settings.hls_dir or "memory",
+                            )
                         task_status.started(gw)
+                        if cluster is not None:
+                            cluster.send(SUPERVISOR, "ready")
                         await stop.wait()
                         # E-RTMP v2: publishers that can are asked to reconnect (elsewhere:
                         # new connections are refused from now on) before ingest stops.
@@ -603,6 +706,17 @@ async def run_gateway(
         if isinstance(gw.store, WriteBehindStore) and not gw.store.close(timeout=timeout):
             log.error("store: writes still queued after %g s of shutdown", timeout)
     log.info("gateway stopped")
+
+
+def _reload_from(gw: Gateway, message: Reload) -> None:
+    """A worker's SIGHUP: the settings the supervisor loaded again."""
+    reload_settings(gw, lambda: message.settings)
+
+
+async def _stop_when_closed(cluster: Cluster, stop: trio.Event) -> None:
+    """A worker whose supervisor went away stops (gracefully) too."""
+    await cluster.closed.wait()
+    stop.set()
 
 
 def _addresses(bound: Bound) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, load_settings, worker_count
 from gateway.logs import setup_logging
 from segmenter import native
 
@@ -208,12 +208,17 @@ def main(argv: list[str] | None = None) -> int:
             why,
         )
     from gateway.app import run_gateway  # heavy imports (PyAV, Quart) only when running
+    from gateway.supervisor import run_supervisor
 
     failed = False
     try:
         # SIGHUP reads the same sources again: the file, the environment and these flags.
         reloader = partial(load_settings, config_file=args.config, overrides=overrides)
-        trio.run(partial(run_gateway, settings, reloader=reloader))
+        workers = worker_count(settings)
+        if workers > 1:
+            trio.run(partial(run_supervisor, settings, workers, reloader=reloader))
+        else:
+            trio.run(partial(run_gateway, settings, reloader=reloader))
     except* OSError as group:  # a port in use, an unwritable --hls-dir: say so, no traceback
         failed = True
         for cause in _leaves(group):

@@ -616,6 +616,43 @@ class Settings:
             minimum=0.0,
         ),
     )
+    # --- worker processes ----------------------------------------------------------------------
+    workers: str = field(
+        default="1",
+        metadata=_doc(
+            "Processes that serve (1 = this process does everything; 'auto' = one per CPU the "
+            "process may run on; at most 64). With more than one, a supervisor process holds "
+            "the listeners, hands RTMP connections to the workers in turn and restarts a "
+            "worker that dies; every worker answers HTTP (SO_REUSEPORT) for every stream."
+        ),
+    )
+    worker_restart_delay: float = field(
+        default=1.0,
+        metadata=_doc(
+            "Seconds before a worker that died is started again; doubled for each death "
+            "within a minute, up to 30 s.",
+            minimum=0.0,
+            maximum=30.0,
+        ),
+    )
+    worker_bus_queue: int = field(
+        default=4096,
+        metadata=_doc(
+            "Messages (copies of segments, parts and playlists, relayed tags) a worker may "
+            "have waiting for its link to the supervisor, and the supervisor for each worker; "
+            "past it messages are dropped with an error log line (the other workers' copies "
+            "miss those updates; the next LL-HLS update carries the playlists whole again).",
+            minimum=64,
+        ),
+    )
+    worker_request_timeout: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds /api and /metrics wait for the other workers' figures; a worker that "
+            "does not answer is left out and named in a log line.",
+            minimum=0.1,
+        ),
+    )
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field[Any], ...]:
@@ -679,6 +716,7 @@ def _check(settings: Settings) -> Settings:
     _check_auth(settings)
     if settings.hls_dir:
         _check_writable(Path(settings.hls_dir))
+    worker_count(settings)
     formats = hls_formats(settings)
     if not formats or set(formats) - {"ts", "cmaf"}:
         raise ConfigError(
@@ -812,6 +850,25 @@ def _check_auth(settings: Settings) -> None:
 def auth_configured(settings: Settings) -> bool:
     """A hook or a token verifier decides who may publish (else anyone may)."""
     return bool(settings.auth_hook_url or settings.auth_jwt_secret or settings.auth_jwks)
+
+
+MAX_WORKERS = 64
+
+
+def worker_count(settings: Settings) -> int:
+    """How many worker processes ``workers`` asks for ('auto': one per usable CPU)."""
+    text = settings.workers.strip().lower()
+    if text == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise ConfigError(
+            f"workers: a number from 1 to {MAX_WORKERS} or 'auto', got {settings.workers!r}"
+        )
+    return count
 
 
 def hls_formats(settings: Settings) -> tuple[str, ...]:

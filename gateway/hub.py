@@ -110,6 +110,7 @@ class PublisherInfo:
     # The connection holding the name, which a new publisher may replace once it has gone
     # silent (Hub.start_publish); None: the holder cannot be replaced (pull relays).
     owner: PublisherOwner | None = field(default=None, compare=False)
+    relayed: bool = False  # another worker's publisher, relayed here for players
 
 
 class PublisherOwner(Protocol):
@@ -281,6 +282,10 @@ class Hub:
         self._wallclock = wallclock
         # Set with a disk write queue: publishers' readers pause on it while the queue is full.
         self.write_gate: WriteGate | None = None
+        # With worker processes (gateway.cluster): which other worker has a publisher live on
+        # a path, and who to tell when a local player looks a stream up.
+        self.elsewhere: Callable[[str], int | None] | None = None
+        self.on_lookup: Callable[[Stream], None] | None = None
 
     def configure(
         self,
@@ -320,12 +325,18 @@ class Hub:
         connection_id: int,
         query: dict[str, list[str]],
         owner: PublisherOwner | None = None,
+        relayed: bool = False,
     ) -> Stream:
-        """Claim the publisher slot; raises StreamBusy if someone is live on this name.
+        """Claim the publisher slot; raises StreamBusy if someone is live on this name (here,
+        or on another worker process; ``relayed``: this is that worker's session, relayed).
 
         A holder whose peer has sent nothing for ``takeover_after`` seconds is replaced (its
         owner evicted): a publisher whose network died without closing the connection would
         otherwise keep its own reconnect out until idle_timeout."""
+        if not relayed and self.elsewhere is not None:
+            worker = self.elsewhere(f"{app}/{key}")
+            if worker is not None:
+                raise StreamBusy(f"{app}/{key} is already being published (on worker {worker})")
         stream = self._stream(app, key)
         holder = stream.publisher
         if holder is not None:
@@ -336,7 +347,7 @@ class Hub:
             self.end_publish(stream, holder.connection_id)
             old.evict(f"replaced by a new publisher from {peer} after {silent:.1f} s silent")
         stream.publisher = PublisherInfo(
-            peer, self._wallclock(), trio.current_time(), query, connection_id, owner
+            peer, self._wallclock(), trio.current_time(), query, connection_id, owner, relayed
         )
         stream.sessions += 1
         # A new session's headers replace the old ones; stale ones must not reach new subscribers.
@@ -368,7 +379,10 @@ class Hub:
 
     def lookup(self, app: str, key: str) -> Stream:
         """The stream for a name, created empty if nobody published it yet (players may wait)."""
-        return self._stream(app, key)
+        stream = self._stream(app, key)
+        if self.on_lookup is not None:
+            self.on_lookup(stream)
+        return stream
 
     def end_publish(self, stream: Stream, connection_id: int) -> None:
         """Release the slot; only its holder can (idempotent, safe on every exit path)."""
@@ -412,4 +426,4 @@ class Hub:
             receive.close()
 
     def publishers(self) -> int:
-        return sum(1 for s in self.streams.values() if s.publisher is not None)
+        return sum(1 for s in self.streams.values() if s.publisher and not s.publisher.relayed)

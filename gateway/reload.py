@@ -50,6 +50,11 @@ RESTART_ONLY: frozenset[str] = frozenset(
         "http_max_requests_per_ip",
         "http_backlog",
         "shutdown_timeout",
+        # Worker processes are laid out at start (gateway.supervisor).
+        "workers",
+        "worker_restart_delay",
+        "worker_bus_queue",
+        "worker_request_timeout",
     }
 )
 

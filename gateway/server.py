@@ -681,6 +681,15 @@ async def _listen(settings: Settings, port: int, protocol: str) -> list[trio.Soc
         raise OSError(exc.errno, f"cannot listen for {what} on {where}: {exc.strerror}") from None
 
 
+async def _serve_incoming(
+    incoming: trio.MemoryReceiveChannel[tuple[str, trio.SocketStream]],
+    handle: Callable[[str, trio.SocketStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    async for protocol, sock in incoming:
+        nursery.start_soon(handle, "rtmps" if protocol == "rtmps" else "rtmp", sock)
+
+
 async def serve_rtmp(
     settings: Settings,
     hub: Hub,
@@ -689,20 +698,26 @@ async def serve_rtmp(
     *,
     current: Callable[[], Settings] | None = None,
     sessions: Sessions | None = None,
+    incoming: trio.MemoryReceiveChannel[tuple[str, trio.SocketStream]] | None = None,
     task_status: trio.TaskStatus[list[Listening]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept RTMP connections on rtmp_port (unless -1) and, with tls_cert, RTMPS on rtmps_port
     until cancelled; reports the bound addresses. ``access`` decides who may publish and play
     (None: anyone); ``sessions`` (if given) tracks the open sessions for shutdown.
     ``current`` gives the settings as reloaded: each new connection gets the limits of that
-    moment (the listeners stay as bound)."""
+    moment (the listeners stay as bound). ``incoming``: connections another process accepted
+    (a worker's, from the supervisor) instead of listeners of its own."""
     listeners: list[tuple[str, trio.SocketListener]] = []
     tls_context: ssl.SSLContext | None = None
+    if incoming is not None and settings.tls_cert:
+        tls_context = server_context(settings)
     try:
-        if settings.rtmp_port >= 0:
+        if incoming is not None:
+            pass  # the supervisor listens
+        elif settings.rtmp_port >= 0:
             found = await _listen(settings, settings.rtmp_port, "rtmp")
             listeners += [("rtmp", lst) for lst in found]
-        if settings.tls_cert:
+        if settings.tls_cert and incoming is None:
             tls_context = server_context(settings)
             found = await _listen(settings, settings.rtmps_port, "rtmps")
             listeners += [("rtmps", lst) for lst in found]
@@ -819,4 +834,6 @@ async def serve_rtmp(
             nursery.start_soon(mux.run)
         for protocol, lst in listeners:
             nursery.start_soon(trio.serve_listeners, partial(handle, protocol), [lst])
+        if incoming is not None:
+            nursery.start_soon(_serve_incoming, incoming, handle, nursery)
         task_status.started(addresses)

@@ -1134,6 +1134,28 @@ class LiveStream:
                 return playlist
         return None
 
+    def lowlatency_state(
+        self,
+    ) -> tuple[dict[str, LivePlaylist], dict[str, bytes], dict[str, str]]:
+        """Everything the web side asks of this stream while it is made here: the LL-HLS
+        playlists by name, the parts by URI and why files are not made (for the copies other
+        worker processes serve, gateway.cluster)."""
+        playlists: dict[str, LivePlaylist] = {}
+        parts: dict[str, bytes] = {}
+        for stream in [self, *self._renditions.values()]:
+            cmaf = stream._cmaf
+            if cmaf is None:
+                continue
+            playlist = cmaf.keeper.playlist
+            if playlist is not None:
+                playlists[cmaf.keeper.name] = playlist
+            parts.update(cmaf.parts())
+        missing: dict[str, str] = {}
+        reason = self.missing_reason(TS_PLAYLIST_NAME)
+        if reason is not None:
+            missing[TS_PLAYLIST_NAME] = reason
+        return playlists, parts, missing
+
     @property
     def lowlatency(self) -> LivePlaylist | None:
         """The LL-HLS playlist (cmaf.m3u8) while this process makes it, for blocking reloads."""

@@ -260,6 +260,10 @@ class CmafOutput:
         """The bytes of a part of a listed (or the open) segment."""
         return self._part_bytes.get(uri)
 
+    def parts(self) -> dict[str, bytes]:
+        """Every part kept (by URI), as :meth:`part` answers them; not a copy."""
+        return self._part_bytes
+
     def _forget_parts(self, before: int | None) -> None:
         """Drop the parts of segments numbered below ``before`` (all when None)."""
         uris = self._part_uris

@@ -136,6 +136,13 @@ def nearest_int(value: float) -> int:
     return math.floor(value + 0.5)
 
 
+class _Reports(list[RenditionReport]):
+    """Rendition reports frozen when a playlist was copied; called like the live source."""
+
+    def __call__(self) -> list[RenditionReport]:
+        return self
+
+
 class LivePlaylist:
     """A sliding-window live media playlist (RFC 8216 §6.2.1, §6.2.2)."""
 
@@ -194,6 +201,18 @@ class LivePlaylist:
         self._heads: dict[tuple[bool, bool], str] = {}
         # The other renditions of a ladder, asked at each render (they move on their own).
         self.rendition_reports: Callable[[], list[RenditionReport]] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        """A copy for another worker process (gateway.cluster): the renditions' reports as
+        they are now, without the render caches (the receiver renders its own)."""
+        state = dict(vars(self))
+        state["_rendered"], state["_heads"] = {}, {}
+        reports = self.rendition_reports
+        state["rendition_reports"] = _Reports(reports()) if reports is not None else None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state)
 
     # -- read-only state ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from quart_trio import QuartTrio
 from web.access import BEARER_CHALLENGE, AccessGate, Admission, admit_request
 
 if TYPE_CHECKING:
-    from web.config import HealthSource, StatusSource
+    from web.config import HealthSource, StatusSource, WholeGateway
 
 # Fields of a stream's status that name a peer's address: for operators only.
 ADDRESS_FIELDS = ("publisher", "players", "relays", "pulls")
@@ -62,13 +62,19 @@ def install(
     registry: prometheus_client.CollectorRegistry,
     gate: AccessGate | None = None,
     health: HealthSource | None = None,
+    whole: WholeGateway | None = None,
 ) -> None:
+    """``whole``: with worker processes, what every worker knows, not this one alone."""
+
     @web.route("/api/streams", methods=["GET"])
     async def streams() -> Response:
         admission = await operator(gate)
         if not admission.allowed:
             return refused(admission)
-        return json_response({"streams": status.streams()})
+        found = status.streams()
+        if whole is not None:
+            found = await whole.streams(found)
+        return json_response({"streams": found})
 
     @web.route("/api/streams/<name:app>/<name:key>", methods=["GET"])
     async def stream(app: str, key: str) -> Response:
@@ -85,6 +91,8 @@ def install(
             if not read.allowed:
                 return refused(read)
         info = status.stream(app, key)
+        if whole is not None:
+            info = await whole.stream(app, key, info)
         if info is None:
             abort(404, f"unknown stream {app}/{key}")
         if not admission.allowed:
@@ -110,6 +118,8 @@ def install(
         if not admission.allowed:
             return refused(admission)
         body = prometheus_client.generate_latest(registry)
+        if whole is not None:
+            body = await whole.metrics(body)
         response = Response(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import prometheus_client
 from quart import Response, g, request
@@ -18,7 +19,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from segmenter.store import Store
 from web import api, hls, pages
 from web.access import AccessGate
-from web.config import HealthSource, StatusSource, WebConfig
+from web.config import HealthSource, StatusSource, WebConfig, WholeGateway
 from web.httputil import cors_headers, plain_error, preflight_headers
 from web.lowlatency import LiveSource, Waiters
 from web.metrics import HttpMetrics
@@ -49,12 +50,14 @@ def create_app(
     gate: AccessGate | None = None,
     health: HealthSource | None = None,
     viewers: Viewers | None = None,
+    whole: WholeGateway | None = None,
 ) -> QuartTrio:
     """Build the app. ``registry`` receives the HTTP metrics and is exposed at /metrics.
     ``live`` gives the LL-HLS playlists being made (blocking reload, hinted parts); their
     changes are announced on ``waiters``. ``gate`` decides who may read and administer
     (None: anyone). ``health`` makes /healthz answer 503 while it names a failure.
-    ``viewers`` counts the playback sessions served (web.viewers)."""
+    ``viewers`` counts the playback sessions served (web.viewers). ``whole``: this is one
+    worker process of several; /api, /metrics and the stream list speak for all of them."""
     if registry is None:
         registry = prometheus_client.CollectorRegistry()
     web = QuartTrio(__name__, template_folder="templates", static_folder=None)
@@ -65,8 +68,9 @@ def create_app(
 
     ll = hls.LowLatency(live, waiters or Waiters()) if live is not None else None
     hls.install(web, store, config, ll, gate)
-    api.install(web, status, registry, gate, health)
-    pages.install(web, status, config, hls_js=config.hls_js_path or DEFAULT_HLS_JS, gate=gate)
+    api.install(web, status, registry, gate, health, whole)
+    hls_js = config.hls_js_path or DEFAULT_HLS_JS
+    pages.install(web, status, config, hls_js=hls_js, gate=gate, whole=whole)
 
     @web.before_request
     async def _start() -> Response | None:
@@ -132,4 +136,25 @@ def create_app(
     refused = metrics.requests.labels(route="<per-address limit>", status="429").inc
     limited = per_address_limit(fast, config.max_requests_per_ip, refused)
     web.asgi_app = limited  # type: ignore[method-assign,assignment]
+    if whole is not None:
+        web.asgi_app = worker_header(limited, whole.worker)  # type: ignore[method-assign]
     return web
+
+
+def worker_header(inner: Any, worker: int) -> Any:
+    """Every response says which worker process answered it (Gateway-Worker): what an
+    operator needs to tell one worker's fault from another's."""
+    value = str(worker).encode()
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        async def marked(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"gateway-worker", value)],
+                }
+            await send(message)
+
+        await inner(scope, receive, marked if scope.get("type") == "http" else send)
+
+    return asgi

@@ -43,6 +43,24 @@ class WebConfig:
     max_requests_per_ip: int = 0
 
 
+class WholeGateway(Protocol):
+    """With worker processes: the whole gateway's status and metrics, this worker's merged
+    with the others' (gateway.workerside.ClusterStatus)."""
+
+    @property
+    def worker(self) -> int:
+        """This worker's number (the Gateway-Worker response header)."""
+        ...
+
+    async def streams(self, local: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+    async def stream(
+        self, app: str, key: str, local: dict[str, Any] | None
+    ) -> dict[str, Any] | None: ...
+
+    async def metrics(self, local: bytes) -> bytes: ...
+
+
 class HealthSource(Protocol):
     """Whether the gateway works (/healthz): why its store fails, or None while it does not."""
 

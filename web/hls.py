@@ -14,6 +14,7 @@ import gzip
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -49,6 +50,7 @@ from web.lowlatency import (
     BadRequest,
     LiveSource,
     Waiters,
+    await_copy,
     deadline_seconds,
     parse_reload,
     part_wanted,
@@ -296,6 +298,8 @@ def install(
             data = await trio.to_thread.run_sync(store.get, name)
         else:
             data = store.get(name)
+        if data is None and ll is not None:
+            data = await await_copy(ll.source, ll.waiters, app, key, partial(store.get, name))
         if data is None:
             abort(404, missing_message(app, key, file, ll))
         return data
@@ -443,6 +447,8 @@ def fast_path(
                     ll, app, key, file, query, accept_encoding, config, compress,
                     range_header, if_range, token,
                 )  # fmt: skip
+            if reply is None and data is None and ll is not None:
+                data = await await_copy(ll.source, ll.waiters, app, key, partial(store.get, name))
             if reply is not None:
                 status, headers, body = reply
                 head = head and status < 400

@@ -14,6 +14,7 @@ parsing and the decisions are plain functions (``parse_reload``, ``reload_ready`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl
@@ -50,6 +51,11 @@ class LiveSource(Protocol):
         """Why ``file`` of the stream is not made at all (the 404 says it), or None."""
         ...
 
+    def made_elsewhere(self, app: str, key: str) -> bool:
+        """Another worker process makes the stream: a file it has listed may still be on its
+        way here (gateway.cluster), so a miss is worth a short wait (:func:`await_copy`)."""
+        ...
+
 
 class Waiters:
     """One parking lot per stream path: a request for a future part or playlist version waits
@@ -77,6 +83,27 @@ class Waiters:
     def waiting(self, path: str) -> int:
         lot = self._lots.get(path)
         return len(lot) if lot is not None else 0
+
+
+# Seconds a request for a file of a stream another worker makes waits for the file's copy.
+COPY_WAIT = 0.5
+
+
+async def await_copy(
+    source: LiveSource, waiters: Waiters, app: str, key: str, read: Callable[[], bytes | None]
+) -> bytes | None:
+    """``read()`` again each time a copy of the stream arrives, for at most COPY_WAIT seconds,
+    if another worker makes the stream: a player that got a playlist from the owner may ask
+    this worker for a segment a moment before its copy lands."""
+    if not source.made_elsewhere(app, key):
+        return None
+    with trio.move_on_after(COPY_WAIT):
+        while True:
+            await waiters.wait(f"{app}/{key}")
+            data = read()
+            if data is not None:
+                return data
+    return None
 
 
 class BadRequest(ValueError):

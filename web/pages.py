@@ -21,7 +21,7 @@ from web.api import operator
 from web.names import PLAYLIST_MIME, RESERVED_APP_NAMES
 
 if TYPE_CHECKING:
-    from web.config import StatusSource, WebConfig
+    from web.config import StatusSource, WebConfig, WholeGateway
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def install(
     *,
     hls_js: Path,
     gate: AccessGate | None = None,
+    whole: WholeGateway | None = None,
 ) -> None:
     web.url_map.converters["asset"] = AssetConverter
     assets = _load_static()
@@ -116,7 +117,10 @@ def install(
         if not admission.allowed:
             return refused_page(admission)
         now = datetime.now(UTC)
-        rows = [stream_row(info, now) for info in status.streams()]
+        found = status.streams()
+        if whole is not None:
+            found = await whole.streams(found)
+        rows = [stream_row(info, now) for info in found]
         rows.sort(key=lambda row: (row["app"], row["key"]))
         return await render_template("index.html", rows=rows)
 
@@ -126,7 +130,10 @@ def install(
     @web.route("/<name:app>/<name:key>/", methods=["GET"], strict_slashes=False)
     async def player(app: str, key: str) -> str | Response:
         if not request.path.endswith("/"):
-            if app in RESERVED_APP_NAMES or status.stream(app, key) is None:
+            known = status.stream(app, key)
+            if known is None and whole is not None and app not in RESERVED_APP_NAMES:
+                known = await whole.stream(app, key, None)
+            if app in RESERVED_APP_NAMES or known is None:
                 abort(404, f"player pages end with a slash: /{app}/{key}/")
             query = request.query_string.decode("latin-1")
             target = f"/{app}/{key}/" + (f"?{query}" if query else "")

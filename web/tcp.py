@@ -17,7 +17,7 @@ from hypercorn.config import Config, Sockets
 
 log = logging.getLogger("web.tcp")
 
-__all__ = ["HttpServerConfig", "set_send_timeout"]
+__all__ = ["HttpServerConfig", "reuseport_socket", "set_send_timeout"]
 
 
 def set_send_timeout(sock: socket.socket, seconds: float) -> bool:
@@ -30,6 +30,22 @@ def set_send_timeout(sock: socket.socket, seconds: float) -> bool:
     except OSError:
         return False
     return True
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT (not listening yet): several
+    processes bind the same port this way and the kernel spreads new connections over those
+    that listen (gateway.supervisor's workers)."""
+    host = (host or "0.0.0.0").strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class HttpServerConfig(Config):

@@ -68,6 +68,9 @@ class Ladder:
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
         return None
 
+    def made_elsewhere(self, app: str, key: str) -> bool:
+        return False
+
 
 @pytest.fixture(scope="module")
 def ladder_flv(tmp_path_factory: pytest.TempPathFactory) -> bytes:

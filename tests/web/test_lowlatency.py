@@ -18,10 +18,12 @@ from segmenter.store import MemoryStore
 from tests.web.conftest import FakeStatus
 from web.app import create_app
 from web.lowlatency import (
+    COPY_WAIT,
     BadRequest,
     Reload,
     Waiters,
     advance_part_limit,
+    await_copy,
     parse_reload,
     part_wanted,
     reload_ready,
@@ -48,6 +50,9 @@ class Stream:
 
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
         return None
+
+    def made_elsewhere(self, app: str, key: str) -> bool:
+        return False
 
     def live_part(self, app: str, key: str, file: str) -> bytes | None:
         return self.part_bytes.get(file) if f"{app}/{key}" == PATH else None
@@ -322,3 +327,53 @@ async def test_plain_requests_and_other_playlists_are_not_held(
     ts = await client.get(f"/{PATH}/index.m3u8?_HLS_msn=99")  # no LL-HLS there: ignored
     assert ts.status_code == 200
     assert trio.current_time() == started
+
+
+class _Elsewhere:
+    """A LiveSource for a stream another worker makes (only made_elsewhere matters here)."""
+
+    def __init__(self, elsewhere: bool) -> None:
+        self.elsewhere = elsewhere
+
+    def live_playlist(self, app: str, key: str, file: str) -> LivePlaylist | None:
+        return None
+
+    def live_part(self, app: str, key: str, file: str) -> bytes | None:
+        return None
+
+    def missing_reason(self, app: str, key: str, file: str) -> str | None:
+        return None
+
+    def made_elsewhere(self, app: str, key: str) -> bool:
+        return self.elsewhere
+
+
+async def test_a_miss_waits_for_the_copy_of_a_stream_made_elsewhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    waiters = Waiters()
+    got: list[bytes | None] = []
+
+    async def ask() -> None:
+        got.append(await await_copy(_Elsewhere(True), waiters, "live", "a", lambda: store.get("x")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        await trio.sleep(0.1)
+        waiters.notify("live/a")  # something else of the stream arrived: still missing
+        await trio.sleep(0.1)
+        store.put("x", b"segment")
+        waiters.notify("live/a")
+    assert got == [b"segment"]
+
+
+async def test_a_miss_gives_up_after_copy_wait(autojump_clock: trio.testing.MockClock) -> None:
+    waiters = Waiters()
+    start = trio.current_time()
+    assert await await_copy(_Elsewhere(True), waiters, "live", "a", lambda: None) is None
+    assert trio.current_time() - start == pytest.approx(COPY_WAIT)
+    # A stream made here (or by nobody): a miss is a miss at once.
+    start = trio.current_time()
+    assert await await_copy(_Elsewhere(False), waiters, "live", "a", lambda: None) is None
+    assert trio.current_time() == start
