@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.config import Settings, load_settings
+from gateway.config import Settings, load_settings, worker_count
 from tests.deploy.test_files import CONFIG_IN_IMAGE, DEPLOY, ROOT, parse_dockerfile
 
 K8S = DEPLOY / "k8s"
@@ -201,8 +201,11 @@ def test_resources_and_graceful_termination(
     assert quantity(requests["cpu"]) >= 1 and quantity(requests["memory"]) > 0
     limit = quantity(container["resources"]["limits"]["memory"])
     assert limit >= quantity(requests["memory"])
-    # The memory store's cap (segments kept in memory) fits under the limit.
-    assert settings.hls_memory_max_bytes < limit
+    # One core per worker process; "auto" would count the node's cores, not the pod's.
+    assert settings.workers != "auto"
+    assert worker_count(settings) <= quantity(requests["cpu"])
+    # The memory copy of the window (one per worker) fits under the limit.
+    assert worker_count(settings) * settings.hls_memory_max_bytes < limit
     assert "cpu" not in container["resources"]["limits"]
     # SIGTERM: E-RTMP publishers get reconnect_request_wait, then playlists end and HTTP
     # drains within shutdown_timeout; SIGKILL only after that.
