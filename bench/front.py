@@ -2,7 +2,8 @@
 cache of deploy/nginx/gateway-cache.conf in front of it, and from nginx-rtmp's own HLS serving.
 
 One publisher (the fixture, looped) per target. For each playlist, ``wrk`` asks as fast as the
-server side answers on ``--viewers`` connections for ``--seconds``: requests/s, p50/p99, errors,
+server side answers on ``--viewers`` connections for ``--seconds``, with Accept-Encoding: gzip
+as players send it: requests/s, p50/p99, errors,
 the server side's CPU (the gateway, plus the cache's nginx when it is in front; nginx-rtmp's
 master and worker) and the ingest cadence meanwhile. Behind the cache, the gateway's own
 /metrics counts how many of those requests reached it (upstream requests/s).
@@ -32,6 +33,9 @@ from bench.targets import Target, open_target, run_each
 # Column labels, in order.
 OURS, CACHED, RTMP = "ours", "ours+cache", "nginx-rtmp"
 KEY = "front"
+# What players send (browsers, hls.js through them, FFmpeg): playlists come back gzipped from
+# the gateway and through the cache; nginx-rtmp's HTTP server has gzip off and ignores it.
+HEADERS = {"Accept-Encoding": "gzip"}
 # The gateway's route label for playlists (web.hls.PLAYLIST_ROUTE; bench does not import web).
 PLAYLIST_ROUTE = "/<name:app>/<name:key>/<playlist:file>"
 
@@ -82,7 +86,7 @@ async def measure(
         before = await playlist_requests(client, origin) if origin is not None else 0.0
         cpu0, cache0 = cpu_seconds(pids), cpu_seconds(cache_pids or [])
         t0 = trio.current_time()
-        res = await wrk.hammer(url, opts.viewers, opts.seconds)
+        res = await wrk.hammer(url, opts.viewers, opts.seconds, HEADERS)
         t1 = trio.current_time()
         cpu1, cache1 = cpu_seconds(pids), cpu_seconds(cache_pids or [])
         after = await playlist_requests(client, origin) if origin is not None else 0.0
