@@ -257,14 +257,19 @@ async def test_what_the_cache_keeps_and_what_it_passes_through(front: Front) -> 
         again = await client.get(f"{nginx}/{hint[1]}")
         assert again.headers["x-cache-status"] == "HIT" and again.content == hinted.content
 
-        # A part of a segment two ahead is refused at once (404)... and not cached: once it
-        # exists the cache fetches it.
-        msn = int(hint[2]) + 2
+        # A part of a segment three ahead of the one being made is refused at once (404; the
+        # gateway waits only for parts of the next segment or this one)... and not cached:
+        # once it exists the cache fetches it. Three, not two: a segment may close meanwhile.
+        text = (await client.get(f"{direct}/cmaf.m3u8")).text
+        hint = _HINT.search(text)
+        assert hint is not None, text
+        msn = int(hint[2]) + 3
         early = hint[1].replace(f"-{hint[2]}.{hint[3]}.m4s", f"-{msn}.0.m4s")
         refused = await client.get(f"{nginx}/{early}")
         assert refused.status_code == 404 and refused.headers["cache-control"] == "no-cache"
-        # Wait for it in the gateway (a reload may ask at most two segments ahead).
-        for wanted, wanted_part in ((msn - 1, None), (msn, 0)):
+        # Wait for it in the gateway, a segment at a time (a reload may ask at most two
+        # segments past the last complete one).
+        for wanted, wanted_part in ((msn - 2, None), (msn - 1, None), (msn, 0)):
             query = f"_HLS_msn={wanted}"
             if wanted_part is not None:
                 query += f"&_HLS_part={wanted_part}"
