@@ -27,6 +27,8 @@ worker_processes {workers};
 error_log {dir}/error.log warn;
 events {{ worker_connections 8192; }}
 http {{
+    # With the cache status and where the request went (the blocking location's $uri).
+    log_format cache '$request_uri $status $upstream_cache_status $uri $request_time';
     access_log {access_log};
     client_body_temp_path {dir}/tmp/body;
     proxy_temp_path {dir}/tmp/proxy;
@@ -82,7 +84,7 @@ def write_conf(
     # `user` only makes sense for a root master (workers would otherwise run as nobody, who
     # cannot write the temp dirs made here); nginx ignores it with a warning otherwise.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    log = f"{directory}/access.log" if access_log else "off"
+    log = f"{directory}/access.log cache" if access_log else "off"
     conf.write_text(MAIN.format(dir=directory, workers=workers, user=user, access_log=log))
     return conf
 
