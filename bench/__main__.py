@@ -18,7 +18,7 @@ from bench import cpus, fixtures, report
 
 SCENARIOS = (
     "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
-    "auth", "ladder",
+    "auth", "ladder", "front",
 )  # fmt: skip
 
 
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=3, help="ingest: streams checked over HTTP")
     p.add_argument(
         "--viewers", type=int, default=None,
-        help="viewers, llviewers: HTTP clients (default 200); auth: HLS sessions (default 1000)",
+        help="viewers, llviewers: HTTP clients (default 200); front: wrk connections (default "
+        "200); auth: HLS sessions (default 1000)",
     )  # fmt: skip
     p.add_argument("--players", type=_ints, default=[1, 10, 50], help="fanout: list")
     p.add_argument("--poll-ms", type=float, default=5.0, help="latency: playlist poll period")

@@ -46,9 +46,13 @@ def parse(out: str) -> dict[str, Any]:
     return res
 
 
-async def hammer(url: str, connections: int, seconds: float) -> dict[str, Any]:
+async def hammer(
+    url: str, connections: int, seconds: float, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``headers``: sent with every request (wrk sends none of its own but Host)."""
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     args = [WRK, f"-t{WRK_THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            "--latency", url]  # fmt: skip
+            "--latency", *extra, url]  # fmt: skip
     with trio.fail_after(seconds + WRK_SLACK):
         proc = await trio.run_process(args, capture_stdout=True, capture_stderr=True, check=False)
     out = proc.stdout.decode(errors="replace")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as real clients: FFmpeg 5.1 (second RTMP/HLS client),
 # Chromium (player page test), rtmpdump and GStreamer (RTMP players, a third publisher);
-# systemd-analyze checks deploy/gateway.service.
+# systemd-analyze checks deploy/gateway.service; nginx runs deploy/nginx/gateway-cache.conf in front of
+# the gateway (tests/e2e/test_front.py, tests/deploy/test_nginx.py); wrk hammers its playlists
+# (tests/bench/test_bench_smoke_front.py).
 # Installs only what is missing.
 set -euo pipefail
 need=()
@@ -17,6 +19,8 @@ gst-inspect-1.0 avenc_aac >/dev/null 2>&1 || need+=(gstreamer1.0-libav)
 gst-inspect-1.0 flvmux >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
 gst-inspect-1.0 audiotestsrc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-base)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -26,7 +26,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client import CollectorRegistry
 
 from gateway.access import AccessControl
-from gateway.backpressure import watch_write_queue
+from gateway.backpressure import WriteGate, watch_write_queue
 from gateway.bus import SUPERVISOR, Reload
 from gateway.cluster import Cluster, ReplicatingStore
 from gateway.config import ConfigError, Settings, hls_formats
@@ -37,6 +37,7 @@ from gateway.pull import PullManager
 from gateway.relay import RelayManager
 from gateway.reload import ReloadPlan, plan_reload
 from gateway.rtmp import amf0
+from gateway.s3store import S3Config, S3Store
 from gateway.server import Sessions, serve_rtmp
 from gateway.signals import watch_signals
 from gateway.transcode import StreamTranscoder
@@ -45,6 +46,7 @@ from gateway.workerside import ClusterStatus, WorkerSide
 from segmenter.flv import FlvTag, TagType
 from segmenter.live import LiveStream, SegmenterConfig, SegmentInfo, end_stale_playlists
 from segmenter.playlist import LivePlaylist
+from segmenter.s3 import kind_of, parse_s3_url
 from segmenter.store import (
     DiskStore,
     MemoryStore,
@@ -56,7 +58,9 @@ from segmenter.store import (
 from segmenter.sweep import EndedPlaylist
 from web.app import create_app
 from web.config import WebConfig
+from web.hls import playlist_cache_control, segment_cache_control
 from web.lowlatency import Waiters
+from web.names import PLAYLIST_MIME, segment_mime
 from web.tcp import HttpServerConfig, reuseport_socket
 from web.viewers import Viewers
 
@@ -95,11 +99,14 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
         formats=hls_formats(settings),
         part_duration=settings.hls_part_duration,
         max_renditions=settings.hls_max_renditions,
+        public_base=settings.hls_public_base_url,
     )
 
 
 def make_store(settings: Settings, health: StoreHealth | None = None) -> Store:
     """The store the settings ask for; its write failures (and recoveries) go to ``health``."""
+    if settings.hls_s3_url:
+        return make_s3_store(settings, health or StoreHealth(logging.getLogger("gateway.store")))
     if not settings.hls_dir:
         return MemoryStore(settings.hls_memory_max_bytes, health=health)
     if settings.hls_write_queue_bytes == 0:
@@ -110,6 +117,35 @@ def make_store(settings: Settings, health: StoreHealth | None = None) -> Store:
         log=logging.getLogger("gateway.store"),
         health=health,
     )
+
+
+def make_s3_store(settings: Settings, health: StoreHealth) -> S3Store:
+    """The bucket of ``hls_s3_url`` behind a memory copy capped like the memory store."""
+    config = S3Config(
+        location=parse_s3_url(settings.hls_s3_url),
+        endpoint_url=settings.s3_endpoint_url,
+        request_timeout=settings.s3_request_timeout,
+        max_in_flight=settings.s3_max_in_flight,
+        max_pending_bytes=settings.s3_queue_bytes,
+        retry_base_delay=settings.s3_retry_base_delay,
+        retry_max_delay=settings.s3_retry_max_delay,
+    )
+    memory = MemoryStore(settings.hls_memory_max_bytes, health=health)
+    return S3Store(config, memory, health, headers=object_headers)
+
+
+def object_headers(name: str, web: WebConfig = WebConfig()) -> dict[str, str]:
+    """Content-Type and Cache-Control of an object in the bucket: what the gateway's own HTTP
+    answers for it (web.hls), so a CDN caches segments long and playlists briefly alike."""
+    if kind_of(name) == "playlist":
+        return {
+            "Content-Type": PLAYLIST_MIME,
+            "Cache-Control": playlist_cache_control(web.playlist_max_age),
+        }
+    return {
+        "Content-Type": segment_mime(name),
+        "Cache-Control": segment_cache_control(web.segment_max_age),
+    }
 
 
 @dataclass(eq=False)
@@ -160,6 +196,17 @@ class Gateway:
                 self.metrics,
                 warn_after=self.settings.hls_write_stall_warn,
                 drop_after=self.settings.hls_write_stall_timeout,
+            )
+        elif isinstance(self.store, S3Store):
+            self.store.observe_with(self.metrics)
+            self.hub.write_gate = WriteGate(
+                self.store,
+                self.metrics,
+                warn_after=self.settings.hls_write_stall_warn,
+                drop_after=self.settings.hls_write_stall_timeout,
+                queue_name="S3 upload",
+                limit="s3_queue_bytes",
+                slow="the S3 store",
             )
 
     # --- StatusSource for the web app -----------------------------------------------------
@@ -562,6 +609,9 @@ async def run_gateway(
                 await root.start(cluster.run)
                 root.start_soon(_stop_when_closed, cluster, stop)
             await root.start(access.run)  # loads a JWKS before anyone is asked
+            s3 = gw.store if isinstance(gw.store, S3Store) else None
+            if s3 is not None:
+                await root.start(s3.run)  # credentials resolved before anything is published
             async with trio.open_nursery() as http:
                 try:
                     http_bound = await http.start(
@@ -612,7 +662,7 @@ async def run_gateway(
                                 "gateway listening: %s, http %s, store %s",
                                 _addresses(gw.bound),
                                 ", ".join(http_bound),
-                                settings.hls_dir or "memory",
+                                settings.hls_s3_url or settings.hls_dir or "memory",
                             )
                         task_status.started(gw)
                         if cluster is not None:
@@ -627,6 +677,16 @@ async def run_gateway(
                         # playlists (segmenters flush and add EXT-X-ENDLIST), then drain HTTP.
                         ingest.cancel_scope.cancel()
                     segmenters.cancel_scope.cancel()
+                if s3 is not None:
+                    # The ended playlists (and what they name) reach the bucket while HTTP drains.
+                    with trio.move_on_after(settings.shutdown_timeout):
+                        await s3.drain()
+                    if len(s3.queue):
+                        log.error(
+                            "store: %d S3 uploads still queued after %g s of shutdown",
+                            len(s3.queue),
+                            settings.shutdown_timeout,
+                        )
                 http_stop.set()
                 http.cancel_scope.deadline = trio.current_time() + settings.shutdown_timeout + 1
             root.cancel_scope.cancel()

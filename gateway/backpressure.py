@@ -47,9 +47,19 @@ class WriteGate:
     """Shared by every publishing reader (RTMP sessions, pull relays) of one gateway."""
 
     def __init__(
-        self, queue: WriteQueue, metrics: Metrics, *, warn_after: float, drop_after: float
+        self,
+        queue: WriteQueue,
+        metrics: Metrics,
+        *,
+        warn_after: float,
+        drop_after: float,
+        queue_name: str = "disk write",
+        limit: str = "hls_write_queue_bytes",
+        slow: str = "hls_dir",
     ) -> None:
         self.queue = queue
+        # For log lines and causes: which queue, its setting, what is slow (a disk, a bucket).
+        self._names = (queue_name, limit, slow)
         self.metrics = metrics
         self.warn_after = warn_after
         self.drop_after = drop_after  # 0 = never
@@ -97,20 +107,25 @@ class WriteGate:
             with trio.move_on_after(self.warn_after):
                 await self.writable()
                 return None
+            queue_name, limit, slow = self._names
             log.warning(
-                "%s: paused for %g s: the disk write queue is full (%d bytes waiting, "
-                "hls_write_queue_bytes %d); hls_dir is slower than the streams",
+                "%s: paused for %g s: the %s queue is full (%d bytes waiting, "
+                "%s %d); %s is slower than the streams",
                 who,
                 self.warn_after,
+                queue_name,
                 self.queue.pending_bytes,
+                limit,
                 self.queue.max_pending_bytes,
+                slow,
             )
             with trio.move_on_at(drop_at):
                 await self.writable()
                 log.info("%s: resumed after %.1f s paused", who, trio.current_time() - started)
                 return None
             self.metrics.store_stalled_publishers.inc()
-            return f"disk write queue full for {self.drop_after:g} s (hls_write_stall_timeout)"
+            queue_name = self._names[0]
+            return f"{queue_name} queue full for {self.drop_after:g} s (hls_write_stall_timeout)"
         finally:
             self.metrics.store_paused.dec()
             self.metrics.store_paused_seconds.inc(trio.current_time() - started)

@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError as ConfigError  # re-exported: raised for every setting
 from gateway.relay_config import parse_pull, parse_push
 from gateway.transcode_config import parse_transcode
+from segmenter.s3 import parse_s3_url
 
 # x264's presets, fastest first (x264 --fullhelp).
 X264_PRESETS = (
@@ -384,16 +386,18 @@ class Settings:
     hls_write_stall_warn: float = field(
         default=5.0,
         metadata=_doc(
-            "With hls_dir: a publisher that has stopped reading this many seconds because the "
-            "disk write queue is full is logged (a warning naming it and the queue).",
+            "With hls_dir or hls_s3_url: a publisher that has stopped reading this many seconds "
+            "because the disk write queue (or S3 upload queue) is full is logged (a warning "
+            "naming it and the queue).",
             minimum=0.0,
         ),
     )
     hls_write_stall_timeout: float = field(
         default=60.0,
         metadata=_doc(
-            "With hls_dir: a publisher paused this many seconds by a full disk write queue (a "
-            "disk that stopped taking writes) is disconnected with that reason; 0 = never.",
+            "With hls_dir or hls_s3_url: a publisher paused this many seconds by a full disk "
+            "write queue or S3 upload queue (a disk or bucket that stopped taking writes) is "
+            "disconnected with that reason; 0 = never.",
             minimum=0.0,
         ),
     )
@@ -414,6 +418,84 @@ class Settings:
             "request (players reload the playlist every target duration): the sliding window "
             "of the viewers figure in /api/streams and /metrics.",
             minimum=1.0,
+        ),
+    )
+    # --- S3-compatible store (docs/s3.md) -------------------------------------------------------
+    hls_s3_url: str = field(
+        default="",
+        metadata=_doc(
+            "s3://BUCKET/PREFIX: segments, init segments and playlists are also uploaded to this "
+            "bucket (in order: an object before any playlist naming it), with Content-Type and "
+            "Cache-Control, and deleted as they leave the window plus hls_retention. The gateway "
+            "keeps serving them from memory (hls_memory_max_bytes) and serves the playlists "
+            "(LL-HLS blocking reloads need the origin). Credentials and region come from the "
+            "standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+            "~/.aws/credentials and config, AWS_REGION, an instance or container role); region "
+            "us-east-1 if none. Empty = no bucket. Not with hls_dir."
+        ),
+    )
+    s3_endpoint_url: str = field(
+        default="",
+        metadata=_doc(
+            "With hls_s3_url: the S3 API's base URL for MinIO, Ceph, R2, moto... "
+            "(http(s)://HOST[:PORT], path-style addressing); empty = AWS S3 of the region."
+        ),
+    )
+    hls_public_base_url: str = field(
+        default="",
+        metadata=_doc(
+            "With hls_s3_url: the public URL of the bucket's prefix (a CDN pulling from it, or "
+            "the bucket's own URL); the segment and init segment (EXT-X-MAP) URIs of every media "
+            "playlist become BASE/APP/KEY/FILE, so viewers fetch them there. Playlists, LL-HLS "
+            "parts and preload hints stay on the gateway (a part is listed before a bucket could "
+            "have it, and a hinted part is waited for by the origin). Empty = relative URIs "
+            "(everything from the gateway)."
+        ),
+    )
+    s3_queue_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata=_doc(
+            "With hls_s3_url: bytes of objects that may wait for upload (the same bytes as the "
+            "memory copy, not a second copy). When the bucket falls further behind (slow or "
+            "down), publishers stop reading (TCP back-pressure, hls_write_stall_warn and "
+            "hls_write_stall_timeout apply) until it catches up; what is queued is kept in "
+            "order and uploaded once the bucket answers, skipping what expired meanwhile.",
+            minimum=1024 * 1024,
+        ),
+    )
+    s3_max_in_flight: int = field(
+        default=8,
+        metadata=_doc(
+            "With hls_s3_url: S3 requests at once (also the HTTP connections kept to the "
+            "endpoint). Playlists wait for the objects queued before them whatever this is.",
+            minimum=1,
+            maximum=256,
+        ),
+    )
+    s3_request_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "With hls_s3_url: seconds an S3 request may wait to connect, or between bytes sent "
+            "or received, before it counts as failed (and is retried).",
+            minimum=0.1,
+        ),
+    )
+    s3_retry_base_delay: float = field(
+        default=0.2,
+        metadata=_doc(
+            "With hls_s3_url: seconds before the first retry of a failed S3 request; each "
+            "further retry may wait twice as long (up to s3_retry_max_delay), a random part "
+            "of it (full jitter) so streams do not retry in lockstep. Requests are retried "
+            "until they succeed or their object expires.",
+            minimum=0.01,
+        ),
+    )
+    s3_retry_max_delay: float = field(
+        default=10.0,
+        metadata=_doc(
+            "With hls_s3_url: longest wait between retries of a failed S3 request, seconds; also "
+            "about how long a bucket that came back may wait for the first upload.",
+            minimum=0.01,
         ),
     )
     # --- relays --------------------------------------------------------------------------------
@@ -653,6 +735,7 @@ def _check(settings: Settings) -> Settings:
             "hls_part_duration: must be <= hls_target_duration "
             f"({settings.hls_part_duration} > {settings.hls_target_duration})"
         )
+    _check_s3(settings)
     parse_push(settings.push)  # the relay grammars live with the relays' configuration
     parse_pull(settings.pull)
     if settings.transcode_preset not in X264_PRESETS:
@@ -667,6 +750,38 @@ def _check(settings: Settings) -> Settings:
                 f"{settings.hls_max_renditions}"
             )
     return settings
+
+
+def _check_s3(settings: Settings) -> None:
+    """The S3 settings make sense together: a parseable s3:// URL, not with hls_dir, http(s)
+    URLs for the endpoint and the public base, and the settings that need a bucket have one."""
+    if settings.hls_s3_url:
+        try:
+            parse_s3_url(settings.hls_s3_url)
+        except ValueError as exc:
+            raise ConfigError(f"hls_s3_url: {exc}") from None
+        if settings.hls_dir:
+            raise ConfigError(
+                "hls_s3_url: not with hls_dir (one store: the bucket keeps a memory copy)"
+            )
+    else:
+        for key in ("s3_endpoint_url", "hls_public_base_url"):
+            if getattr(settings, key):
+                raise ConfigError(f"{key}: needs hls_s3_url (the bucket it is about)")
+    for key in ("s3_endpoint_url", "hls_public_base_url"):
+        url = getattr(settings, key)
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key}: must be an http:// or https:// URL, got {url!r}")
+        if parts.query or parts.fragment or any(c.isspace() or c == '"' for c in url):
+            raise ConfigError(f"{key}: no query, fragment, spaces or quotes, got {url!r}")
+    if settings.s3_retry_base_delay > settings.s3_retry_max_delay:
+        raise ConfigError(
+            "s3_retry_base_delay: must be <= s3_retry_max_delay "
+            f"({settings.s3_retry_base_delay} > {settings.s3_retry_max_delay})"
+        )
 
 
 def _check_writable(directory: Path) -> None:

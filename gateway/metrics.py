@@ -148,6 +148,42 @@ class Metrics:
             "Publishers disconnected after waiting hls_write_stall_timeout for the disk",
             registry=r,
         )
+        # The S3-compatible store (gateway.s3store, with hls_s3_url); its queue is the one
+        # publishers pause for then (hls_store_publisher* above count those pauses too).
+        self.s3_requests = Counter(
+            "hls_s3_requests",
+            "S3 PUTs and DELETEs carried out (method; kind: segment, init, playlist)",
+            ["method", "kind"],
+            registry=r,
+        )
+        self.s3_failures = Counter(
+            "hls_s3_request_failures",
+            "S3 requests that failed (each is retried with backoff)",
+            ["method", "kind"],
+            registry=r,
+        )
+        self.s3_request_seconds = Histogram(
+            "hls_s3_request_seconds",
+            "Time per S3 request, signing included, failed ones too",
+            ["method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.s3_bytes_uploaded = Counter(
+            "hls_s3_uploaded_bytes", "Bytes of objects uploaded to S3", registry=r
+        )
+        self.s3_skipped = Counter(
+            "hls_s3_skipped_uploads",
+            "Objects deleted (left the window plus hls_retention) before they were uploaded",
+            registry=r,
+        )
+        self.s3_queue_items = Gauge(
+            "hls_s3_queue_items", "S3 uploads and deletes waiting or in flight", registry=r
+        )
+        self.s3_queue_bytes = Gauge(
+            "hls_s3_queue_bytes", "Bytes waiting for or in S3 uploads", registry=r
+        )
+        self.s3_in_flight = Gauge("hls_s3_in_flight", "S3 requests in flight now", registry=r)
         self.segment_duration = Histogram(
             "hls_segment_duration_seconds",
             "Duration of produced HLS segments",

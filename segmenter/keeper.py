@@ -63,6 +63,8 @@ class PlaylistKeeper:
         self._log = log
         self._part_target = part_target
         self.playlist: LivePlaylist | None = None
+        # Before segment and init URIs in rendered playlists (SegmenterConfig.public_base).
+        self.uri_base = ""
         self._retired: list[LivePlaylist] = []  # ended playlists whose removals are pending
         self._orphans: list[tuple[str, float]] = []  # (uri, delete-after) of retired listings
         self.ended_at: float | None = None  # when the current playlist got EXT-X-ENDLIST
@@ -134,6 +136,7 @@ class PlaylistKeeper:
             discontinuity_sequence=discontinuities,
             part_target=part_target if part_target is not None else self._part_target,
             part_hold_back=part_hold_back,
+            uri_base=self.uri_base,
         )
         return self.playlist
 

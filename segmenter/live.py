@@ -203,6 +203,9 @@ class SegmenterConfig:
     part_duration: float = 0.2
     # Renditions one multitrack publish may open besides video track 0 (each a segmenter).
     max_renditions: int = 8
+    # Public URL of the store's root (a CDN or bucket, no trailing "/"): segment and init URIs
+    # in the media playlists become absolute, "<public_base>/<app>/<key>/<file>". "" = relative.
+    public_base: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.target_duration <= self.max_segment_duration:
@@ -332,6 +335,9 @@ class LiveStream:
         self._outputs: list[TsOutput | CmafOutput] = [
             o for o in (self._ts, self._cmaf) if o is not None
         ]
+        if config.public_base:
+            for output in self._outputs:
+                output.keeper.uri_base = f"{config.public_base.rstrip('/')}/{path}/"
         # Lifecycle questions: the keepers move together, except that TS sits out a session
         # whose codecs it cannot carry; CMAF carries everything, so it answers when present.
         self._keeper = (self._cmaf or self._outputs[0]).keeper

@@ -156,7 +156,11 @@ class LivePlaylist:
         independent_segments: bool = True,
         part_target: float | None = None,
         part_hold_back: float | None = None,
+        uri_base: str = "",
     ) -> None:
+        """``uri_base``: put before every segment and EXT-X-MAP URI when rendered (the public
+        URL of the stream's directory in a bucket or CDN, ending in "/"); parts and the preload
+        hint stay relative, served by the origin. Removals and ``listed_uris`` stay relative."""
         if isinstance(target_duration, bool) or not isinstance(target_duration, int):
             raise ValueError("target_duration must be an int (RFC 8216 §4.3.3.1)")
         if target_duration < 1:
@@ -189,6 +193,7 @@ class LivePlaylist:
         self._open_init: str | None = None
         self._open_discontinuity = False
         self._hint: str | None = None  # EXT-X-PRELOAD-HINT URI
+        self._uri_base = uri_base
         # render() by (skip, low latency), until the next change
         self._rendered: dict[tuple[bool, bool], str] = {}
         # The part before the open segment's parts, by skip: it changes once per segment, the
@@ -440,7 +445,7 @@ class LivePlaylist:
             lines.append("#EXT-X-DISCONTINUITY")  # RFC 8216 §4.3.2.3, before its parts
         listed = self._listed
         if self._open_init and (not listed or listed[-1].entry.init_uri != self._open_init):
-            lines.append(f'#EXT-X-MAP:URI="{self._open_init}"')
+            lines.append(f'#EXT-X-MAP:URI="{self._uri_base}{self._open_init}"')
         lines += [_part_line(p) for p in self._open_parts]
         if self._hint:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._hint}"')
@@ -479,13 +484,14 @@ class LivePlaylist:
         for index, item in enumerate(listed, start=len(self._listed) - len(listed)):
             entry = item.entry
             parts = entry.parts if index >= with_parts else ()
+            base = self._uri_base
             playlist.add_segment(
                 m3u8.Segment(
-                    uri=entry.uri,
+                    uri=base + entry.uri,
                     duration=item.duration,
                     discontinuity=entry.discontinuity,
                     program_date_time=entry.program_date_time,
-                    init_section={"uri": entry.init_uri} if entry.init_uri else None,
+                    init_section={"uri": base + entry.init_uri} if entry.init_uri else None,
                     parts=[_part_dict(p) for p in parts],
                 )
             )

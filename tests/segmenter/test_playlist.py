@@ -464,3 +464,23 @@ def test_invariants_hold_for_random_adds(
             number += 1 if s.discontinuity else 0
             assert disc_numbers.setdefault(s.uri, number) == number
         assert pl.pending_removals <= 2 * len(parsed.segments) + 16
+
+
+def test_uri_base_makes_segment_and_map_uris_absolute_parts_and_hint_stay() -> None:
+    base = "https://cdn.example.com/hls/live/cam/"
+    playlist = LivePlaylist(2, 6, part_target=0.2, uri_base=base)
+    parts = tuple(PartEntry(f"s0.{n}.m4s", 0.2, n == 0) for n in range(10))
+    playlist.add_segment(SegmentEntry("s-0.m4s", 2.0, init_uri="init-a.mp4", parts=parts), 0.0)
+    playlist.add_part(PartEntry("s1.0.m4s", 0.2, True), "init-b.mp4")
+    playlist.set_preload_hint("s1.1.m4s")
+    text = playlist.render()
+    parsed = m3u8.loads(text)
+    assert parsed.segments[0].uri == base + "s-0.m4s"
+    assert parsed.segments[0].init_section.uri == base + "init-a.mp4"
+    assert f'#EXT-X-MAP:URI="{base}init-b.mp4"' in text  # the open segment's new init
+    assert [p.uri for p in parsed.segments[0].parts][:2] == ["s0.0.m4s", "s0.1.m4s"]
+    assert 'URI="s1.0.m4s"' in text and 'PRELOAD-HINT:TYPE=PART,URI="s1.1.m4s"' in text
+    stored = m3u8.loads(playlist.render(low_latency=False))
+    assert [s.uri for s in stored.segments] == [base + "s-0.m4s"]
+    # What the store deletes stays a store name.
+    assert playlist.listed_uris() == ["s-0.m4s", "init-a.mp4"]
