@@ -195,10 +195,10 @@ class S3Store:
         validate_name(name)
         self.memory.delete(name)
         skipped = self.queue.skipped
-        if self.queue.delete(name) is not None:
-            self._changed()
+        self.queue.delete(name)
         if self.queue.skipped > skipped and self._metrics is not None:
             self._metrics.s3_skipped.inc()  # expired before it went up: never sent
+        self._changed()  # a delete queued, or a cancelled upload that may leave it empty
         self._check_writable()  # a cancelled upload frees its bytes
 
     def get(self, name: str) -> bytes | None:

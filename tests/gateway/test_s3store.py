@@ -189,3 +189,18 @@ def metric(metrics: Metrics, name: str) -> float:
             if sample.name == name:
                 total += sample.value
     return total
+
+
+async def test_drain_returns_when_a_delete_cancels_the_last_waiting_upload(
+    nursery: trio.Nursery, moto: MotoS3
+) -> None:
+    store = make(moto)
+    await nursery.start(store.run)
+    moto.stop()
+    store.put("live/a/s-0.ts", b"x", fresh=True)
+    with trio.fail_after(DEADLINE):  # the first attempt failed: it waits for its retry
+        while not any(op.attempts for op in store.queue):
+            await trio.sleep(0.01)
+    store.delete("live/a/s-0.ts")
+    await drained(store)
+    assert len(store.queue) == 0
