@@ -290,3 +290,27 @@ async def test_public_base_url_sends_players_to_the_bucket(
 async def _play(args: list[str]) -> None:
     result = await run_client(args, timeout=60)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+async def test_a_graceful_stop_leaves_the_ended_playlists_in_the_bucket(moto: MotoS3) -> None:
+    bucket = "stop-" + secrets.token_hex(4)
+    moto.create_bucket(bucket)
+    settings = test_settings(
+        hls_s3_url=f"s3://{bucket}/hls",
+        s3_endpoint_url=moto.endpoint,
+        hls_target_duration=1.0,
+        hls_end_grace=600.0,  # only the shutdown ends the playlists
+    )
+    async with trio.open_nursery() as nursery:
+        gw, stop = await start_gateway(nursery, settings)
+        await publish(gw, "cam", seconds=3)
+        await wait_for(
+            lambda: "#EXTINF" in (bucket_playlist(moto, bucket, "hls/live/cam/ts.m3u8") or ""),
+            "a segment listed in the bucket",
+        )
+        stop.set()  # the gateway returns once the uploads drained (within shutdown_timeout)
+    for name in ("ts.m3u8", "cmaf.m3u8"):
+        text = bucket_playlist(moto, bucket, f"hls/live/cam/{name}")
+        assert text is not None and "#EXT-X-ENDLIST" in text, name
+        assert missing_from_bucket(moto, bucket, "hls/live/cam", text, "") == set()
+    assert out_of_order(moto.recorder.snapshot(), bucket) == []
