@@ -125,7 +125,7 @@ def make_s3_store(settings: Settings, health: StoreHealth) -> S3Store:
         retry_base_delay=settings.s3_retry_base_delay,
         retry_max_delay=settings.s3_retry_max_delay,
     )
-    memory = MemoryStore(settings.hls_memory_max_bytes, health=health)
+    memory = MemoryStore(settings.hls_memory_max_bytes)  # S3Store records its failures
     return S3Store(config, memory, health, headers=object_headers)
 
 

@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError
 
 from gateway.metrics import Metrics
 from segmenter.s3 import SEGMENT, Operation, S3Location, UploadQueue, backoff_delay
-from segmenter.store import Data, MemoryStore, StoreHealth, joined, validate_name
+from segmenter.store import Data, MemoryStore, StoreFull, StoreHealth, joined, validate_name
 
 log = logging.getLogger("gateway.store")
 
@@ -150,7 +150,12 @@ def _s3_code(text: str) -> str:
 
 class S3Store:
     """A Store (segmenter.store) whose objects also go to an S3-compatible bucket, and a
-    WriteQueue (gateway.backpressure) that holds the publishers back while too much waits."""
+    WriteQueue (gateway.backpressure) that holds the publishers back while too much waits.
+
+    ``memory`` must not record into ``health`` itself: its every new segment would report a
+    success and clear the bucket's failure while the bucket is down. Health is the bucket's
+    (a failed request fails it, an uploaded segment clears it) and the memory cap's (recorded
+    here)."""
 
     def __init__(
         self,
@@ -187,7 +192,11 @@ class S3Store:
     # --- Store ---------------------------------------------------------------------------------
     def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         validate_name(name)
-        self.memory.put(name, data, fresh=fresh)  # may refuse (memory cap): then nothing is sent
+        try:
+            self.memory.put(name, data, fresh=fresh)
+        except StoreFull as exc:  # the memory cap: this object is lost, nothing is sent
+            self.health.failed(f"store: {exc}")
+            raise
         self.queue.put(name, data)
         self._changed()
 

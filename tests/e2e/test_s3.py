@@ -191,6 +191,8 @@ async def test_a_store_outage_fails_healthz_and_nothing_in_the_window_is_lost(
 
         await wait_for(queued_segments, "segments cut during the outage")
         assert not published.is_set()
+        # New segments in the gateway's memory do not make the store look healthy again.
+        assert (await http.get("/healthz")).status_code == 503
         # While down, the gateway still serves the stream itself.
         assert (await http.get("/live/cam/ts.m3u8")).status_code == 200
 
