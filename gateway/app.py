@@ -190,6 +190,7 @@ class Gateway:
             )
         elif isinstance(self.store, S3Store):
             self.store.observe_with(self.metrics)
+            self.store.on_uploaded = self._published
             self.hub.write_gate = WriteGate(
                 self.store,
                 self.metrics,
@@ -304,6 +305,8 @@ class Gateway:
         assert self._segmenters is not None, "segmenter nursery not running"
         if stream.path in self.lives:
             return
+        # With hls_public_base_url, playlists point at the bucket only for what it holds.
+        s3 = self.store if isinstance(self.store, S3Store) else None
         live = LiveStream(
             stream.path,
             self.store,
@@ -311,6 +314,7 @@ class Gateway:
             on_segment=self._on_segment,
             log=logging.getLogger(f"segmenter.{stream.path}"),
             on_update=partial(self.waiters.notify, stream.path),
+            published=s3.uploaded if s3 is not None and self.settings.hls_public_base_url else None,
         )
         self.lives[stream.path] = live
         # The segmenter is a sink: it runs in the publisher's task, tag by tag (no queue to
@@ -341,6 +345,14 @@ class Gateway:
         self.transcoders[stream.path] = transcoder
         self.hub.add_sink(stream, transcoder.sink)
         return transcoder
+
+    def _published(self, name: str) -> None:
+        """S3Store: ``name`` (app/key/file) is in the bucket; its stream's playlists may point
+        there now (hls_public_base_url)."""
+        path, _, file = name.rpartition("/")
+        live = self.lives.get(path)
+        if live is not None:
+            live.published_now(file)
 
     def _on_segment(self, info: SegmentInfo) -> None:
         self.metrics.segments.inc()

@@ -39,7 +39,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from gateway.metrics import Metrics
-from segmenter.s3 import SEGMENT, Operation, S3Location, UploadQueue, backoff_delay
+from segmenter.s3 import PLAYLIST, SEGMENT, Operation, S3Location, UploadQueue, backoff_delay
 from segmenter.store import Data, MemoryStore, StoreFull, StoreHealth, joined, validate_name
 
 log = logging.getLogger("gateway.store")
@@ -179,6 +179,9 @@ class S3Store:
         self._empty.set()
         self._drained: list[Callable[[], None]] = []  # when_writable callbacks
         self.client: S3Client | None = None
+        # Called with the store name of each segment or init segment once it is in the bucket
+        # (the playlists then point there, with hls_public_base_url).
+        self.on_uploaded: Callable[[str], None] | None = None
         if metrics is not None:
             self.observe_with(metrics)
 
@@ -212,6 +215,10 @@ class S3Store:
 
     def get(self, name: str) -> bytes | None:
         return self.memory.get(name)
+
+    def uploaded(self, name: str) -> bool:
+        """The bucket holds ``name`` (uploaded by this process and not deleted since)."""
+        return self.queue.stored(name)
 
     def names(self, prefix: str = "") -> list[str]:
         return self.memory.names(prefix)
@@ -318,6 +325,11 @@ class S3Store:
             if op.kind == SEGMENT and not op.is_delete:
                 self.health.succeeded()
             self._observe(method, op, started, ok=True)
+            if op.kind != PLAYLIST and not op.is_delete and self.on_uploaded is not None:
+                try:
+                    self.on_uploaded(op.name)
+                except Exception:  # a listener's bug must not stop the uploads
+                    log.exception("store: after uploading %s", op.name)
         finally:
             self._changed()
             self._check_writable()
