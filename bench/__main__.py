@@ -18,7 +18,7 @@ from bench import cpus, fixtures, report
 
 SCENARIOS = (
     "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
-    "auth", "ladder", "front",
+    "auth", "ladder", "front", "s3",
 )  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "200); auth: HLS sessions (default 1000)",
     )  # fmt: skip
     p.add_argument("--players", type=_ints, default=[1, 10, 50], help="fanout: list")
-    p.add_argument("--poll-ms", type=float, default=5.0, help="latency: playlist poll period")
+    p.add_argument("--poll-ms", type=float, default=5.0, help="latency, s3: playlist poll period")
     p.add_argument("--capture", type=Path, default=None, help="hotpath: recorded RTMP bytes")
     p.add_argument("--repeat", type=int, default=5, help="hotpath: replays of the capture")
     p.add_argument("--trials", type=int, default=12, help="firstframe: joins per target")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _main(opts: Any) -> None:
     if opts.viewers is None:
         opts.viewers = 1000 if opts.scenario == "auth" else 200
-    if opts.scenario in ("hotpath", "llviewers", "ladder"):
+    if opts.scenario in ("hotpath", "llviewers", "ladder", "s3"):
         targets = ["ours"]  # nginx-rtmp has no LL-HLS
     else:
         targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]

@@ -138,12 +138,14 @@ async def open_target(
     formats: str | None = None,
     settings: dict[str, str] | None = None,
     nginx_directives: str = "",
+    disk: bool = True,
 ) -> AsyncIterator[Target]:
     """Start target ``name`` on free loopback ports (on ``cpus.server`` if given); stop it when
     the block ends. ``formats`` (ours): GATEWAY_HLS_FORMATS for this server, e.g. "ts" or
     "ts,cmaf"; None leaves the environment's value (or the gateway's default). ``settings``
     (ours): more GATEWAY_* variables for this server; ``nginx_directives``: lines added to
-    nginx's ``application live`` block."""
+    nginx's ``application live`` block. ``disk=False`` (ours): no ``--hls-dir``, so the store
+    is the memory store, or the one ``settings`` choose (GATEWAY_HLS_S3_URL)."""
     rtmp_port, http_port = free_port(), free_port()
     env: dict[str, str] = {}
     if name == "ours" and settings:
@@ -158,7 +160,8 @@ async def open_target(
         args = [
             *gateway_command(), "run", "--host", "127.0.0.1",
             "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
-            "--hls-dir", str(hls_dir), "--hls-target-duration", f"{target_duration:g}",
+            *(["--hls-dir", str(hls_dir)] if disk else []),
+            "--hls-target-duration", f"{target_duration:g}",
             "--log-level", "warning",
             # All bench load comes from one loopback address: per-address limits off, as
             # nginx-rtmp has none.

@@ -130,7 +130,7 @@ def make_s3_store(settings: Settings, health: StoreHealth) -> S3Store:
         retry_base_delay=settings.s3_retry_base_delay,
         retry_max_delay=settings.s3_retry_max_delay,
     )
-    memory = MemoryStore(settings.hls_memory_max_bytes, health=health)
+    memory = MemoryStore(settings.hls_memory_max_bytes)  # S3Store records its failures
     return S3Store(config, memory, health, headers=object_headers)
 
 
@@ -197,10 +197,11 @@ class Gateway:
                 warn_after=self.settings.hls_write_stall_warn,
                 drop_after=self.settings.hls_write_stall_timeout,
             )
-        elif isinstance(self.store, S3Store):
-            self.store.observe_with(self.metrics)
+        elif isinstance(s3 := self.base_store, S3Store):
+            s3.observe_with(self.metrics)
+            s3.on_uploaded = self._published
             self.hub.write_gate = WriteGate(
-                self.store,
+                s3,
                 self.metrics,
                 warn_after=self.settings.hls_write_stall_warn,
                 drop_after=self.settings.hls_write_stall_timeout,
@@ -208,6 +209,11 @@ class Gateway:
                 limit="s3_queue_bytes",
                 slow="the S3 store",
             )
+
+    @property
+    def base_store(self) -> Store:
+        """The store itself, under the copying to other workers (gateway.cluster)."""
+        return self.store.inner if isinstance(self.store, ReplicatingStore) else self.store
 
     # --- StatusSource for the web app -----------------------------------------------------
     def streams(self) -> list[dict[str, Any]]:
@@ -358,6 +364,8 @@ class Gateway:
             self.side.claimed(stream.path, live=True)
         if stream.path in self.lives:
             return
+        # With hls_public_base_url, playlists point at the bucket only for what it holds.
+        s3 = self.base_store if isinstance(self.base_store, S3Store) else None
         live = LiveStream(
             stream.path,
             self.store,
@@ -365,6 +373,7 @@ class Gateway:
             on_segment=self._on_segment,
             log=logging.getLogger(f"segmenter.{stream.path}"),
             on_update=partial(self._updated, stream.path),
+            published=s3.uploaded if s3 is not None and self.settings.hls_public_base_url else None,
         )
         self.lives[stream.path] = live
         # The segmenter is a sink: it runs in the publisher's task, tag by tag (no queue to
@@ -400,6 +409,14 @@ class Gateway:
         self.waiters.notify(path)
         if self.side is not None:
             self.side.updated(path)
+
+    def _published(self, name: str) -> None:
+        """S3Store: ``name`` (app/key/file) is in the bucket; its stream's playlists may point
+        there now (hls_public_base_url)."""
+        path, _, file = name.rpartition("/")
+        live = self.lives.get(path)
+        if live is not None:
+            live.published_now(file)
 
     def _on_segment(self, info: SegmentInfo) -> None:
         self.metrics.segments.inc()
@@ -551,7 +568,10 @@ async def run_gateway(
     health = StoreHealth(logging.getLogger("gateway.store"))
     store = store_factory(settings, health)
     if cluster is not None and not settings.hls_dir:
-        store = ReplicatingStore(store, cluster)  # every worker holds every stream's HLS
+        # Every worker holds every stream's HLS; other workers' copies go to the memory copy
+        # only (an S3 store's owner uploads, the others must not).
+        copies = store.memory if isinstance(store, S3Store) else store
+        store = ReplicatingStore(store, cluster, copies=copies)
     gw = Gateway(settings, store, health=health)
     access = AccessControl(settings, gw.metrics.registry)
     gw.access = access
@@ -609,7 +629,7 @@ async def run_gateway(
                 await root.start(cluster.run)
                 root.start_soon(_stop_when_closed, cluster, stop)
             await root.start(access.run)  # loads a JWKS before anyone is asked
-            s3 = gw.store if isinstance(gw.store, S3Store) else None
+            s3 = gw.base_store if isinstance(gw.base_store, S3Store) else None
             if s3 is not None:
                 await root.start(s3.run)  # credentials resolved before anything is published
             async with trio.open_nursery() as http:

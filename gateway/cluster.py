@@ -344,8 +344,9 @@ class ReplicatingStore:
     """A memory store whose writes are also sent to every other worker (they apply them to
     their own store with :func:`apply_copy`). Reads are local."""
 
-    def __init__(self, inner: Store, cluster: Cluster) -> None:
+    def __init__(self, inner: Store, cluster: Cluster, *, copies: Store | None = None) -> None:
         self.inner = inner
+        self.copies = inner if copies is None else copies  # where other workers' writes go
         self._cluster = cluster
 
     def put(self, name: str, data: Data, *, fresh: bool = False) -> None:

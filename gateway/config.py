@@ -446,7 +446,8 @@ class Settings:
         metadata=_doc(
             "With hls_s3_url: the public URL of the bucket's prefix (a CDN pulling from it, or "
             "the bucket's own URL); the segment and init segment (EXT-X-MAP) URIs of every media "
-            "playlist become BASE/APP/KEY/FILE, so viewers fetch them there. Playlists, LL-HLS "
+            "playlist become BASE/APP/KEY/FILE once the object is in the bucket (relative, served "
+            "by the gateway, until then), so viewers fetch them there. Playlists, LL-HLS "
             "parts and preload hints stay on the gateway (a part is listed before a bucket could "
             "have it, and a hinted part is waited for by the origin). Empty = relative URIs "
             "(everything from the gateway)."

@@ -39,8 +39,8 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
 
 from gateway.metrics import Metrics
-from segmenter.s3 import SEGMENT, Operation, S3Location, UploadQueue, backoff_delay
-from segmenter.store import Data, MemoryStore, StoreHealth, joined, validate_name
+from segmenter.s3 import PLAYLIST, SEGMENT, Operation, S3Location, UploadQueue, backoff_delay
+from segmenter.store import Data, MemoryStore, StoreFull, StoreHealth, joined, validate_name
 
 log = logging.getLogger("gateway.store")
 
@@ -150,7 +150,12 @@ def _s3_code(text: str) -> str:
 
 class S3Store:
     """A Store (segmenter.store) whose objects also go to an S3-compatible bucket, and a
-    WriteQueue (gateway.backpressure) that holds the publishers back while too much waits."""
+    WriteQueue (gateway.backpressure) that holds the publishers back while too much waits.
+
+    ``memory`` must not record into ``health`` itself: its every new segment would report a
+    success and clear the bucket's failure while the bucket is down. Health is the bucket's
+    (a failed request fails it, an uploaded segment clears it) and the memory cap's (recorded
+    here)."""
 
     def __init__(
         self,
@@ -174,6 +179,9 @@ class S3Store:
         self._empty.set()
         self._drained: list[Callable[[], None]] = []  # when_writable callbacks
         self.client: S3Client | None = None
+        # Called with the store name of each segment or init segment once it is in the bucket
+        # (the playlists then point there, with hls_public_base_url).
+        self.on_uploaded: Callable[[str], None] | None = None
         if metrics is not None:
             self.observe_with(metrics)
 
@@ -187,7 +195,11 @@ class S3Store:
     # --- Store ---------------------------------------------------------------------------------
     def put(self, name: str, data: Data, *, fresh: bool = False) -> None:
         validate_name(name)
-        self.memory.put(name, data, fresh=fresh)  # may refuse (memory cap): then nothing is sent
+        try:
+            self.memory.put(name, data, fresh=fresh)
+        except StoreFull as exc:  # the memory cap: this object is lost, nothing is sent
+            self.health.failed(f"store: {exc}")
+            raise
         self.queue.put(name, data)
         self._changed()
 
@@ -195,14 +207,18 @@ class S3Store:
         validate_name(name)
         self.memory.delete(name)
         skipped = self.queue.skipped
-        if self.queue.delete(name) is not None:
-            self._changed()
+        self.queue.delete(name)
         if self.queue.skipped > skipped and self._metrics is not None:
             self._metrics.s3_skipped.inc()  # expired before it went up: never sent
+        self._changed()  # a delete queued, or a cancelled upload that may leave it empty
         self._check_writable()  # a cancelled upload frees its bytes
 
     def get(self, name: str) -> bytes | None:
         return self.memory.get(name)
+
+    def uploaded(self, name: str) -> bool:
+        """The bucket holds ``name`` (uploaded by this process and not deleted since)."""
+        return self.queue.stored(name)
 
     def names(self, prefix: str = "") -> list[str]:
         return self.memory.names(prefix)
@@ -309,6 +325,11 @@ class S3Store:
             if op.kind == SEGMENT and not op.is_delete:
                 self.health.succeeded()
             self._observe(method, op, started, ok=True)
+            if op.kind != PLAYLIST and not op.is_delete and self.on_uploaded is not None:
+                try:
+                    self.on_uploaded(op.name)
+                except Exception:  # a listener's bug must not stop the uploads
+                    log.exception("store: after uploading %s", op.name)
         finally:
             self._changed()
             self._check_writable()

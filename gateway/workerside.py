@@ -240,7 +240,7 @@ class WorkerSide:
             return  # a disk hls_dir is shared: the owner's write is already ours
         store = self.gw.store
         assert isinstance(store, ReplicatingStore)
-        apply_copy(store.inner, message)
+        apply_copy(store.copies, message)
         if isinstance(message, bus.Put):
             # A request for this file may be waiting for it (web.lowlatency.await_copy).
             self._notify("/".join(message.name.split("/", 2)[:2]))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from functools import partial
 
 from segmenter.playlist import LivePlaylist, read_previous
 from segmenter.store import Store
@@ -63,8 +65,10 @@ class PlaylistKeeper:
         self._log = log
         self._part_target = part_target
         self.playlist: LivePlaylist | None = None
-        # Before segment and init URIs in rendered playlists (SegmenterConfig.public_base).
+        # Before segment and init URIs in rendered playlists (SegmenterConfig.public_base), for
+        # those ``published(store name)`` says the public copy has (all when None).
         self.uri_base = ""
+        self.published: Callable[[str], bool] | None = None
         self._retired: list[LivePlaylist] = []  # ended playlists whose removals are pending
         self._orphans: list[tuple[str, float]] = []  # (uri, delete-after) of retired listings
         self.ended_at: float | None = None  # when the current playlist got EXT-X-ENDLIST
@@ -137,8 +141,17 @@ class PlaylistKeeper:
             part_target=part_target if part_target is not None else self._part_target,
             part_hold_back=part_hold_back,
             uri_base=self.uri_base,
+            published=partial(_published, self.published, self.path) if self.published else None,
         )
         return self.playlist
+
+    def published_now(self, uri: str) -> None:
+        """``uri`` (a segment or init segment) reached the public copy: when the playlist lists
+        it, render it with its public URI from now on and store that version."""
+        playlist = self.playlist
+        if playlist is not None and self.uri_base and playlist.names(uri):
+            playlist.refresh()
+            self.write()
 
     def write(self) -> None:
         if self.playlist is not None:
@@ -200,6 +213,10 @@ class PlaylistKeeper:
     def _delete(self, uris: list[str]) -> None:
         for uri in uris:
             self.store.delete(f"{self.path}/{uri}")
+
+
+def _published(published: Callable[[str], bool], path: str, uri: str) -> bool:
+    return published(f"{path}/{uri}")
 
 
 def end_stale_playlists(store: Store) -> list[str]:

@@ -299,10 +299,13 @@ class LiveStream:
         on_update: Callable[[], None] | None = None,
         ladder: LiveStream | None = None,
         track: tuple[Kind, int] = (VIDEO, 0),
+        published: Callable[[str], bool] | None = None,
     ) -> None:
         """``ladder``: the stream (track 0 video) whose multitrack publish this one is another
         track of, ``track`` which: it then writes only its own LL-HLS playlist (cmaf-v1.m3u8,
-        cmaf-a0.m3u8, ...), no index.m3u8 and no MPEG-TS."""
+        cmaf-a0.m3u8, ...), no index.m3u8 and no MPEG-TS. ``published(store name)``: whether
+        an object is in the public copy ``config.public_base`` points at (an S3 bucket); the
+        playlists point there only for those (see :meth:`published_now`)."""
         self.path = path
         self.store = store
         self.config = config
@@ -335,9 +338,11 @@ class LiveStream:
         self._outputs: list[TsOutput | CmafOutput] = [
             o for o in (self._ts, self._cmaf) if o is not None
         ]
+        self._published = published
         if config.public_base:
             for output in self._outputs:
                 output.keeper.uri_base = f"{config.public_base.rstrip('/')}/{path}/"
+                output.keeper.published = published
         # Lifecycle questions: the keepers move together, except that TS sits out a session
         # whose codecs it cannot carry; CMAF carries everything, so it answers when present.
         self._keeper = (self._cmaf or self._outputs[0]).keeper
@@ -558,6 +563,7 @@ class LiveStream:
                 on_update=self._on_update,
                 ladder=self,
                 track=track,
+                published=self._published,
             )
             self._renditions[track] = rendition
         if rendition._session is None:
@@ -1112,6 +1118,13 @@ class LiveStream:
             if data is not None:
                 return data
         return None
+
+    def published_now(self, file: str) -> None:
+        """``file`` (a segment or init segment of this stream) reached the public copy: the
+        playlists listing it point there from now on (and their stored versions are rewritten)."""
+        for stream in [self, *self._renditions.values()]:
+            for output in stream._outputs:
+                output.keeper.published_now(file)
 
     def live_playlist(self, file: str) -> LivePlaylist | None:
         """The LL-HLS playlist named ``file`` (cmaf.m3u8, cmaf-v1.m3u8, ...), or the one a

@@ -143,6 +143,13 @@ class _Reports(list[RenditionReport]):
         return self
 
 
+class _Held(frozenset[str]):
+    """Public URIs when a playlist was copied; called like the store's ``published``."""
+
+    def __call__(self, uri: str) -> bool:
+        return uri in self
+
+
 class LivePlaylist:
     """A sliding-window live media playlist (RFC 8216 §6.2.1, §6.2.2)."""
 
@@ -157,10 +164,14 @@ class LivePlaylist:
         part_target: float | None = None,
         part_hold_back: float | None = None,
         uri_base: str = "",
+        published: Callable[[str], bool] | None = None,
     ) -> None:
-        """``uri_base``: put before every segment and EXT-X-MAP URI when rendered (the public
-        URL of the stream's directory in a bucket or CDN, ending in "/"); parts and the preload
-        hint stay relative, served by the origin. Removals and ``listed_uris`` stay relative."""
+        """``uri_base``: put before segment and EXT-X-MAP URIs when rendered (the public URL of
+        the stream's directory in a bucket or CDN, ending in "/"), for those ``published(uri)``
+        says are there (all when None): one not uploaded yet stays relative, fetched from the
+        origin, so no player is sent to a bucket that does not have it yet; :meth:`refresh`
+        once it is. Parts and the preload hint stay relative, served by the origin. Removals
+        and ``listed_uris`` stay relative."""
         if isinstance(target_duration, bool) or not isinstance(target_duration, int):
             raise ValueError("target_duration must be an int (RFC 8216 §4.3.3.1)")
         if target_duration < 1:
@@ -194,6 +205,7 @@ class LivePlaylist:
         self._open_discontinuity = False
         self._hint: str | None = None  # EXT-X-PRELOAD-HINT URI
         self._uri_base = uri_base
+        self._published = published
         # render() by (skip, low latency), until the next change
         self._rendered: dict[tuple[bool, bool], str] = {}
         # The part before the open segment's parts, by skip: it changes once per segment, the
@@ -209,6 +221,11 @@ class LivePlaylist:
         state["_rendered"], state["_heads"] = {}, {}
         reports = self.rendition_reports
         state["rendition_reports"] = _Reports(reports()) if reports is not None else None
+        published = self._published
+        if published is not None:  # which URIs the bucket holds now (hls_public_base_url)
+            uris = {self._open_init} | {i.entry.uri for i in self._listed}
+            uris |= {i.entry.init_uri for i in self._listed}
+            state["_published"] = _Held(frozenset(u for u in uris if u and published(u)))
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -410,6 +427,22 @@ class LivePlaylist:
                 uris.append(entry.init_uri)
         return list(dict.fromkeys(uris))
 
+    def names(self, uri: str) -> bool:
+        """``uri`` is a segment or init segment this playlist lists (or its open parts use)."""
+        return uri == self._open_init or any(
+            uri in (item.entry.uri, item.entry.init_uri) for item in self._listed
+        )
+
+    def refresh(self) -> None:
+        """Render again at the next ``render``: an object became published (``uri_base``)."""
+        self._rendered.clear()
+        self._heads.clear()
+
+    def _public(self, uri: str) -> str:
+        if self._uri_base and (self._published is None or self._published(uri)):
+            return self._uri_base + uri
+        return uri
+
     # -- output ---------------------------------------------------------------------------------
 
     def render(self, skip: bool = False, low_latency: bool = True) -> str:
@@ -445,7 +478,7 @@ class LivePlaylist:
             lines.append("#EXT-X-DISCONTINUITY")  # RFC 8216 §4.3.2.3, before its parts
         listed = self._listed
         if self._open_init and (not listed or listed[-1].entry.init_uri != self._open_init):
-            lines.append(f'#EXT-X-MAP:URI="{self._uri_base}{self._open_init}"')
+            lines.append(f'#EXT-X-MAP:URI="{self._public(self._open_init)}"')
         lines += [_part_line(p) for p in self._open_parts]
         if self._hint:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._hint}"')
@@ -484,14 +517,14 @@ class LivePlaylist:
         for index, item in enumerate(listed, start=len(self._listed) - len(listed)):
             entry = item.entry
             parts = entry.parts if index >= with_parts else ()
-            base = self._uri_base
+            init = {"uri": self._public(entry.init_uri)} if entry.init_uri else None
             playlist.add_segment(
                 m3u8.Segment(
-                    uri=base + entry.uri,
+                    uri=self._public(entry.uri),
                     duration=item.duration,
                     discontinuity=entry.discontinuity,
                     program_date_time=entry.program_date_time,
-                    init_section={"uri": base + entry.init_uri} if entry.init_uri else None,
+                    init_section=init,
                     parts=[_part_dict(p) for p in parts],
                 )
             )

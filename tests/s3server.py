@@ -99,6 +99,13 @@ class Recorder:
             return list(self.events)
 
 
+class QuietHandler(MotoRequestHandler):
+    """No access log line per request on stderr (the recorder has them all)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,7 +127,7 @@ class MotoS3:
     def start(self) -> None:
         assert self._server is None, "already serving"
         server = make_server(
-            "127.0.0.1", self.port, self.recorder, threaded=True, request_handler=MotoRequestHandler
+            "127.0.0.1", self.port, self.recorder, threaded=True, request_handler=QuietHandler
         )
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)

@@ -17,7 +17,7 @@ from gateway.app import make_s3_store, object_headers
 from gateway.metrics import Metrics
 from gateway.s3store import S3Config, S3Error, S3Store
 from segmenter.s3 import S3Location
-from segmenter.store import MemoryStore, StoreHealth
+from segmenter.store import MemoryStore, StoreFull, StoreHealth
 from tests.conftest import test_settings
 from tests.s3server import MotoS3, aws_environment, out_of_order, serving
 
@@ -31,7 +31,13 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]:
     yield from serving()
 
 
-def make(moto: MotoS3, *, queue_bytes: int = 1 << 20, metrics: Metrics | None = None) -> S3Store:
+def make(
+    moto: MotoS3,
+    *,
+    queue_bytes: int = 1 << 20,
+    metrics: Metrics | None = None,
+    memory_bytes: int = 0,
+) -> S3Store:
     bucket = f"gateway-{secrets.token_hex(4)}"  # moto's buckets outlive a server: one per test
     moto.create_bucket(bucket)
     config = S3Config(
@@ -44,7 +50,8 @@ def make(moto: MotoS3, *, queue_bytes: int = 1 << 20, metrics: Metrics | None = 
         retry_max_delay=0.3,
     )
     health = StoreHealth(logging.getLogger("test.s3"))
-    return S3Store(config, MemoryStore(), health, headers=object_headers, metrics=metrics)
+    memory = MemoryStore(memory_bytes)
+    return S3Store(config, memory, health, headers=object_headers, metrics=metrics)
 
 
 async def drained(store: S3Store) -> None:
@@ -179,6 +186,42 @@ async def test_make_s3_store_follows_the_settings(moto: MotoS3) -> None:
     assert store.config.location == S3Location("media", "edge")
     assert store.config.max_in_flight == 3
     assert store.memory.max_bytes == settings.hls_memory_max_bytes
+    assert store.memory.health is None  # only the store records (see S3Store)
+
+
+async def test_outage_health_stays_failing_while_new_segments_arrive(
+    nursery: trio.Nursery, moto: MotoS3
+) -> None:
+    store = make(moto)
+    await nursery.start(store.run)
+    moto.stop()
+    store.put("live/a/s-0.ts", b"x", fresh=True)
+    with trio.fail_after(DEADLINE):
+        while store.health.failure is None:
+            await trio.sleep(0.01)
+    first = store.health.failure
+    for n in (1, 2):  # new segments land in the memory copy: not a sign the bucket is back
+        store.put(f"live/a/s-{n}.ts", b"x", fresh=True)
+    with trio.fail_after(DEADLINE):
+        while (failure := store.health.failure) is not None and failure.failures < 3:
+            await trio.sleep(0.01)
+    # One outage all along (a cleared failure would have started again at 1 with a new since).
+    assert failure is not None and failure.since == first.since
+    moto.start()
+    await drained(store)
+    assert store.health.failure is None
+
+
+async def test_the_memory_cap_fails_health_and_sends_nothing(
+    nursery: trio.Nursery, moto: MotoS3
+) -> None:
+    store = make(moto, memory_bytes=10)
+    await nursery.start(store.run)
+    with pytest.raises(StoreFull):
+        store.put("live/a/s-0.ts", b"x" * 11, fresh=True)
+    failure = store.health.failure
+    assert failure is not None and "memory store full" in failure.reason
+    assert len(store.queue) == 0
 
 
 def metric(metrics: Metrics, name: str) -> float:
@@ -189,3 +232,18 @@ def metric(metrics: Metrics, name: str) -> float:
             if sample.name == name:
                 total += sample.value
     return total
+
+
+async def test_drain_returns_when_a_delete_cancels_the_last_waiting_upload(
+    nursery: trio.Nursery, moto: MotoS3
+) -> None:
+    store = make(moto)
+    await nursery.start(store.run)
+    moto.stop()
+    store.put("live/a/s-0.ts", b"x", fresh=True)
+    with trio.fail_after(DEADLINE):  # the first attempt failed: it waits for its retry
+        while not any(op.attempts for op in store.queue):
+            await trio.sleep(0.01)
+    store.delete("live/a/s-0.ts")
+    await drained(store)
+    assert len(store.queue) == 0

@@ -484,3 +484,19 @@ def test_uri_base_makes_segment_and_map_uris_absolute_parts_and_hint_stay() -> N
     assert [s.uri for s in stored.segments] == [base + "s-0.m4s"]
     # What the store deletes stays a store name.
     assert playlist.listed_uris() == ["s-0.m4s", "init-a.mp4"]
+
+
+def test_uri_base_only_for_published_objects_until_refreshed() -> None:
+    base = "https://cdn.example.com/hls/live/cam/"
+    up: set[str] = {"init-a.mp4"}
+    playlist = LivePlaylist(2, 6, part_target=0.2, uri_base=base, published=up.__contains__)
+    playlist.add_segment(SegmentEntry("s-0.m4s", 2.0, init_uri="init-a.mp4"), 0.0)
+    parsed = m3u8.loads(playlist.render())
+    assert parsed.segments[0].uri == "s-0.m4s"  # not in the bucket yet: from the origin
+    assert parsed.segments[0].init_section.uri == base + "init-a.mp4"
+    assert playlist.names("s-0.m4s") and playlist.names("init-a.mp4")
+    assert not playlist.names("s-1.m4s")
+    up.add("s-0.m4s")
+    assert m3u8.loads(playlist.render()).segments[0].uri == "s-0.m4s"  # cached until refresh
+    playlist.refresh()
+    assert m3u8.loads(playlist.render()).segments[0].uri == base + "s-0.m4s"
