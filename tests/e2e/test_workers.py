@@ -23,6 +23,7 @@ import trustme
 
 from tests.clients import imageio_ffmpeg_exe, play_args, publish_args
 from tests.e2e.test_cli import GATEWAY, free_port
+from tests.s3server import aws_environment, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -404,3 +405,28 @@ async def test_a_stuck_worker_is_restarted(tmp_path: Path) -> None:
         await gw.wait_log(r"worker 1 ready \(pid", count=2)
         async with httpx.AsyncClient(timeout=10) as client:
             assert (await client.get(f"{gw.base}/healthz")).status_code == 200
+
+
+async def test_two_workers_with_the_s3_store_upload_each_object_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an S3 store the owner uploads; the other worker keeps its copy in memory only (it
+    serves the stream, it does not upload it again)."""
+    for name, value in aws_environment().items():
+        monkeypatch.setenv(name, value)  # the workers inherit botocore's credentials
+    for moto in serving():
+        moto.create_bucket("workers")
+        s3 = ("--hls-s3-url", "s3://workers/hls", "--s3-endpoint-url", moto.endpoint)
+        async with running(tmp_path, *s3) as gw:
+            await gw.publish("bucket")
+            await wait_owners(gw, ["bucket"])
+            await check_hls_everywhere(gw, "bucket")
+            with trio.fail_after(30):
+                while len([k for k in moto.keys("workers", "hls/live/bucket") if ".m4s" in k]) < 3:
+                    await trio.sleep(0.2)
+        puts = [
+            e.key
+            for e in moto.recorder.snapshot()
+            if e.phase == "end" and e.method == "PUT" and not e.key.endswith(".m3u8") and e.key
+        ]
+        assert puts and len(puts) == len(set(puts)), sorted(puts)
