@@ -216,9 +216,10 @@ class LivePlaylist:
 
     def __getstate__(self) -> dict[str, object]:
         """A copy for another worker process (gateway.cluster): the renditions' reports as
-        they are now, without the render caches (the receiver renders its own)."""
+        they are now; of the render caches only the head, which changes once a segment (the
+        whole playlist changes every part: the receiver renders that itself)."""
         state = dict(vars(self))
-        state["_rendered"], state["_heads"] = {}, {}
+        state["_rendered"] = {}
         reports = self.rendition_reports
         state["rendition_reports"] = _Reports(reports()) if reports is not None else None
         published = self._published
