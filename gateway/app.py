@@ -247,7 +247,10 @@ class Gateway:
         live = self.lives.get(f"{app}/{key}")
         if live is not None:
             return live.live_playlist(file)
-        return self.side.mirror.live_playlist(f"{app}/{key}", file) if self.side else None
+        if self.side is None:
+            return None
+        self.side.live_wanted(f"{app}/{key}")
+        return self.side.mirror.live_playlist(f"{app}/{key}", file)
 
     def missing_reason(self, app: str, key: str, file: str) -> str | None:
         """LiveSource: why a file of a stream segmented here is not made (ts.m3u8 of AV1...)."""
@@ -261,7 +264,10 @@ class Gateway:
         live = self.lives.get(f"{app}/{key}")
         if live is not None:
             return live.part(file)
-        return self.side.mirror.part(f"{app}/{key}", file) if self.side else None
+        if self.side is None:
+            return None
+        self.side.live_wanted(f"{app}/{key}")
+        return self.side.mirror.part(f"{app}/{key}", file)
 
     def made_elsewhere(self, app: str, key: str) -> bool:
         """LiveSource: another worker makes the stream (its files reach this one as copies)."""

@@ -177,6 +177,20 @@ class Gone:
     path: str
 
 
+@dataclass(frozen=True)
+class WantLive:
+    """A worker asked for the stream's LL-HLS playlists or parts: send it LiveStates."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class UnwantLive:
+    """No one asked that worker for the stream's LL-HLS files for a while: stop."""
+
+    path: str
+
+
 # --- RTMP players on a worker that does not own the stream -----------------------------------
 @dataclass(frozen=True)
 class Subscribe:

@@ -408,6 +408,9 @@ class Mirror:
     def paths(self) -> list[str]:
         return list(self._copies)
 
+    def has(self, path: str) -> bool:
+        return path in self._copies
+
     def live_playlist(self, path: str, file: str) -> LivePlaylist | None:
         copy = self._copies.get(path)
         if copy is None:
@@ -433,29 +436,23 @@ class Mirror:
 
 
 class LiveSender:
-    """Sends a stream's LL-HLS state to the other workers after each update (its owner's
-    side of :class:`Mirror`), each part's bytes once."""
+    """Sends a stream's LL-HLS state to one worker that asked for it, after each update
+    (the owner's side of :class:`Mirror`), each part's bytes once."""
 
-    def __init__(self, cluster: Cluster, path: str) -> None:
+    def __init__(self, cluster: Cluster, path: str, to: int) -> None:
         self._cluster = cluster
         self.path = path
+        self.to = to
         self._sent: set[str] = set()
 
     def update(
-        self,
-        playlists: dict[str, LivePlaylist],
-        parts: dict[str, bytes],
-        missing: dict[str, str],
-        *,
-        to: int = bus.OTHERS,
-        everything: bool = False,
+        self, playlists: dict[str, LivePlaylist], parts: dict[str, bytes], missing: dict[str, str]
     ) -> None:
-        new = {u: b for u, b in parts.items() if everything or u not in self._sent}
+        new = {u: b for u, b in parts.items() if u not in self._sent}
         state = bus.LiveState(self.path, playlists, new, frozenset(parts), missing)
-        if self._cluster.send(to, state) and to == bus.OTHERS:
-            self._sent = set(parts)
-        elif to == bus.OTHERS:
-            self._sent = set()  # lost: the next update carries every part again
+        if self._cluster.send(self.to, state):
+            # Kept: what is still listed and went. A lost update's parts go with the next one.
+            self._sent = (self._sent & parts.keys()) | new.keys()
 
     def gone(self) -> None:
-        self._cluster.send(bus.OTHERS, bus.Gone(self.path))
+        self._cluster.send(self.to, bus.Gone(self.path))

@@ -28,6 +28,9 @@ log = logging.getLogger("gateway.cluster")
 
 # Seconds between checks for relayed streams no local player wants any more.
 RELAY_IDLE_CHECK = 2.0
+# Seconds without a request here for a stream's LL-HLS files after which its owner stops
+# sending copies of them (as long as a player's playlist reload interval, many times over).
+LIVE_INTEREST = 30.0
 
 
 class Parts(Protocol):
@@ -98,7 +101,12 @@ class WorkerSide:
         self.mirror = Mirror(waiters_notify)
         self._notify = waiters_notify
         self.replicating = isinstance(gateway.store, ReplicatingStore)
-        self.senders: dict[str, LiveSender] = {}
+        # Owner's side: the workers that asked for a stream's LL-HLS state, one sender each.
+        self.senders: dict[str, dict[int, LiveSender]] = {}
+        # Other side: when each stream made elsewhere was last asked for here, and of whom
+        # its LL-HLS state was asked (and when).
+        self._interest: dict[str, float] = {}
+        self._asked: dict[str, tuple[int, float]] = {}
         self.relays: dict[str, _Relay] = {}  # streams relayed here (path -> relay)
         self.relay_targets: dict[str, set[int]] = {}  # streams relayed from here to workers
         self._sinks: dict[str, Callable[[HubItem], None]] = {}
@@ -116,13 +124,24 @@ class WorkerSide:
         c.on(bus.Subscribe, self._subscribed)
         c.on(bus.Unsubscribe, lambda s, m: self._unsubscribed(s, m.path))
         c.on(bus.Relayed, self._relayed)
-        c.on(bus.Ask, self._asked)
+        c.on(bus.Ask, self._answer)
+        c.on(bus.WantLive, lambda s, m: self._want_live(s, m.path))
+        c.on(bus.UnwantLive, lambda s, m: self._unwant_live(s, m.path))
 
     async def run(self, nursery: trio.Nursery) -> None:
-        """Housekeeping until cancelled: relays no local player wants are given up."""
+        """Housekeeping until cancelled: relays no local player wants are given up, and so
+        are copies of LL-HLS state no one asked this worker for lately."""
         self._nursery = nursery
         while True:
             await trio.sleep(RELAY_IDLE_CHECK)
+            now = trio.current_time()
+            for path, last in list(self._interest.items()):
+                if now - last > LIVE_INTEREST:
+                    del self._interest[path]
+                    asked = self._asked.pop(path, None)
+                    if asked is not None:
+                        self.cluster.send(asked[0], bus.UnwantLive(path))
+                    self.mirror.drop(path)
             for path, relay in list(self.relays.items()):
                 app, _, key = path.partition("/")
                 stream = self.gw.hub.get(app, key)
@@ -139,32 +158,51 @@ class WorkerSide:
 
     def released(self, path: str) -> None:
         """The stream's segmenter ended here: nothing of it is made here any more."""
-        sender = self.senders.pop(path, None)
-        if sender is not None:
+        for sender in self.senders.pop(path, {}).values():
             sender.gone()
         self.cluster.release(path)
 
     def updated(self, path: str) -> None:
-        """After every part, segment and ENDLIST of a local stream: send its LL-HLS state."""
+        """After every part, segment and ENDLIST of a local stream: its LL-HLS state to the
+        workers that asked for it (pickling it costs more than the part: only on demand)."""
+        senders = self.senders.get(path)
         live = self.gw.lives.get(path)
-        if live is None:
+        if not senders or live is None:
             return
-        sender = self.senders.get(path)
-        if sender is None:
-            sender = self.senders[path] = LiveSender(self.cluster, path)
         playlists, parts, missing = live.lowlatency_state()
-        sender.update(playlists, parts, missing)
+        for sender in senders.values():
+            sender.update(playlists, parts, missing)
+
+    def _want_live(self, sender: int, path: str) -> None:
+        senders = self.senders.setdefault(path, {})
+        if sender not in senders:
+            senders[sender] = LiveSender(self.cluster, path, sender)
+        live = self.gw.lives.get(path)
+        if live is not None:
+            senders[sender].update(*live.lowlatency_state())
+
+    def _unwant_live(self, sender: int, path: str) -> None:
+        self.senders.get(path, {}).pop(sender, None)
+
+    def live_wanted(self, path: str) -> None:
+        """A request here for the LL-HLS playlists or parts of ``path``, which another worker
+        makes: ask it for copies (again if a second went by without one arriving)."""
+        now = trio.current_time()
+        self._interest[path] = now
+        owner = self.cluster.owner_of(path)
+        if owner is None or owner == self.cluster.index:
+            return
+        asked = self._asked.get(path)
+        if asked is None or asked[0] != owner or (not self.mirror.has(path) and now - asked[1] > 1):
+            self._asked[path] = (owner, now)
+            self.cluster.send(owner, bus.WantLive(path))
 
     def _joined(self, index: int) -> None:
         """A worker (re)started: it gets a copy of the whole store from one worker (every
-        worker holds the same), and each stream's LL-HLS state from its owner."""
+        worker holds the same); LL-HLS state it asks for."""
         first = min(self.cluster.alive - {index}, default=-1)
         if self.replicating and first == self.cluster.index and self._nursery is not None:
             self._nursery.start_soon(self._copy_store_to, index)
-        for path, live in list(self.gw.lives.items()):
-            playlists, parts, missing = live.lowlatency_state()
-            sender = self.senders.get(path) or LiveSender(self.cluster, path)
-            sender.update(playlists, parts, missing, to=index, everything=True)
 
     async def _copy_store_to(self, index: int) -> None:
         """Every stored file to worker ``index``, segments before the playlists that list
@@ -215,6 +253,11 @@ class WorkerSide:
                 self._drop_relay(path, relay)
         for targets in self.relay_targets.values():
             targets.discard(died.index)
+        for senders in self.senders.values():
+            senders.pop(died.index, None)
+        for path, asked in list(self._asked.items()):
+            if asked[0] == died.index:
+                del self._asked[path]
         if died.adopter != self.cluster.index or not died.paths:
             return
         # The dead worker's playlists can never grow: end them, retire them later.
@@ -343,7 +386,7 @@ class WorkerSide:
         return relay.owner if relay is not None else None
 
     # --- whole-gateway answers -------------------------------------------------------------
-    def _asked(self, sender: int, ask: bus.Ask) -> None:
+    def _answer(self, sender: int, ask: bus.Ask) -> None:
         if ask.what == "metrics":
             value: Any = prometheus_client.generate_latest(self.gw.registry)
         elif ask.what == "stream":  # the player page's poll: one stream, not all of them

@@ -216,6 +216,11 @@ async def low_latency_reply(
     ``token``: the viewer's playback token under read_auth (see playlist_reply)."""
     path = f"{app}/{key}"
     playlist = ll.source.live_playlist(app, key, file)
+    if playlist is None and ll.source.made_elsewhere(app, key):
+        # Another worker makes the stream and copies its LL-HLS state here from the first
+        # request on (web.lowlatency.await_copy): wait for that copy, briefly.
+        found = partial(ll.source.live_playlist, app, key, file)
+        playlist = await await_copy(ll.source, ll.waiters, app, key, found)
     if playlist is None or playlist.part_target is None:
         return None
     deadline = trio.current_time() + deadline_seconds(playlist)

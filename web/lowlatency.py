@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import trio
@@ -85,13 +85,15 @@ class Waiters:
         return len(lot) if lot is not None else 0
 
 
+T = TypeVar("T")
+
 # Seconds a request for a file of a stream another worker makes waits for the file's copy.
 COPY_WAIT = 0.5
 
 
 async def await_copy(
-    source: LiveSource, waiters: Waiters, app: str, key: str, read: Callable[[], bytes | None]
-) -> bytes | None:
+    source: LiveSource, waiters: Waiters, app: str, key: str, read: Callable[[], T | None]
+) -> T | None:
     """``read()`` again each time a copy of the stream arrives, for at most COPY_WAIT seconds,
     if another worker makes the stream: a player that got a playlist from the owner may ask
     this worker for a segment a moment before its copy lands."""

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import bus
-from gateway.cluster import Mirror, Outbox
+from gateway.cluster import LiveSender, Mirror, Outbox
 from gateway.config import Settings
 from gateway.supervisor import Supervisor
 from gateway.workerside import encode_item, merge_metrics, merge_streams
@@ -209,3 +209,32 @@ async def test_outbox_bounds_bytes_and_waits_for_room() -> None:
         nursery.cancel_scope.cancel()
     assert written == [b"x" * 150, b"z" * 60, b"w" * 60]
     assert box.queued == 0
+
+
+class _Link:
+    """Stands in for Cluster.send: records what went, refuses while ``full``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, object]] = []
+        self.full = False
+
+    def send(self, to: int, message: object) -> bool:
+        if self.full:
+            return False
+        self.sent.append((to, message))
+        return True
+
+
+def test_live_sender_sends_each_part_once_and_resends_what_was_lost() -> None:
+    link = _Link()
+    sender = LiveSender(link, "live/a", 1)  # type: ignore[arg-type]
+    playlist = _playlist()
+    sender.update({"cmaf.m3u8": playlist}, {"p0": b"0"}, {})
+    sender.update({"cmaf.m3u8": playlist}, {"p0": b"0", "p1": b"1"}, {})
+    link.full = True
+    sender.update({"cmaf.m3u8": playlist}, {"p1": b"1", "p2": b"2"}, {})  # lost
+    link.full = False
+    sender.update({"cmaf.m3u8": playlist}, {"p1": b"1", "p2": b"2", "p3": b"3"}, {})
+    news = [message.new_parts for _, message in link.sent]  # type: ignore[attr-defined]
+    assert news == [{"p0": b"0"}, {"p1": b"1"}, {"p2": b"2", "p3": b"3"}]
+    assert all(to == 1 for to, _ in link.sent)

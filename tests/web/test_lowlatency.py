@@ -7,6 +7,8 @@ their bytes, then notifies the waiters as the gateway's segmenter does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import m3u8
 import pytest
 import trio
@@ -371,9 +373,10 @@ async def test_a_miss_waits_for_the_copy_of_a_stream_made_elsewhere(
 async def test_a_miss_gives_up_after_copy_wait(autojump_clock: trio.testing.MockClock) -> None:
     waiters = Waiters()
     start = trio.current_time()
-    assert await await_copy(_Elsewhere(True), waiters, "live", "a", lambda: None) is None
+    never: Callable[[], bytes | None] = lambda: None  # noqa: E731
+    assert await await_copy(_Elsewhere(True), waiters, "live", "a", never) is None
     assert trio.current_time() - start == pytest.approx(COPY_WAIT)
     # A stream made here (or by nobody): a miss is a miss at once.
     start = trio.current_time()
-    assert await await_copy(_Elsewhere(False), waiters, "live", "a", lambda: None) is None
+    assert await await_copy(_Elsewhere(False), waiters, "live", "a", never) is None
     assert trio.current_time() == start
