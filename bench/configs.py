@@ -3,7 +3,8 @@
 A configuration is a target plus, for ours, GATEWAY_HLS_FORMATS and more GATEWAY_* settings, and
 optionally CPUs of its own: ``--ours-env GATEWAY_WORKERS=1,cpus=0 --ours-env
 GATEWAY_WORKERS=2,cpus=0-1`` runs one worker on CPU 0 (the load on the other CPUs) and then two
-workers on CPUs 0-1 (sharing them with the load), each column with its own layout.
+workers on CPUs 0-1 (sharing them with the load), each column with its own layout. A CPU list
+there is written with ``+`` (``cpus=0+2``): commas separate the settings.
 """
 
 from __future__ import annotations
@@ -95,9 +96,12 @@ def configs(opts: Any, targets: list[str]) -> list[RunConfig]:
             continue
         formats_list: list[str | None] = list(getattr(opts, "formats", None) or [None])
         out += [RunConfig(name, f, e) for f in formats_list for e in envs]
-    for config in out:
-        if config.env is not None and config.cpus is not None:
-            cpus.plan(config.cpus, allowed(opts))
+    try:
+        for config in out:
+            if config.env is not None and config.cpus is not None:
+                cpus.plan(config.cpus, allowed(opts))
+    except ValueError as exc:
+        raise SystemExit(f"bench: {exc}") from None
     return out
 
 

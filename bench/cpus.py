@@ -50,7 +50,8 @@ class CpuPlan:
 
 def _parse(spec: str) -> frozenset[int]:
     cpus: set[int] = set()
-    for part in spec.split(","):
+    # "+" separates too: inside --ours-env a comma already separates settings.
+    for part in spec.replace("+", ",").split(","):
         lo, _, hi = part.strip().partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return frozenset(cpus)

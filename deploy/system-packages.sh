@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives as real clients: FFmpeg 5.1 (second RTMP/HLS client),
 # Chromium (player page test), rtmpdump and GStreamer (RTMP players, a third publisher);
-# systemd-analyze checks deploy/gateway.service.
+# systemd-analyze checks deploy/gateway.service; wrk hammers playlists (bench viewers).
 # Installs only what is missing.
 set -euo pipefail
 need=()
@@ -17,6 +17,7 @@ gst-inspect-1.0 avenc_aac >/dev/null 2>&1 || need+=(gstreamer1.0-libav)
 gst-inspect-1.0 flvmux >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
 gst-inspect-1.0 audiotestsrc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-base)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -26,6 +26,7 @@ def test_explicit_list_and_range() -> None:
     assert p == CpuPlan(frozenset({0, 1}), frozenset({2, 3}))
     assert p.server_prefix() == ["taskset", "--cpu-list", "0,1"]
     assert plan("1,3", FOUR).clients == frozenset({0, 2})
+    assert plan("1+3", FOUR) == plan("1,3", FOUR)  # as --ours-env cpus= writes a list
     assert p.describe() == {"server": [0, 1], "clients": [2, 3], "shared": False}
     assert not p.shared and p.server_count() == 2
 
