@@ -180,6 +180,8 @@ async def run(
             for p in path:
                 v = v.get(p) if isinstance(v, dict) else None
             values[c] = v
+        if all(v is None for v in values.values()):
+            return  # a phase that did not run (--wrk-only, no wrk): no row of dashes
         table.add(group, metric, values)
 
     row("load", "requests/s", "requests_per_s")
