@@ -18,7 +18,7 @@ from bench import cpus, fixtures, report
 
 SCENARIOS = (
     "ingest", "hotpath", "latency", "viewers", "fanout", "firstframe", "glass", "llviewers",
-    "auth", "ladder", "front", "s3",
+    "auth", "ladder", "front", "s3", "capacity",
 )  # fmt: skip
 
 
@@ -61,9 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--ours-env", action="append", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
-        help="ingest: GATEWAY_* settings of ours; repeat the option for one run per value, side "
-        "by side (e.g. --ours-env GATEWAY_RTMP_READ_INTERVAL=0 --ours-env "
-        "GATEWAY_RTMP_READ_INTERVAL=0.005)",
+        help="ingest, capacity, viewers: GATEWAY_* settings of ours; repeat the option for one "
+        "run per value, side by side (e.g. --ours-env GATEWAY_WORKERS=1 --ours-env "
+        "GATEWAY_WORKERS=2); cpus=LIST gives that column its own --server-cpus (e.g. "
+        "--ours-env GATEWAY_WORKERS=1,cpus=0 --ours-env GATEWAY_WORKERS=2,cpus=0-1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--step", type=int, default=10,
+        help="capacity: publishers added at each level (the first level has this many)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-publishers", type=int, default=300, help="capacity: the last level tried"
+    )  # fmt: skip
+    p.add_argument(
+        "--max-late", type=float, default=0.01,
+        help="capacity: fraction of late segments a level may have and still keep up",
+    )  # fmt: skip
+    p.add_argument(
+        "--wrk-only", action="store_true",
+        help="viewers: only the wrk playlist hammer (no Python viewers phase)",
     )  # fmt: skip
     p.add_argument(
         "--nodelay", action="store_true",
@@ -111,8 +127,9 @@ async def _main(opts: Any) -> None:
         targets = ["ours"]  # nginx-rtmp has no LL-HLS
     else:
         targets = ["ours", "nginx"] if opts.target == "both" else [opts.target]
+    opts.allowed_cpus = frozenset(os.sched_getaffinity(0))  # before moving to the client CPUs
     try:
-        opts.cpus = cpus.plan(opts.server_cpus)
+        opts.cpus = cpus.plan(opts.server_cpus, opts.allowed_cpus)
     except ValueError as exc:
         raise SystemExit(f"bench: {exc}") from None
     if opts.cpus.clients is not None:

@@ -6,6 +6,10 @@ at 100 publishers) and a figure says as much about the clients as about it. By d
 (ours or nginx, and every thread or worker of it) gets the first allowed CPU to itself and
 everything the bench starts runs on the others: the layout of a real gateway, whose publishers
 are elsewhere. ``--server-cpus none`` measures them all sharing the machine, as before.
+
+A server given every allowed CPU (``--server-cpus 0-1`` on a 2-CPU machine, for two worker
+processes) shares them with the load: there is no CPU left to put it elsewhere, and the layout
+says so (``shared``).
 """
 
 from __future__ import annotations
@@ -25,16 +29,29 @@ class CpuPlan:
             return []
         return ["taskset", "--cpu-list", ",".join(map(str, sorted(self.server)))]
 
-    def describe(self) -> dict[str, list[int] | None]:
+    @property
+    def shared(self) -> bool:
+        """Whether the load runs on the server's CPUs too."""
+        return self.server is None or self.clients is None or bool(self.server & self.clients)
+
+    def server_count(self, allowed: frozenset[int] | None = None) -> int:
+        """CPUs the server may use (all allowed ones when not pinned)."""
+        if self.server is not None:
+            return len(self.server)
+        return len(allowed if allowed is not None else os.sched_getaffinity(0))
+
+    def describe(self) -> dict[str, list[int] | bool | None]:
         return {
             "server": sorted(self.server) if self.server is not None else None,
             "clients": sorted(self.clients) if self.clients is not None else None,
+            "shared": self.shared,
         }
 
 
 def _parse(spec: str) -> frozenset[int]:
     cpus: set[int] = set()
-    for part in spec.split(","):
+    # "+" separates too: inside --ours-env a comma already separates settings.
+    for part in spec.replace("+", ",").split(","):
         lo, _, hi = part.strip().partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return frozenset(cpus)
@@ -42,7 +59,8 @@ def _parse(spec: str) -> frozenset[int]:
 
 def plan(spec: str, allowed: frozenset[int] | None = None) -> CpuPlan:
     """``auto``: the first allowed CPU for the server, the rest for clients (no pinning on one
-    CPU); ``none``: no pinning; else a CPU list such as ``0`` or ``0-1`` for the server."""
+    CPU); ``none``: no pinning; else a CPU list such as ``0`` or ``0-1`` for the server (the
+    clients get the other CPUs, or share the server's when it has them all)."""
     allowed = allowed if allowed is not None else frozenset(os.sched_getaffinity(0))
     if spec == "none":
         return CpuPlan(None, None)
@@ -55,7 +73,6 @@ def plan(spec: str, allowed: frozenset[int] | None = None) -> CpuPlan:
         if not server <= allowed:
             missing = sorted(server - allowed)
             raise ValueError(f"--server-cpus {spec}: CPUs {missing} are not allowed here")
-    clients = allowed - server
-    if not clients:
-        raise ValueError(f"--server-cpus {spec}: no CPU left for the publishers and the bench")
+    # Nothing left: the load shares the server's CPUs (two workers on a 2-CPU machine).
+    clients = (allowed - server) or server
     return CpuPlan(server, clients)

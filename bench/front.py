@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import cache, publish, wrk
 from bench.hls import PlaylistTracker
-from bench.procs import Procs, children, cpu_seconds, free_port, wait_tcp
+from bench.procs import Procs, cpu_seconds, descendants, free_port, wait_tcp
 from bench.report import Table
 from bench.targets import Target, open_target, run_each
 
@@ -125,7 +125,7 @@ async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> 
                     res[OURS][kind] = await measure(url, opts, target.pids(), tracker)
                 res[CACHED] = {}
                 async with open_cache(procs, target, workdir / target_name, opts) as (port, ngx):
-                    cache_pids = [ngx.pid, *children(ngx.pid)]
+                    cache_pids = [ngx.pid, *descendants(ngx.pid)]
                     for kind, name in playlists.items():
                         url = f"http://127.0.0.1:{port}/live/{KEY}/{name}"
                         res[CACHED][kind] = await measure(

@@ -108,9 +108,10 @@ async def wait_tcp(port: int, proc: trio.Process) -> None:
             return
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (nginx workers of a master)."""
-    out = []
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...): a gateway with
+    ``workers`` > 1 is a supervisor and its worker processes, and whatever those start."""
+    parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -119,8 +120,13 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            out.append(int(entry))
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        below = parents.get(todo.pop(), [])
+        out += below
+        todo += below
     return out
 
 
@@ -151,3 +157,20 @@ def memory_kib(pids: list[int]) -> tuple[int, int]:
             elif line.startswith("VmHWM:"):
                 hwm += int(line.split()[1])
     return rss, hwm
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size summed over ``pids``, KiB (/proc/pid/smaps_rollup): pages shared
+    between processes (the interpreter and libraries of several workers) counted once, not once
+    per process as VmRSS sums count them."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+                break
+    return total

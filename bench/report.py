@@ -46,6 +46,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def layout_line(cpus: dict[str, Any]) -> str:
+    """Where the server and the load ran, in words."""
+    if cpus.get("server") is None:
+        return "server not pinned: it shares every CPU with the publishers, clients and bench"
+    if cpus.get("shared"):
+        return f"server on CPUs {cpus['server']}, shared with the publishers, clients and bench"
+    return f"server on CPUs {cpus['server']}; publishers, clients, bench on {cpus['clients']}"
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -81,9 +90,12 @@ def emit(
     text = json.dumps(doc, indent=2, sort_keys=True, default=str)
     path.write_text(text + "\n")
     print(table.render())
-    cpus = result.get("cpus") or {}
-    if cpus.get("server") is not None:
-        print(f"(server on CPUs {cpus['server']}; publishers, clients, bench on {cpus['clients']})")
+    layouts = result.get("layouts") or {}
+    if layouts and any(v != result.get("cpus") for v in layouts.values()):
+        for column, cpus in layouts.items():  # columns with their own cpus=
+            print(f"{column}: {layout_line(cpus)}")
+    else:
+        print(f"({layout_line(result.get('cpus') or {})})")
     print(JSON_MARKER)
     print(text)
     print(f"(written to {path})", file=sys.stderr)

@@ -22,7 +22,7 @@ import trio
 
 from bench import nginx
 from bench.cpus import CpuPlan
-from bench.procs import Procs, children, free_port, wait_tcp
+from bench.procs import Procs, descendants, free_port, wait_tcp
 
 TARGETS = ("ours", "nginx")
 LABELS = {"ours": "ours", "nginx": "nginx-rtmp"}
@@ -83,8 +83,10 @@ class Target:
         return self.hls_dir / APP / key / (file or self.media_playlist)
 
     def pids(self) -> list[int]:
-        """The server process and its children (nginx: master + workers)."""
-        return [self.proc.pid, *children(self.proc.pid)]
+        """The server process and every process below it (nginx: master + workers; ours with
+        ``workers`` > 1: supervisor + worker processes). Read at each call: a worker the
+        supervisor starts again has a new pid (the dead one's CPU is lost to the sample)."""
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
     def alive(self) -> bool:
         return self.proc.returncode is None

@@ -17,12 +17,13 @@ import httpx
 import m3u8
 import trio
 
-from bench import publish, wrk
+from bench import configs, publish, wrk
+from bench.configs import RunConfig
 from bench.hls import PlaylistTracker
 from bench.latency import percentile
 from bench.procs import Procs, cpu_seconds
 from bench.report import Table
-from bench.targets import LABELS, Target, open_target, run_each
+from bench.targets import Target, open_target
 
 # Seconds over which viewers start, so they do not all poll in the same instant.
 RAMP_SECONDS = 2.0
@@ -73,30 +74,45 @@ async def viewer(client: httpx.AsyncClient, url: str, period: float, stats: Stat
         await trio.sleep(period)
 
 
-async def run_one(target_name: str, opts: Any, fixture: Path, workdir: Path) -> dict[str, Any]:
-    res: dict[str, Any] = {"target": target_name, "viewers": opts.viewers}
-    async with Procs() as procs, open_target(
-        target_name, procs, workdir / target_name,
-        target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=opts.cpus,
-    ) as target:  # fmt: skip
-        pub, watcher, tracker = await publish.publish_one(
-            procs, target, fixture, "view", workdir / f"{target_name}-logs"
-        )
-        url = target.playlist_url("view")
-        async with trio.open_nursery() as watching:
-            watching.start_soon(publish.watch_forever, watcher, tracker)
-            b0 = trio.current_time()
-            await trio.sleep(opts.seconds)
-            b1 = trio.current_time()
-            res["cadence_without_viewers"] = tracker.summary(b0, b1)
-            await _load(res, opts, target, tracker)
-            if wrk.available():
-                h0 = trio.current_time()
-                res["wrk_playlist"] = await wrk.hammer(url, opts.viewers, opts.seconds)
-                res["wrk_playlist"]["cadence"] = tracker.summary(h0, trio.current_time())
-            watching.cancel_scope.cancel()
-        res["publisher_alive"] = pub.returncode is None
+async def run_one(config: RunConfig, opts: Any, fixture: Path, workdir: Path) -> dict[str, Any]:
+    layout = configs.plan(opts, config)
+    res: dict[str, Any] = {**config.describe(), "viewers": opts.viewers, "cpus": layout.describe()}
+    with configs.clients_on(opts, layout):
+        async with Procs() as procs, open_target(
+            config.target, procs, workdir / config.tag,
+            target_duration=opts.target_duration, nginx_workers=opts.nginx_workers, cpus=layout,
+            formats=config.formats, settings=config.settings,
+        ) as target:  # fmt: skip
+            await _phases(res, procs, target, opts, fixture, workdir / f"{config.tag}-logs")
     return res
+
+
+async def _phases(
+    res: dict[str, Any], procs: Procs, target: Target, opts: Any, fixture: Path, logdir: Path
+) -> None:
+    """Ingest alone, then the Python viewers (unless --wrk-only), then wrk."""
+    pub, watcher, tracker = await publish.publish_one(procs, target, fixture, "view", logdir)
+    url = target.playlist_url("view")
+    async with trio.open_nursery() as watching:
+        watching.start_soon(publish.watch_forever, watcher, tracker)
+        b0 = trio.current_time()
+        await trio.sleep(opts.seconds)
+        b1 = trio.current_time()
+        res["cadence_without_viewers"] = tracker.summary(b0, b1)
+        if not getattr(opts, "wrk_only", False):
+            await _load(res, opts, target, tracker)
+        if wrk.available():
+            h0 = trio.current_time()
+            cpu0 = cpu_seconds(target.pids())
+            res["wrk_playlist"] = await wrk.hammer(url, opts.viewers, opts.seconds)
+            h1 = trio.current_time()
+            # Server CPU while wrk ran (its whole tree; of one core, several with workers).
+            res["wrk_playlist"]["server_cpu_percent"] = round(
+                100 * (cpu_seconds(target.pids()) - cpu0) / (h1 - h0), 1
+            )
+            res["wrk_playlist"]["cadence"] = tracker.summary(h0, h1)
+        watching.cancel_scope.cancel()
+    res["publisher_alive"] = pub.returncode is None
 
 
 async def _load(res: dict[str, Any], opts: Any, target: Target, tracker: PlaylistTracker) -> None:
@@ -144,20 +160,28 @@ def _ms(v: float | None) -> float | None:
 async def run(
     opts: Any, targets: list[str], fixture: Path, workdir: Path
 ) -> tuple[dict[str, Any], Table]:
-    runs = await run_each(run_one, targets, opts, fixture, workdir)
+    columns = configs.configs(opts, targets)
+    runs = []
+    for config in columns:
+        try:
+            runs.append(await run_one(config, opts, fixture, workdir))
+        except RuntimeError as exc:  # a target that cannot start is a result, not a crash
+            runs.append({**config.describe(), "error": str(exc)})
     table = Table(
         f"viewers: {opts.viewers} on one {fixture.name} stream, {opts.seconds:g} s",
-        [LABELS[t] for t in targets],
+        [c.column for c in columns],
     )
-    by = {r["target"]: r for r in runs}
+    by = {r["column"]: r for r in runs}
 
     def row(group: str, metric: str, *path: str) -> None:
         values: dict[str, Any] = {}
-        for t in targets:
-            v: Any = by[t]
+        for c in table.columns:
+            v: Any = by[c]
             for p in path:
                 v = v.get(p) if isinstance(v, dict) else None
-            values[LABELS[t]] = v
+            values[c] = v
+        if all(v is None for v in values.values()):
+            return  # a phase that did not run (--wrk-only, no wrk): no row of dashes
         table.add(group, metric, values)
 
     row("load", "requests/s", "requests_per_s")
@@ -177,8 +201,12 @@ async def run(
     row("wrk playlist", "p50 ms", "wrk_playlist", "p50_ms")
     row("wrk playlist", "p99 ms", "wrk_playlist", "p99_ms")
     row("wrk playlist", "errors", "wrk_playlist", "socket_errors")
+    row("wrk playlist", "non-2xx", "wrk_playlist", "non_2xx")
+    row("wrk playlist", "server CPU %", "wrk_playlist", "server_cpu_percent")
     row("ingest+wrk", "max interval s", "wrk_playlist", "cadence", "max_interval_s")
     row("ingest+wrk", "late", "wrk_playlist", "cadence", "late")
     params = {"viewers": opts.viewers, "seconds": opts.seconds, "fixture": str(fixture),
-              "targets": targets}  # fmt: skip
-    return {"params": params, "runs": runs}, table
+              "targets": targets, "ours_env": getattr(opts, "ours_env", None),
+              "wrk_only": bool(getattr(opts, "wrk_only", False))}  # fmt: skip
+    layouts = {c.column: configs.plan(opts, c).describe() for c in columns}
+    return {"params": params, "runs": runs, "layouts": layouts}, table

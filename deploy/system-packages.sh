@@ -2,8 +2,8 @@
 # Debian packages the test suite drives as real clients: FFmpeg 5.1 (second RTMP/HLS client),
 # Chromium (player page test), rtmpdump and GStreamer (RTMP players, a third publisher);
 # systemd-analyze checks deploy/gateway.service; nginx runs deploy/nginx/gateway-cache.conf in front of
-# the gateway (tests/e2e/test_front.py, tests/deploy/test_nginx.py); wrk hammers its playlists
-# (tests/bench/test_bench_smoke_front.py).
+# the gateway (tests/e2e/test_front.py, tests/deploy/test_nginx.py); wrk hammers playlists
+# (tests/bench/test_bench_smoke_front.py, bench viewers).
 # Installs only what is missing.
 set -euo pipefail
 need=()

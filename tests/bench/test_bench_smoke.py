@@ -51,4 +51,4 @@ def test_ingest_one_publisher_prints_table_and_json(tmp_path: Path) -> None:
     assert run["server_alive"] is True
     if len(os.sched_getaffinity(0)) >= 2:  # default --server-cpus auto: the server on its own
         allowed = sorted(os.sched_getaffinity(0))
-        assert doc["cpus"] == {"server": allowed[:1], "clients": allowed[1:]}
+        assert doc["cpus"] == {"server": allowed[:1], "clients": allowed[1:], "shared": False}

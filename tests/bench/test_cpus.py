@@ -26,11 +26,19 @@ def test_explicit_list_and_range() -> None:
     assert p == CpuPlan(frozenset({0, 1}), frozenset({2, 3}))
     assert p.server_prefix() == ["taskset", "--cpu-list", "0,1"]
     assert plan("1,3", FOUR).clients == frozenset({0, 2})
-    assert p.describe() == {"server": [0, 1], "clients": [2, 3]}
+    assert plan("1+3", FOUR) == plan("1,3", FOUR)  # as --ours-env cpus= writes a list
+    assert p.describe() == {"server": [0, 1], "clients": [2, 3], "shared": False}
+    assert not p.shared and p.server_count() == 2
 
 
-def test_refuses_cpus_not_allowed_or_none_left_for_clients() -> None:
+def test_refuses_cpus_not_allowed() -> None:
     with pytest.raises(ValueError, match=r"CPUs \[4\] are not allowed"):
         plan("3-4", FOUR)
-    with pytest.raises(ValueError, match="no CPU left"):
-        plan("0-1", TWO)
+
+
+def test_every_cpu_for_the_server_shares_them_with_the_load() -> None:
+    p = plan("0-1", TWO)
+    assert p == CpuPlan(TWO, TWO) and p.shared
+    assert p.describe() == {"server": [0, 1], "clients": [0, 1], "shared": True}
+    assert plan("none", TWO).shared and plan("none", TWO).server_count(TWO) == 2
+    assert not plan("auto", TWO).shared
