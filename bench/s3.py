@@ -66,19 +66,19 @@ async def _create_bucket(client: httpx.AsyncClient, endpoint: str) -> None:
     moto takes unsigned requests, so plain HTTP does."""
     r = await client.put(f"{endpoint}/{BUCKET}")
     r.raise_for_status()
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{BUCKET}/*",
-            }
-        ],
-    }
-    r = await client.put(f"{endpoint}/{BUCKET}?policy", content=json.dumps(policy))
+    r = await client.put(f"{endpoint}/{BUCKET}?policy", content=public_read_policy(BUCKET))
     r.raise_for_status()
+
+
+def public_read_policy(bucket: str) -> str:
+    """A bucket policy letting anyone GET its objects (JSON)."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 async def _watch(

@@ -13,7 +13,6 @@ Nothing skips: without moto installed the import fails and so does the test.
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 import threading
@@ -29,6 +28,8 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from bench.s3 import public_read_policy
 
 REGION = "us-east-1"
 # Credentials moto accepts (it checks none); set in the environment, where botocore's chain finds
@@ -156,18 +157,7 @@ class MotoS3:
         s3.create_bucket(Bucket=bucket)
         if public_read:
             # What a CDN origin or anonymous players need on real S3 too.
-            policy = {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": "*",
-                        "Action": "s3:GetObject",
-                        "Resource": f"arn:aws:s3:::{bucket}/*",
-                    }
-                ],
-            }
-            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+            s3.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
 
     def keys(self, bucket: str, prefix: str = "") -> set[str]:
         s3 = self.client()

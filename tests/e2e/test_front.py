@@ -25,6 +25,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import cache
+from bench.procs import wait_tcp
 from gateway.app import Gateway
 from tests.clients import (
     apt_ffmpeg_exe,
@@ -41,7 +42,6 @@ from web.hls import PLAYLIST_ROUTE
 pytestmark = pytest.mark.e2e
 
 # Seconds nginx may take to listen.
-NGINX_START_TIMEOUT = 20.0
 # Identical blocking reloads sent at once through the cache.
 CONCURRENT = 8
 _PART = re.compile(r'-(\d+)\.(\d+)\.m4s"')
@@ -67,16 +67,10 @@ def free_port() -> int:
 
 
 async def wait_listening(port: int, proc: trio.Process, front: Front) -> None:
-    with trio.fail_after(NGINX_START_TIMEOUT):
-        while True:
-            assert proc.returncode is None, f"nginx exited: {front.error_log()}"
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
+    try:
+        await wait_tcp(port, proc)
+    except RuntimeError as exc:  # nginx exited: its error log says why
+        raise AssertionError(f"{exc}: {front.error_log()}") from None
 
 
 @pytest.fixture
