@@ -41,7 +41,6 @@ from web.hls import PLAYLIST_ROUTE
 
 pytestmark = pytest.mark.e2e
 
-# Seconds nginx may take to listen.
 # Identical blocking reloads sent at once through the cache.
 CONCURRENT = 8
 _PART = re.compile(r'-(\d+)\.(\d+)\.m4s"')
