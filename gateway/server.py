@@ -672,7 +672,9 @@ class Listening(NamedTuple):
     protocol: str = "rtmp"  # or "rtmps"
 
 
-async def _listen(settings: Settings, port: int, protocol: str) -> list[trio.SocketListener]:
+async def listen_tcp(settings: Settings, port: int, protocol: str) -> list[trio.SocketListener]:
+    """Listeners on ``port`` of ``settings.host`` (all families); an error names the protocol
+    and the address (the supervisor's listeners are made here too)."""
     try:
         return await trio.open_tcp_listeners(port, host=settings.host or None)
     except OSError as exc:
@@ -715,11 +717,11 @@ async def serve_rtmp(
         if incoming is not None:
             pass  # the supervisor listens
         elif settings.rtmp_port >= 0:
-            found = await _listen(settings, settings.rtmp_port, "rtmp")
+            found = await listen_tcp(settings, settings.rtmp_port, "rtmp")
             listeners += [("rtmp", lst) for lst in found]
         if settings.tls_cert and incoming is None:
             tls_context = server_context(settings)
-            found = await _listen(settings, settings.rtmps_port, "rtmps")
+            found = await listen_tcp(settings, settings.rtmps_port, "rtmps")
             listeners += [("rtmps", lst) for lst in found]
     except BaseException:
         for _, lst in listeners:

@@ -37,6 +37,7 @@ from gateway import bus
 from gateway.cluster import Outbox, send_all
 from gateway.config import ConfigError, Settings
 from gateway.janitor import retire_ended, sweep_store
+from gateway.server import listen_tcp
 from gateway.signals import watch_signals
 from gateway.tls import server_context
 from segmenter.keeper import end_stale_playlists
@@ -351,16 +352,6 @@ def reserve_http_port(settings: Settings) -> socket.socket:
         raise OSError(exc.errno, f"cannot listen for HTTP on {where}: {exc.strerror}") from None
 
 
-async def _listen(settings: Settings, port: int, protocol: str) -> list[trio.SocketListener]:
-    try:
-        return await trio.open_tcp_listeners(port, host=settings.host or None)
-    except OSError as exc:
-        where = f"{settings.host}:{port}"
-        raise OSError(
-            exc.errno, f"cannot listen for {protocol.upper()} on {where}: {exc.strerror}"
-        ) from None
-
-
 async def run_supervisor(
     settings: Settings,
     count: int,
@@ -374,10 +365,12 @@ async def run_supervisor(
     try:
         rtmp: list[tuple[str, trio.SocketListener]] = []
         if settings.rtmp_port >= 0:
-            rtmp += [("rtmp", lst) for lst in await _listen(settings, settings.rtmp_port, "rtmp")]
+            found = await listen_tcp(settings, settings.rtmp_port, "rtmp")
+            rtmp += [("rtmp", lst) for lst in found]
         if settings.tls_cert:
             server_context(settings)  # a bad certificate fails here, not in every worker
-            rtmp += [("rtmps", x) for x in await _listen(settings, settings.rtmps_port, "rtmps")]
+            found = await listen_tcp(settings, settings.rtmps_port, "rtmps")
+            rtmp += [("rtmps", lst) for lst in found]
         ports = {p: lst.socket.getsockname()[1] for p, lst in rtmp}
         # The workers run with the ports as bound (port 0 was picked here).
         settings = replace(

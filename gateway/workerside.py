@@ -56,25 +56,6 @@ class Parts(Protocol):
     def retention(self) -> float: ...
 
 
-class _Prefixed:
-    """A store seen through one stream's names (end_stale_playlists walks every name)."""
-
-    def __init__(self, store: Store, prefix: str) -> None:
-        self._store, self._prefix = store, prefix
-
-    def put(self, name: str, data: Any, *, fresh: bool = False) -> None:
-        self._store.put(name, data, fresh=fresh)
-
-    def get(self, name: str) -> bytes | None:
-        return self._store.get(name)
-
-    def delete(self, name: str) -> None:
-        self._store.delete(name)
-
-    def names(self, prefix: str = "") -> list[str]:
-        return self._store.names(self._prefix + prefix)
-
-
 def encode_item(item: HubItem) -> tuple[Any, ...] | None:
     if isinstance(item, FlvTag):
         return (int(item.type), item.timestamp, item.body)
@@ -266,7 +247,7 @@ class WorkerSide:
         for path in died.paths:
             if path in self.gw.lives:
                 continue
-            for name in end_stale_playlists(_Prefixed(self.gw.store, path + "/")):
+            for name in end_stale_playlists(self.gw.store, path + "/"):
                 log.info("%s: ended (worker %d died)", name, died.index)
                 ended.append(EndedPlaylist(name, now))
         if ended and self._nursery is not None:
@@ -484,27 +465,19 @@ class ClusterStatus:
     def worker(self) -> int:
         return self._cluster.index
 
-    def _own(self, local: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "worker": self._cluster.index,
-            "streams": local,
-            "viewers": self._gw.viewer_counts(),
-        }
+    def _own(self, local: list[dict[str, Any]], viewers: dict[str, int]) -> dict[str, Any]:
+        return {"worker": self._cluster.index, "streams": local, "viewers": viewers}
 
     async def streams(self, local: list[dict[str, Any]]) -> list[dict[str, Any]]:
         others = await self._cluster.ask_others("streams")
-        return merge_streams([self._own(local), *others])
+        return merge_streams([self._own(local, self._gw.viewer_counts()), *others])
 
     async def stream(
         self, app: str, key: str, local: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         # Asked of every worker: the owner describes it, the others add players and viewers.
         path = f"{app}/{key}"
-        own = {
-            "worker": self._cluster.index,
-            "streams": [local] if local is not None else [],
-            "viewers": {path: self._gw.viewer_count(path)},
-        }
+        own = self._own([local] if local is not None else [], {path: self._gw.viewer_count(path)})
         others = await self._cluster.ask_others("stream", path)
         merged = merge_streams([own, *others])
         return next((s for s in merged if s["app"] == app and s["key"] == key), None)

@@ -219,12 +219,12 @@ def _published(published: Callable[[str], bool], path: str, uri: str) -> bool:
     return published(f"{path}/{uri}")
 
 
-def end_stale_playlists(store: Store) -> list[str]:
+def end_stale_playlists(store: Store, prefix: str = "") -> list[str]:
     """At start-up: a live playlist left by a process that died can never grow again; end it
     (§6.2.1 allows adding EXT-X-ENDLIST) so players stop waiting. A publisher coming back later
     continues the numbering (PlaylistKeeper resumes from it)."""
     ended = []
-    for name in store.names():
+    for name in store.names(prefix):  # a prefix "app/key/": that stream's only
         if not is_media_playlist(name.rpartition("/")[2]):
             continue
         data = store.get(name)
